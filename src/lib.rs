@@ -1,4 +1,16 @@
 //! tokenyard: an LLM API gateway that rotates a pool of credentials around
 //! rate limits.
+//!
+//! The parts, and how a request flows through them, are described in the
+//! README's architecture section.
 
+pub mod cli;
+pub mod config;
+pub mod demo;
+pub mod events;
+pub mod gateway;
+pub mod pool;
+pub mod report;
+pub mod secret;
 pub mod sim;
+pub mod upstream;

@@ -1,0 +1,110 @@
+//! The admin API: the pool snapshot and the operator's commands. Guarded by
+//! `admin_key` when one is configured, else open to loopback peers only.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Path, Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use http::{HeaderMap, StatusCode};
+
+use super::error::ApiError;
+use super::{AppState, from_loopback};
+use crate::events::Command;
+use crate::pool::CommandError;
+
+pub fn routes() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/admin/pool", get(pool))
+        .route("/admin/credentials/{name}/{action}", post(credential))
+        .route("/admin/rotate", post(rotate))
+}
+
+fn presented_admin_key(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get("x-admin-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .or_else(|| super::presented_key(headers))
+}
+
+pub async fn guard(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    match &state.config.admin_key {
+        Some(key) => match presented_admin_key(req.headers()) {
+            Some(k) if key.matches(k) => next.run(req).await,
+            _ => ApiError::unauthorized(
+                "the admin API needs the admin key (Authorization: Bearer or x-admin-key)",
+            )
+            .code("invalid_admin_key")
+            .into_response(),
+        },
+        None if from_loopback(&req) => next.run(req).await,
+        None => ApiError::new(
+            StatusCode::FORBIDDEN,
+            "permission_error",
+            "the admin API is open to loopback clients only; set admin_key to reach it remotely",
+        )
+        .code("admin_loopback_only")
+        .into_response(),
+    }
+}
+
+async fn pool(State(state): State<Arc<AppState>>) -> Response {
+    axum::Json(state.pool.snapshot()).into_response()
+}
+
+async fn run(state: &AppState, cmd: Command, name: Option<&str>) -> Response {
+    match state.pool.command(cmd).await {
+        Ok(message) => {
+            let credential = name.and_then(|n| {
+                state
+                    .pool
+                    .snapshot()
+                    .credentials
+                    .into_iter()
+                    .find(|c| c.name == n)
+            });
+            axum::Json(serde_json::json!({
+                "ok": true,
+                "message": message,
+                "credential": credential,
+            }))
+            .into_response()
+        }
+        Err(e @ CommandError::UnknownCredential(_)) => ApiError::not_found(e.to_string())
+            .code("unknown_credential")
+            .into_response(),
+        Err(e @ CommandError::Failed(_)) => {
+            ApiError::new(StatusCode::BAD_GATEWAY, "upstream_error", e.to_string())
+                .code("command_failed")
+                .into_response()
+        }
+    }
+}
+
+async fn credential(
+    State(state): State<Arc<AppState>>,
+    Path((name, action)): Path<(String, String)>,
+) -> Response {
+    let cmd = match action.as_str() {
+        "disable" => Command::Disable(name.clone()),
+        "enable" => Command::Enable(name.clone()),
+        "refresh" => Command::Refresh(name.clone()),
+        "next" => Command::UseNext(name.clone()),
+        other => {
+            let shown: String = other.chars().take(40).collect();
+            return ApiError::not_found(format!(
+                "unknown action {shown:?}; use disable, enable, refresh or next"
+            ))
+            .code("unknown_action")
+            .into_response();
+        }
+    };
+    run(&state, cmd, Some(&name)).await
+}
+
+async fn rotate(State(state): State<Arc<AppState>>) -> Response {
+    run(&state, Command::Rotate, None).await
+}

@@ -1,0 +1,518 @@
+//! The dispatcher loop: lease a credential, make sure it has a token, send,
+//! classify, and either answer the client or move on to the next
+//! credential. Nothing reaches the client until an attempt succeeds (or
+//! fails in a way that is the request's own fault), so retries are
+//! invisible; once a stream's first event is out, it is never retried.
+
+use std::time::{Duration, SystemTime};
+
+use axum::body::Body;
+use axum::response::{IntoResponse, Response};
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use tokio::time::Instant;
+
+use super::AppState;
+use super::error::ApiError;
+use super::relay::{self, EventBuffer};
+use crate::events::{RequestRecord, human, unix_ms};
+use crate::pool::{Lease, Verdict};
+use crate::secret::Secret;
+use crate::upstream::{self, Outcome};
+
+/// Error bodies read from upstream are capped at this size.
+const MAX_ERROR_BODY: usize = 1024 * 1024;
+/// Non-streaming success bodies are read whole (so a body that breaks can
+/// still be retried) up to this size.
+const MAX_RESPONSE_BODY: usize = 256 * 1024 * 1024;
+
+/// A parsed client request, ready to send.
+pub struct Inbound {
+    pub model: String,
+    pub stream: bool,
+    pub body: Bytes,
+    pub headers: HeaderMap,
+    /// Index of the provider the model routes to.
+    pub provider: usize,
+}
+
+/// Why the last attempt did not produce an answer.
+enum Failure {
+    RateLimited,
+    Upstream { status: StatusCode, message: String },
+}
+
+/// The result of one send.
+enum Step {
+    /// An answer for the client (success, or a 4xx that is the request's fault).
+    Answer(Response, Option<Duration>),
+    /// Try another credential; `note` goes into the rotation log.
+    Next { failure: Failure, note: String },
+    /// 401 on a refreshable credential: the caller may refresh and resend.
+    Unauthorized,
+}
+
+struct Ctx<'a> {
+    state: &'a AppState,
+    req: &'a Inbound,
+    started: Instant,
+    record: RequestRecord,
+}
+
+pub async fn dispatch(state: &AppState, req: Inbound) -> Response {
+    let pool = &state.pool;
+    let settings = pool.settings();
+    let started = Instant::now();
+    let mut ctx = Ctx {
+        state,
+        req: &req,
+        started,
+        record: RequestRecord {
+            id: pool.next_request_id(),
+            at_ms: unix_ms(SystemTime::now()),
+            model: req.model.clone(),
+            stream: req.stream,
+            path: Vec::new(),
+            attempts: 0,
+            status: 0,
+            latency_ms: 0.0,
+            ttfb_ms: None,
+            error: None,
+        },
+    };
+    let wait_until = started + settings.max_wait;
+    let mut tried: Vec<usize> = Vec::new();
+    // The last attempt's failure, and the last failure that was not a rate
+    // limit (which decides between "busy, come back" and "broken").
+    let mut last: Option<Failure> = None;
+    let mut broken: Option<(StatusCode, String)> = None;
+    // A credential we just left and why; logged once we know where we went.
+    let mut moving_on: Option<(String, String)> = None;
+
+    let give_up = loop {
+        if ctx.record.attempts >= settings.max_attempts {
+            break GiveUp::Attempts;
+        }
+        let ready = pool.ready_changed();
+        tokio::pin!(ready);
+        ready.as_mut().enable();
+        let lease = match pool.lease(req.provider, &tried) {
+            Ok(l) => l,
+            Err(u) if u.tried_ready => break GiveUp::AllTried,
+            Err(u) => match u.retry_at {
+                Some(at) if at <= wait_until => {
+                    tokio::select! {
+                        _ = ready => {}
+                        _ = tokio::time::sleep_until(at) => {}
+                    }
+                    continue;
+                }
+                other => break GiveUp::Unavailable(other),
+            },
+        };
+        if let Some((from, note)) = moving_on.take() {
+            pool.rotation(&from, Some(lease.name()), &note);
+        }
+        tried.push(lease.index());
+        match try_credential(&mut ctx, lease).await {
+            Ok(resp) => return resp,
+            Err((name, failure, note)) => {
+                moving_on = Some((name, note));
+                if let Failure::Upstream { status, message } = &failure {
+                    broken = Some((*status, message.clone()));
+                }
+                last = Some(failure);
+            }
+        }
+    };
+
+    if let Some((from, note)) = moving_on.take() {
+        pool.rotation(&from, None, &note);
+    }
+    let recovery = || pool.earliest_recovery(req.provider);
+    let attempts = ctx.record.attempts;
+    let error = match (give_up, last, broken) {
+        (GiveUp::Unavailable(retry_at), _, _) => exhausted(retry_at, attempts),
+        (GiveUp::Attempts, Some(Failure::RateLimited), _) | (_, _, None) => {
+            exhausted(recovery(), attempts)
+        }
+        (_, _, Some((status, message))) => {
+            ApiError::new(status, "upstream_error", message).code("upstream_unavailable")
+        }
+    };
+    ctx.record.error = Some(error.message.clone());
+    answer_error(&mut ctx, error)
+}
+
+#[derive(Clone, Copy)]
+enum GiveUp {
+    Attempts,
+    AllTried,
+    Unavailable(Option<Instant>),
+}
+
+/// 429 when nothing can serve (with `Retry-After` = the earliest recovery),
+/// 503 when nothing ever will without the operator.
+fn exhausted(retry_at: Option<Instant>, attempts: u32) -> ApiError {
+    match retry_at {
+        Some(at) => {
+            let wait = at.saturating_duration_since(Instant::now());
+            let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limit_error",
+                format!(
+                    "every credential for this model is rate limited or unavailable \
+                     (after {attempts} attempt(s)); the first recovers in {}",
+                    human(wait)
+                ),
+            )
+            .code("pool_exhausted")
+            .retry_after(secs.max(1))
+        }
+        None => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "server_error",
+            "no credential for this model is enabled; an operator must enable one",
+        )
+        .code("no_credentials"),
+    }
+}
+
+fn answer_error(ctx: &mut Ctx<'_>, error: ApiError) -> Response {
+    ctx.record.status = error.status.as_u16();
+    let mut resp = error.into_response();
+    finish(ctx, &mut resp, None);
+    resp
+}
+
+/// Stamps route headers and publishes the record (non-stream answers).
+fn finish(ctx: &mut Ctx<'_>, resp: &mut Response, ttfb: Option<Duration>) {
+    route_headers(ctx, resp.headers_mut());
+    ctx.record.status = resp.status().as_u16();
+    ctx.record.latency_ms = ctx.started.elapsed().as_secs_f64() * 1000.0;
+    ctx.record.ttfb_ms = ttfb.map(|d| d.as_secs_f64() * 1000.0);
+    ctx.state.pool.finish(ctx.record.clone());
+}
+
+fn route_headers(ctx: &Ctx<'_>, h: &mut HeaderMap) {
+    if !ctx.state.config.gateway.route_headers {
+        return;
+    }
+    h.insert(
+        HeaderName::from_static("x-tokenyard-attempts"),
+        HeaderValue::from(ctx.record.attempts),
+    );
+    if let Some(name) = ctx.record.path.last()
+        && let Ok(v) = HeaderValue::from_str(name)
+    {
+        h.insert(HeaderName::from_static("x-tokenyard-credential"), v);
+    }
+}
+
+/// Runs one credential: token, send, and (on a 401 for a refreshable
+/// credential) one refresh and resend. `Err` carries the credential's name,
+/// why it failed and the note for the rotation log.
+async fn try_credential(
+    ctx: &mut Ctx<'_>,
+    lease: Lease,
+) -> Result<Response, (String, Failure, String)> {
+    let pool = &ctx.state.pool;
+    let name = lease.name().to_string();
+    let mut token = match pool.token(&lease).await {
+        Ok(t) => t,
+        Err(e) => {
+            ctx.record.path.push(name.clone());
+            let note = format!("refresh failed on {name} ({e})");
+            let failure = Failure::Upstream {
+                status: StatusCode::BAD_GATEWAY,
+                message: format!("could not get an access token for {name}: {e}"),
+            };
+            return Err((name, failure, note));
+        }
+    };
+    let mut refreshed = false;
+    loop {
+        ctx.record.attempts += 1;
+        ctx.record.path.push(name.clone());
+        match send_once(ctx, &lease, &token).await {
+            Step::Answer(mut resp, ttfb) => {
+                if is_stream(&resp) {
+                    // The relay publishes the record when the stream ends.
+                    route_headers(ctx, resp.headers_mut());
+                    return Ok(resp);
+                }
+                finish(ctx, &mut resp, ttfb);
+                return Ok(resp);
+            }
+            Step::Next { failure, note } => return Err((name, failure, note)),
+            Step::Unauthorized => {
+                let can_retry = lease.refreshes()
+                    && !refreshed
+                    && ctx.record.attempts < pool.settings().max_attempts;
+                if can_retry {
+                    refreshed = true;
+                    match pool.reauth(&lease, &token).await {
+                        Ok(t) => {
+                            token = t;
+                            continue;
+                        }
+                        Err(e) => {
+                            let note = format!("401 on {name}, and the refresh failed ({e})");
+                            return Err((name.clone(), unauthorized_failure(&name), note));
+                        }
+                    }
+                }
+                let verdict = Outcome::Unauthorized.verdict();
+                pool.record(&lease, &verdict, Some(401), ctx.started.elapsed());
+                let note = format!("401 on {name} (credential refused; marked failed)");
+                return Err((name.clone(), unauthorized_failure(&name), note));
+            }
+        }
+    }
+}
+
+fn unauthorized_failure(name: &str) -> Failure {
+    Failure::Upstream {
+        status: StatusCode::BAD_GATEWAY,
+        message: format!("the provider refused credential {name} (401)"),
+    }
+}
+
+fn is_stream(resp: &Response) -> bool {
+    resp.headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/event-stream"))
+}
+
+async fn send_once(ctx: &mut Ctx<'_>, lease: &Lease, token: &Secret) -> Step {
+    let state = ctx.state;
+    let pool = &state.pool;
+    let gw = &state.config.gateway;
+    let name = lease.name();
+    let t0 = Instant::now();
+    let deadline = t0 + gw.first_byte_timeout;
+    let sent = tokio::time::timeout_at(
+        deadline,
+        upstream::send_chat(
+            pool.http(),
+            lease.provider(),
+            token,
+            ctx.req.body.clone(),
+            &ctx.req.headers,
+        ),
+    )
+    .await;
+    let resp = match sent {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => {
+            let what = upstream::describe_error(&e);
+            return failed(ctx, lease, t0, StatusCode::BAD_GATEWAY, what);
+        }
+        Err(_) => {
+            let what = format!("no response within {}", human(gw.first_byte_timeout));
+            return failed(ctx, lease, t0, StatusCode::GATEWAY_TIMEOUT, what);
+        }
+    };
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let kind = lease.provider().kind;
+
+    if status.is_success() {
+        let outcome = upstream::classify(
+            kind,
+            status,
+            &headers,
+            b"",
+            pool.settings(),
+            SystemTime::now(),
+        );
+        let mut out_headers = client_headers(&headers);
+        let event_stream = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("text/event-stream"));
+        if event_stream {
+            // Read until the first whole event: before it, a failure is
+            // still invisible to the client and can be retried.
+            let mut upstream_body = resp.bytes_stream().boxed();
+            let mut buffer = EventBuffer::new();
+            let first = loop {
+                match tokio::time::timeout_at(deadline, upstream_body.next()).await {
+                    Ok(Some(Ok(chunk))) => {
+                        if let Some(events) = buffer.push(chunk) {
+                            break events;
+                        }
+                    }
+                    Ok(Some(Err(e))) => {
+                        let what = format!(
+                            "stream broke before its first event: {}",
+                            upstream::describe_error(&e)
+                        );
+                        return failed(ctx, lease, t0, StatusCode::BAD_GATEWAY, what);
+                    }
+                    Ok(None) => {
+                        if let Some(rest) = buffer.rest() {
+                            break rest;
+                        }
+                        let what = "stream ended before its first event".to_string();
+                        return failed(ctx, lease, t0, StatusCode::BAD_GATEWAY, what);
+                    }
+                    Err(_) => {
+                        let what =
+                            format!("no stream event within {}", human(gw.first_byte_timeout));
+                        return failed(ctx, lease, t0, StatusCode::GATEWAY_TIMEOUT, what);
+                    }
+                }
+            };
+            pool.record(
+                lease,
+                &outcome.verdict(),
+                Some(status.as_u16()),
+                t0.elapsed(),
+            );
+            let ttfb = ctx.started.elapsed();
+            let mut record = ctx.record.clone();
+            record.status = status.as_u16();
+            record.ttfb_ms = Some(ttfb.as_secs_f64() * 1000.0);
+            // The record is finished by the relay; stamp route headers now.
+            ctx.record.status = status.as_u16();
+            let lease_for_relay = lease.share();
+            let stream = relay::relay(
+                pool.clone(),
+                lease_for_relay,
+                record,
+                ctx.started,
+                first,
+                buffer,
+                upstream_body,
+                gw.stream_idle_timeout,
+            );
+            out_headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+            let mut resp = Response::new(Body::from_stream(stream));
+            *resp.status_mut() = status;
+            *resp.headers_mut() = out_headers;
+            return Step::Answer(resp, Some(ttfb));
+        }
+        let body = match read_body(resp, deadline, MAX_RESPONSE_BODY).await {
+            Ok(b) => b,
+            Err(what) => return failed(ctx, lease, t0, StatusCode::BAD_GATEWAY, what),
+        };
+        pool.record(
+            lease,
+            &outcome.verdict(),
+            Some(status.as_u16()),
+            t0.elapsed(),
+        );
+        let ttfb = ctx.started.elapsed();
+        let mut resp = Response::new(Body::from(body));
+        *resp.status_mut() = status;
+        *resp.headers_mut() = out_headers;
+        return Step::Answer(resp, Some(ttfb));
+    }
+
+    // Not a success: the body tells rate limit from quota, and other 4xx
+    // bodies go to the client as they are.
+    let body = read_body(resp, deadline, MAX_ERROR_BODY)
+        .await
+        .unwrap_or_default();
+    let outcome = upstream::classify(
+        kind,
+        status,
+        &headers,
+        &body,
+        pool.settings(),
+        SystemTime::now(),
+    );
+    let verdict = outcome.verdict();
+    match outcome {
+        Outcome::RateLimited { wait, .. } | Outcome::QuotaExhausted { wait, .. } => {
+            pool.record(lease, &verdict, Some(status.as_u16()), t0.elapsed());
+            let what = if matches!(outcome, Outcome::QuotaExhausted { .. }) {
+                "quota exhausted"
+            } else {
+                "429"
+            };
+            Step::Next {
+                failure: Failure::RateLimited,
+                note: format!("{what} on {name} (retry in {})", human(wait)),
+            }
+        }
+        Outcome::Unauthorized => Step::Unauthorized,
+        Outcome::ServerError { status: s } => {
+            pool.record(lease, &verdict, Some(s), t0.elapsed());
+            Step::Next {
+                failure: Failure::Upstream {
+                    status: StatusCode::BAD_GATEWAY,
+                    message: format!("the upstream answered {s} for credential {name}"),
+                },
+                note: format!("{s} on {name}"),
+            }
+        }
+        Outcome::ClientError { .. } | Outcome::Ok { .. } => {
+            pool.record(lease, &verdict, Some(status.as_u16()), t0.elapsed());
+            let mut resp = Response::new(Body::from(body));
+            *resp.status_mut() = status;
+            *resp.headers_mut() = client_headers(&headers);
+            Step::Answer(resp, Some(ctx.started.elapsed()))
+        }
+    }
+}
+
+fn failed(ctx: &Ctx<'_>, lease: &Lease, t0: Instant, status: StatusCode, what: String) -> Step {
+    let name = lease.name();
+    ctx.state.pool.record(
+        lease,
+        &Verdict::Failure {
+            reason: what.clone(),
+        },
+        None,
+        t0.elapsed(),
+    );
+    Step::Next {
+        note: format!("{what} on {name}"),
+        failure: Failure::Upstream {
+            status,
+            message: format!("credential {name}: {what}"),
+        },
+    }
+}
+
+fn client_headers(upstream: &HeaderMap) -> HeaderMap {
+    let mut out = HeaderMap::with_capacity(upstream.len());
+    for (k, v) in upstream {
+        if upstream::forward_response_header(k.as_str()) {
+            out.append(k.clone(), v.clone());
+        }
+    }
+    out
+}
+
+async fn read_body(
+    resp: reqwest::Response,
+    deadline: Instant,
+    limit: usize,
+) -> Result<Bytes, String> {
+    let mut stream = resp.bytes_stream();
+    let mut buf = BytesMut::new();
+    loop {
+        match tokio::time::timeout_at(deadline, stream.next()).await {
+            Ok(Some(Ok(chunk))) => {
+                if buf.len() + chunk.len() > limit {
+                    return Err(format!("response body larger than {limit} bytes"));
+                }
+                buf.extend_from_slice(&chunk);
+            }
+            Ok(Some(Err(e))) => {
+                return Err(format!(
+                    "connection broke while reading the body: {}",
+                    upstream::describe_error(&e)
+                ));
+            }
+            Ok(None) => return Ok(buf.freeze()),
+            Err(_) => return Err("timed out reading the response body".into()),
+        }
+    }
+}

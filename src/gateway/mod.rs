@@ -1,0 +1,306 @@
+//! The HTTP surface: OpenAI-compatible routes, client authentication, the
+//! admin API, and serving with a graceful drain.
+
+mod admin;
+pub mod dispatch;
+pub mod error;
+pub mod relay;
+
+use std::borrow::Cow;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use bytes::Bytes;
+use http::{HeaderMap, StatusCode, header};
+use serde::Deserialize;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use self::error::ApiError;
+use crate::config::Config;
+use crate::events::{Level, human};
+use crate::pool::PoolHandle;
+
+/// What every handler needs.
+pub struct AppState {
+    pub pool: PoolHandle,
+    pub config: Arc<Config>,
+}
+
+/// The whole HTTP surface, without sockets (tests drive it with `oneshot`).
+pub fn router(state: Arc<AppState>) -> Router {
+    let v1 = Router::new()
+        .route("/v1/chat/completions", post(chat))
+        .route("/v1/models", get(models))
+        .route_layer(middleware::from_fn_with_state(state.clone(), client_auth));
+    let admin =
+        admin::routes().route_layer(middleware::from_fn_with_state(state.clone(), admin::guard));
+    Router::new()
+        .merge(v1)
+        .merge(admin)
+        .route("/healthz", get(healthz))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+}
+
+async fn not_found(uri: http::Uri) -> ApiError {
+    let path: String = uri.path().chars().take(200).collect();
+    ApiError::not_found(format!("no route for {path}")).code("unknown_url")
+}
+
+async fn method_not_allowed(method: http::Method, uri: http::Uri) -> ApiError {
+    let path: String = uri.path().chars().take(200).collect();
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "invalid_request_error",
+        format!("{method} is not allowed on {path}"),
+    )
+    .code("method_not_allowed")
+}
+
+async fn healthz(State(state): State<Arc<AppState>>) -> Response {
+    let snap = state.pool.snapshot();
+    let ready = snap.count(crate::events::State::Ready);
+    axum::Json(serde_json::json!({
+        "status": "ok",
+        "credentials": snap.credentials.len(),
+        "ready": ready,
+    }))
+    .into_response()
+}
+
+/// The key a client presented: `Authorization: Bearer …` or `x-api-key`.
+fn presented_key(headers: &HeaderMap) -> Option<&str> {
+    if let Some(v) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    {
+        let v = v.trim();
+        if let Some(prefix) = v.get(..7)
+            && prefix.eq_ignore_ascii_case("bearer ")
+            && !v[7..].trim().is_empty()
+        {
+            return Some(v[7..].trim());
+        }
+    }
+    headers
+        .get("x-api-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+}
+
+async fn client_auth(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let keys = &state.config.client_keys;
+    if keys.is_empty() {
+        return next.run(req).await;
+    }
+    match presented_key(req.headers()) {
+        Some(k) if keys.iter().any(|s| s.matches(k)) => next.run(req).await,
+        Some(_) => ApiError::unauthorized("the API key is not one of this gateway's client keys")
+            .into_response(),
+        None => ApiError::unauthorized(
+            "missing API key: send Authorization: Bearer <key> (or x-api-key)",
+        )
+        .into_response(),
+    }
+}
+
+/// The fields the gateway itself needs; everything else in the body is
+/// passed upstream untouched.
+#[derive(Deserialize)]
+struct ChatPeek<'a> {
+    #[serde(borrow)]
+    model: Option<Cow<'a, str>>,
+    stream: Option<bool>,
+}
+
+async fn read_body(headers: &HeaderMap, body: Body, max: usize) -> Result<Bytes, ApiError> {
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "invalid_request_error",
+            format!("request body is larger than the gateway's limit of {max} bytes"),
+        )
+        .code("request_too_large")
+    };
+    if let Some(len) = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        && len > max as u64
+    {
+        return Err(too_large());
+    }
+    axum::body::to_bytes(body, max).await.map_err(|e| {
+        let is_limit = std::error::Error::source(&e)
+            .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+        if is_limit {
+            too_large()
+        } else {
+            ApiError::bad_request("could not read the request body").code("body_read_error")
+        }
+    })
+}
+
+async fn chat(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
+    let body = match read_body(&headers, body, state.config.gateway.max_body).await {
+        Ok(b) => b,
+        Err(e) => return e.into_response(),
+    };
+    let peek: ChatPeek<'_> = match serde_json::from_slice(&body) {
+        Ok(p) => p,
+        Err(e) => {
+            let what = if e.is_data() {
+                format!("invalid request body: {e}")
+            } else {
+                format!("the request body is not valid JSON: {e}")
+            };
+            return ApiError::bad_request(what)
+                .code("invalid_json")
+                .into_response();
+        }
+    };
+    let Some(model) = peek.model.filter(|m| !m.is_empty()) else {
+        return ApiError::bad_request("you must provide a model parameter")
+            .param("model")
+            .code("missing_model")
+            .into_response();
+    };
+    let Some(provider) = state.config.route(&model) else {
+        let shown: String = model.chars().take(100).collect();
+        return ApiError::not_found(format!("the model `{shown}` is not served by this gateway"))
+            .param("model")
+            .code("model_not_found")
+            .into_response();
+    };
+    let inbound = dispatch::Inbound {
+        model: model.into_owned(),
+        stream: peek.stream.unwrap_or(false),
+        body: body.clone(),
+        headers,
+        provider,
+    };
+    dispatch::dispatch(&state, inbound).await
+}
+
+async fn models(State(state): State<Arc<AppState>>) -> Response {
+    let mut seen = std::collections::HashSet::new();
+    let mut data = Vec::new();
+    for p in &state.config.providers {
+        for m in &p.models {
+            if m.contains(['*', '?']) || !seen.insert(m.clone()) {
+                continue;
+            }
+            data.push(serde_json::json!({
+                "id": m,
+                "object": "model",
+                "created": 0,
+                "owned_by": p.name,
+            }));
+        }
+    }
+    axum::Json(serde_json::json!({ "object": "list", "data": data })).into_response()
+}
+
+/// Whether the request came from this machine.
+fn from_loopback(req: &Request) -> bool {
+    req.extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .is_some_and(|ConnectInfo(a)| a.ip().is_loopback())
+}
+
+/// A gateway running on a socket.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub pool: PoolHandle,
+    /// Cancel to stop accepting, drain and save.
+    pub shutdown: CancellationToken,
+    /// What restoring the state file found, for the startup report.
+    pub notes: Vec<String>,
+    task: JoinHandle<()>,
+}
+
+impl Running {
+    /// Waits until the gateway has drained and saved its state.
+    pub async fn wait(self) {
+        let _ = self.task.await;
+    }
+
+    /// Stops accepting, drains in-flight requests (up to the grace period),
+    /// saves state.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        self.wait().await;
+    }
+}
+
+/// Starts the pool and serves the gateway on `listener` until `shutdown`.
+pub fn start(
+    config: Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> std::io::Result<Running> {
+    let addr = listener.local_addr()?;
+    let http = crate::upstream::http_client(&config.gateway);
+    let (pool, notes) = PoolHandle::new(&config, http);
+    let pool_stop = CancellationToken::new();
+    pool.start(pool_stop.clone());
+    let grace = config.gateway.shutdown_grace;
+    let state = Arc::new(AppState {
+        pool: pool.clone(),
+        config: Arc::new(config),
+    });
+    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    let server =
+        axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    let task_pool = pool.clone();
+    let task_shutdown = shutdown.clone();
+    let task = tokio::spawn(async move {
+        let mut server = tokio::spawn(server.into_future());
+        tokio::select! {
+            r = &mut server => {
+                if let Ok(Err(e)) = r {
+                    tracing::error!("gateway stopped: {e}");
+                }
+            }
+            _ = task_shutdown.cancelled() => {
+                match tokio::time::timeout(grace, &mut server).await {
+                    Ok(_) => {}
+                    Err(_) => {
+                        task_pool.publish(crate::events::Event::Notice {
+                            at_ms: crate::events::unix_ms(std::time::SystemTime::now()),
+                            level: Level::Warn,
+                            message: format!(
+                                "shutdown grace of {} ran out; cutting the remaining requests",
+                                human(grace)
+                            ),
+                        });
+                        server.abort();
+                    }
+                }
+            }
+        }
+        pool_stop.cancel();
+        if let Err(e) = task_pool.save().await {
+            tracing::error!("{e}");
+        }
+    });
+    Ok(Running {
+        addr,
+        pool,
+        shutdown,
+        notes,
+        task,
+    })
+}

@@ -1,0 +1,261 @@
+//! Relaying a committed stream to the client.
+//!
+//! Bytes go out as they arrive, but only in whole SSE events: a chunk that
+//! ends mid-event keeps its tail until the rest arrives. So when the
+//! upstream breaks, the client has seen only complete events, and the error
+//! event we append is never glued onto half a JSON object. After an error
+//! the stream ends with `data: [DONE]` — it is never retried, because text
+//! the client already has must not be sent twice.
+
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use futures_util::stream::{BoxStream, Stream, StreamExt};
+use tokio::time::Instant;
+
+use super::error::ApiError;
+use crate::events::{RequestRecord, human};
+use crate::pool::{Lease, PoolHandle, Verdict};
+
+/// Where the last complete SSE event in `buf` ends (just past its blank
+/// line), if any.
+pub fn last_event_end(buf: &[u8]) -> Option<usize> {
+    let mut end = None;
+    let mut i = 0;
+    while i + 1 < buf.len() {
+        if buf[i] == b'\n' && buf[i + 1] == b'\n' {
+            end = Some(i + 2);
+            i += 2;
+            continue;
+        }
+        if buf[i] == b'\r' && i + 3 < buf.len() && &buf[i..i + 4] == b"\r\n\r\n" {
+            end = Some(i + 4);
+            i += 4;
+            continue;
+        }
+        i += 1;
+    }
+    end
+}
+
+/// Splits complete events off the front of `pending`.
+pub struct EventBuffer {
+    pending: BytesMut,
+}
+
+impl EventBuffer {
+    pub fn new() -> Self {
+        EventBuffer {
+            pending: BytesMut::new(),
+        }
+    }
+
+    /// Adds a chunk; returns whatever complete events are now available.
+    pub fn push(&mut self, chunk: Bytes) -> Option<Bytes> {
+        if self.pending.is_empty() && chunk.ends_with(b"\n\n") {
+            // The common case: a chunk of whole events, passed on untouched.
+            return Some(chunk);
+        }
+        self.pending.extend_from_slice(&chunk);
+        let end = last_event_end(&self.pending)?;
+        Some(self.pending.split_to(end).freeze())
+    }
+
+    /// What is left at a clean end of stream.
+    pub fn rest(&mut self) -> Option<Bytes> {
+        (!self.pending.is_empty()).then(|| self.pending.split().freeze())
+    }
+}
+
+impl Default for EventBuffer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The SSE tail sent when a committed stream breaks.
+pub fn error_event(message: &str) -> Bytes {
+    let err = ApiError::new(
+        http::StatusCode::BAD_GATEWAY,
+        "upstream_error",
+        message.to_string(),
+    )
+    .code("stream_interrupted");
+    let mut out = Vec::with_capacity(256);
+    out.extend_from_slice(b"data: ");
+    out.extend_from_slice(&serde_json::to_vec(&err.body()).expect("json"));
+    out.extend_from_slice(b"\n\ndata: [DONE]\n\n");
+    Bytes::from(out)
+}
+
+/// Publishes the request record when the stream ends, however it ends —
+/// including the client walking away, which drops the stream.
+struct Finish {
+    pool: PoolHandle,
+    lease: Option<Lease>,
+    record: RequestRecord,
+    started: Instant,
+    done: bool,
+}
+
+impl Finish {
+    fn end(&mut self, error: Option<String>) {
+        if self.done {
+            return;
+        }
+        self.done = true;
+        if let Some(e) = &error {
+            self.record.error = Some(e.clone());
+            if let Some(lease) = &self.lease {
+                self.pool.record(
+                    lease,
+                    &Verdict::Failure { reason: e.clone() },
+                    None,
+                    self.started.elapsed(),
+                );
+            }
+        }
+        self.record.latency_ms = self.started.elapsed().as_secs_f64() * 1000.0;
+        self.lease = None;
+        self.pool.finish(self.record.clone());
+    }
+}
+
+impl Drop for Finish {
+    fn drop(&mut self) {
+        if !self.done {
+            self.record.status = 499;
+            self.record.error = Some("client closed the stream".into());
+            self.lease = None;
+            self.end(None);
+        }
+    }
+}
+
+struct Relay {
+    first: Option<Bytes>,
+    upstream: BoxStream<'static, Result<Bytes, reqwest::Error>>,
+    buffer: EventBuffer,
+    idle: Duration,
+    finish: Finish,
+    over: bool,
+}
+
+/// The client-facing body of a committed stream. `first` holds the events
+/// read before committing; `buffer` any partial event after them.
+#[allow(clippy::too_many_arguments)]
+pub fn relay(
+    pool: PoolHandle,
+    lease: Lease,
+    record: RequestRecord,
+    started: Instant,
+    first: Bytes,
+    buffer: EventBuffer,
+    upstream: BoxStream<'static, Result<Bytes, reqwest::Error>>,
+    idle: Duration,
+) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
+    let state = Relay {
+        first: Some(first),
+        upstream,
+        buffer,
+        idle,
+        finish: Finish {
+            pool,
+            lease: Some(lease),
+            record,
+            started,
+            done: false,
+        },
+        over: false,
+    };
+    futures_util::stream::unfold(state, |mut r| async move {
+        if let Some(first) = r.first.take() {
+            return Some((Ok(first), r));
+        }
+        loop {
+            if r.over {
+                return None;
+            }
+            match tokio::time::timeout(r.idle, r.upstream.next()).await {
+                Ok(Some(Ok(chunk))) => {
+                    if let Some(out) = r.buffer.push(chunk) {
+                        return Some((Ok(out), r));
+                    }
+                }
+                Ok(None) => {
+                    r.over = true;
+                    r.finish.end(None);
+                    if let Some(rest) = r.buffer.rest() {
+                        return Some((Ok(rest), r));
+                    }
+                    return None;
+                }
+                Ok(Some(Err(e))) => {
+                    r.over = true;
+                    let msg = format!(
+                        "the upstream stream broke after {}: {}; the response is incomplete",
+                        human(r.finish.started.elapsed()),
+                        crate::upstream::describe_error(&e)
+                    );
+                    r.finish.end(Some(msg.clone()));
+                    return Some((Ok(error_event(&msg)), r));
+                }
+                Err(_) => {
+                    r.over = true;
+                    let msg = format!(
+                        "the upstream sent nothing for {}; the response is incomplete",
+                        human(r.idle)
+                    );
+                    r.finish.end(Some(msg.clone()));
+                    return Some((Ok(error_event(&msg)), r));
+                }
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_event_ends() {
+        assert_eq!(last_event_end(b"data: a\n\n"), Some(9));
+        assert_eq!(last_event_end(b"data: a\n\ndata: b"), Some(9));
+        assert_eq!(last_event_end(b"data: a\n"), None);
+        assert_eq!(last_event_end(b"data: a\r\n\r\ndata"), Some(11));
+        assert_eq!(last_event_end(b""), None);
+    }
+
+    #[test]
+    fn buffer_only_releases_whole_events() {
+        let mut b = EventBuffer::new();
+        assert_eq!(b.push(Bytes::from_static(b"data: {\"a\":")), None);
+        assert_eq!(
+            b.push(Bytes::from_static(b"1}\n\ndata: {\"b\"")).as_deref(),
+            Some(&b"data: {\"a\":1}\n\n"[..])
+        );
+        assert_eq!(
+            b.push(Bytes::from_static(b":2}\n\n")).as_deref(),
+            Some(&b"data: {\"b\":2}\n\n"[..])
+        );
+        assert_eq!(b.rest(), None);
+        // Whole-event chunks pass straight through.
+        let whole = Bytes::from_static(b"data: x\n\n");
+        assert_eq!(b.push(whole.clone()), Some(whole));
+        b.push(Bytes::from_static(b"data: tail"));
+        assert_eq!(b.rest().as_deref(), Some(&b"data: tail"[..]));
+    }
+
+    #[test]
+    fn error_event_is_one_event_then_done() {
+        let e = error_event("broke");
+        let text = std::str::from_utf8(&e).unwrap();
+        let mut events = text.split("\n\n").filter(|s| !s.is_empty());
+        let first = events.next().unwrap().strip_prefix("data: ").unwrap();
+        let v: serde_json::Value = serde_json::from_str(first).unwrap();
+        assert_eq!(v["error"]["code"], "stream_interrupted");
+        assert_eq!(events.next(), Some("data: [DONE]"));
+        assert_eq!(events.next(), None);
+    }
+}

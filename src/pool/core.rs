@@ -1,0 +1,464 @@
+//! The credential state machine and selection, with no I/O and no clock
+//! reads: every method that depends on time takes `now`. The async shell in
+//! `pool/mod.rs` wraps this in a mutex and adds tokens, events and files.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::config::PoolSettings;
+use crate::events::{State, Totals};
+
+/// Why a credential is cooling down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CooldownKind {
+    /// A 429 with (or without) a retry hint, or a success that said the
+    /// remaining count hit zero. Recovers by itself.
+    RateLimited,
+    /// Quota gone (`insufficient_quota`). Recovers by itself, much later.
+    Quota,
+}
+
+#[derive(Debug, Clone)]
+pub struct Cooldown {
+    pub until: Instant,
+    pub kind: CooldownKind,
+    pub reason: String,
+}
+
+/// What one upstream attempt said about the credential it used.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Verdict {
+    /// 2xx. `hold` keeps the key out of rotation until a depleted limit
+    /// resets, before it ever answers 429.
+    Success {
+        hold: Option<(Duration, String)>,
+    },
+    RateLimited {
+        wait: Duration,
+        reason: String,
+    },
+    QuotaExhausted {
+        wait: Duration,
+        reason: String,
+    },
+    /// 401 that a refresh could not (or cannot) fix: the key is bad.
+    Unauthorized {
+        reason: String,
+    },
+    /// 5xx, connection error, timeout: counts towards `max_failures`.
+    Failure {
+        reason: String,
+    },
+    /// A response that says nothing about the key (another 4xx).
+    Neutral,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct CredStats {
+    pub requests: u64,
+    pub successes: u64,
+    pub rate_limited: u64,
+    pub errors: u64,
+    pub refreshes: u64,
+    pub last_used: Option<std::time::SystemTime>,
+    pub last_latency: Option<Duration>,
+    pub last_status: Option<u16>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Cred {
+    pub name: String,
+    pub provider: usize,
+    pub tier: usize,
+    /// Operator switch, kept apart from the cooldown so that enabling a key
+    /// never erases a retry hint the provider gave.
+    pub disabled: bool,
+    pub cooldown: Option<Cooldown>,
+    /// Consecutive failures; a success resets it.
+    pub failures: u32,
+    /// Set once `failures` reaches `max_failures` (or on a fatal error):
+    /// the reason, and when the half-open probe runs next.
+    pub failed: Option<(String, Instant)>,
+    /// A probe is running; at most one per credential.
+    pub probing: bool,
+    pub in_flight: u32,
+    pub stats: CredStats,
+    pub last_error: Option<String>,
+}
+
+impl Cred {
+    pub fn new(name: String, provider: usize, tier: usize) -> Self {
+        Cred {
+            name,
+            provider,
+            tier,
+            disabled: false,
+            cooldown: None,
+            failures: 0,
+            failed: None,
+            probing: false,
+            in_flight: 0,
+            stats: CredStats::default(),
+            last_error: None,
+        }
+    }
+
+    pub fn state(&self, now: Instant) -> State {
+        if self.disabled {
+            return State::Disabled;
+        }
+        if self.failed.is_some() {
+            return State::Failed;
+        }
+        match &self.cooldown {
+            Some(c) if c.until > now => match c.kind {
+                CooldownKind::RateLimited => State::Cooling,
+                CooldownKind::Quota => State::Exhausted,
+            },
+            _ => State::Ready,
+        }
+    }
+
+    /// When this credential can serve again by itself, if ever.
+    pub fn recovers_at(&self, now: Instant) -> Option<Instant> {
+        match self.state(now) {
+            State::Ready => Some(now),
+            State::Cooling | State::Exhausted => self.cooldown.as_ref().map(|c| c.until),
+            State::Failed => self.failed.as_ref().map(|(_, at)| *at),
+            State::Disabled => None,
+        }
+    }
+
+    fn cool(&mut self, now: Instant, wait: Duration, kind: CooldownKind, reason: String) {
+        let until = now + wait;
+        match &mut self.cooldown {
+            // Never shorten a wait a provider asked for; a quota cooldown
+            // outranks a rate limit that ends sooner.
+            Some(c) if c.until > now && c.until >= until => {
+                if kind == CooldownKind::Quota {
+                    c.kind = kind;
+                }
+            }
+            _ => {
+                self.cooldown = Some(Cooldown {
+                    until,
+                    kind,
+                    reason,
+                })
+            }
+        }
+    }
+}
+
+/// Why nothing could be leased.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Unavailable {
+    /// Earliest moment some credential of the provider can serve again
+    /// (cooldown end or next probe); `None` when all are disabled.
+    pub retry_at: Option<Instant>,
+    /// Some credential is ready but was already tried by this request.
+    pub tried_ready: bool,
+}
+
+/// The pool's state machine: credentials, tier cursors, the operator's
+/// "use next" pick.
+#[derive(Debug, Clone)]
+pub struct Core {
+    pub creds: Vec<Cred>,
+    pub settings: PoolSettings,
+    /// Credential indices per tier, in config order.
+    members: Vec<Vec<usize>>,
+    /// Round-robin position per tier (index into `members[tier]`).
+    cursors: Vec<usize>,
+    /// Set by the operator's use-next; consumed by the next matching lease.
+    next_override: Option<usize>,
+    /// Pool-wide counters; kept here so they move under the same lock as
+    /// the credential they describe.
+    pub totals: Totals,
+}
+
+impl Core {
+    pub fn new(settings: PoolSettings, creds: Vec<Cred>) -> Self {
+        let mut members = vec![Vec::new(); settings.tiers.len()];
+        for (i, c) in creds.iter().enumerate() {
+            members[c.tier].push(i);
+        }
+        Core {
+            cursors: vec![0; members.len()],
+            members,
+            creds,
+            settings,
+            next_override: None,
+            totals: Totals::default(),
+        }
+    }
+
+    pub fn find(&self, name: &str) -> Option<usize> {
+        self.creds.iter().position(|c| c.name == name)
+    }
+
+    fn usable(&self, i: usize, provider: usize, tried: &[usize], now: Instant) -> bool {
+        let c = &self.creds[i];
+        c.provider == provider && c.state(now) == State::Ready && !tried.contains(&i)
+    }
+
+    /// Picks the credential for the next attempt: the operator's use-next
+    /// pick if it can serve, else the first tier with a ready credential,
+    /// round-robin inside it. The last tier is the fallback by construction:
+    /// it is reached only when every earlier tier has nothing ready.
+    pub fn select(
+        &mut self,
+        provider: usize,
+        tried: &[usize],
+        now: Instant,
+    ) -> Result<usize, Unavailable> {
+        if let Some(i) = self.next_override
+            && self.usable(i, provider, tried, now)
+        {
+            self.next_override = None;
+            let tier = self.creds[i].tier;
+            if let Some(pos) = self.members[tier].iter().position(|&m| m == i) {
+                self.cursors[tier] = pos + 1;
+            }
+            return Ok(self.take(i, now));
+        }
+        for tier in 0..self.members.len() {
+            let n = self.members[tier].len();
+            for step in 0..n {
+                let pos = (self.cursors[tier] + step) % n;
+                let i = self.members[tier][pos];
+                if self.usable(i, provider, tried, now) {
+                    self.cursors[tier] = pos + 1;
+                    return Ok(self.take(i, now));
+                }
+            }
+        }
+        Err(self.unavailable(provider, tried, now))
+    }
+
+    fn take(&mut self, i: usize, _now: Instant) -> usize {
+        let c = &mut self.creds[i];
+        c.in_flight += 1;
+        c.stats.requests += 1;
+        i
+    }
+
+    pub fn release(&mut self, i: usize) {
+        let c = &mut self.creds[i];
+        c.in_flight = c.in_flight.saturating_sub(1);
+    }
+
+    fn unavailable(&self, provider: usize, tried: &[usize], now: Instant) -> Unavailable {
+        let mut retry_at: Option<Instant> = None;
+        let mut tried_ready = false;
+        for (i, c) in self.creds.iter().enumerate() {
+            if c.provider != provider {
+                continue;
+            }
+            if c.state(now) == State::Ready && tried.contains(&i) {
+                tried_ready = true;
+                continue;
+            }
+            if let Some(at) = c.recovers_at(now) {
+                retry_at = Some(retry_at.map_or(at, |r| r.min(at)));
+            }
+        }
+        Unavailable {
+            retry_at,
+            tried_ready,
+        }
+    }
+
+    /// The credential the next request for `provider` would get, without
+    /// taking it (for the dashboard's marker).
+    pub fn peek(&self, provider: usize, now: Instant) -> Option<usize> {
+        if let Some(i) = self.next_override
+            && self.usable(i, provider, &[], now)
+        {
+            return Some(i);
+        }
+        for tier in 0..self.members.len() {
+            let n = self.members[tier].len();
+            for step in 0..n {
+                let i = self.members[tier][(self.cursors[tier] + step) % n];
+                if self.usable(i, provider, &[], now) {
+                    return Some(i);
+                }
+            }
+        }
+        None
+    }
+
+    /// Applies what an attempt said. Returns the state before and after so
+    /// the caller can publish a change.
+    pub fn record(&mut self, i: usize, verdict: &Verdict, now: Instant) -> (State, State) {
+        let max_failures = self.settings.max_failures;
+        let probe_interval = self.settings.probe_interval;
+        if matches!(
+            verdict,
+            Verdict::RateLimited { .. } | Verdict::QuotaExhausted { .. }
+        ) {
+            self.totals.upstream_429 += 1;
+        }
+        let c = &mut self.creds[i];
+        let before = c.state(now);
+        match verdict {
+            Verdict::Success { hold } => {
+                c.stats.successes += 1;
+                c.failures = 0;
+                c.failed = None;
+                c.last_error = None;
+                if let Some((wait, reason)) = hold {
+                    c.cool(now, *wait, CooldownKind::RateLimited, reason.clone());
+                }
+            }
+            Verdict::RateLimited { wait, reason } => {
+                c.stats.rate_limited += 1;
+                c.cool(now, *wait, CooldownKind::RateLimited, reason.clone());
+            }
+            Verdict::QuotaExhausted { wait, reason } => {
+                c.stats.rate_limited += 1;
+                c.cool(now, *wait, CooldownKind::Quota, reason.clone());
+            }
+            Verdict::Unauthorized { reason } => {
+                c.stats.errors += 1;
+                c.failures = c.failures.saturating_add(1);
+                c.last_error = Some(reason.clone());
+                c.failed = Some((reason.clone(), now + probe_interval));
+            }
+            Verdict::Failure { reason } => {
+                c.stats.errors += 1;
+                c.failures = c.failures.saturating_add(1);
+                c.last_error = Some(reason.clone());
+                if c.failures >= max_failures && c.failed.is_none() {
+                    c.failed = Some((
+                        format!("{} consecutive failures; last: {reason}", c.failures),
+                        now + probe_interval,
+                    ));
+                }
+            }
+            Verdict::Neutral => {}
+        }
+        (before, c.state(now))
+    }
+
+    /// Marks a credential failed at once (a dead refresh token).
+    pub fn fail(&mut self, i: usize, reason: String, now: Instant) -> (State, State) {
+        let probe_interval = self.settings.probe_interval;
+        let c = &mut self.creds[i];
+        let before = c.state(now);
+        c.failures = c.failures.saturating_add(1);
+        c.stats.errors += 1;
+        c.last_error = Some(reason.clone());
+        c.failed = Some((reason, now + probe_interval));
+        (before, c.state(now))
+    }
+
+    /// Failed credentials whose probe is due and not already running; marks
+    /// them as probing.
+    pub fn due_probes(&mut self, now: Instant) -> Vec<usize> {
+        let mut due = Vec::new();
+        for (i, c) in self.creds.iter_mut().enumerate() {
+            if c.disabled || c.probing {
+                continue;
+            }
+            if let Some((_, at)) = &c.failed
+                && *at <= now
+            {
+                c.probing = true;
+                due.push(i);
+            }
+        }
+        due
+    }
+
+    /// The probe's result: success brings the credential back, failure
+    /// schedules the next probe.
+    pub fn probe_done(
+        &mut self,
+        i: usize,
+        result: Result<(), String>,
+        now: Instant,
+    ) -> (State, State) {
+        let probe_interval = self.settings.probe_interval;
+        let c = &mut self.creds[i];
+        let before = c.state(now);
+        c.probing = false;
+        match result {
+            Ok(()) => {
+                c.failed = None;
+                c.failures = 0;
+                c.last_error = None;
+            }
+            Err(reason) => {
+                c.last_error = Some(reason.clone());
+                if c.failed.is_some() {
+                    c.failed = Some((reason, now + probe_interval));
+                }
+            }
+        }
+        (before, c.state(now))
+    }
+
+    /// Drops cooldowns that have run out. Returns the credentials that came
+    /// back to ready.
+    pub fn expire(&mut self, now: Instant) -> Vec<usize> {
+        let mut back = Vec::new();
+        for (i, c) in self.creds.iter_mut().enumerate() {
+            if let Some(cd) = &c.cooldown
+                && cd.until <= now
+            {
+                c.cooldown = None;
+                if c.state(now) == State::Ready {
+                    back.push(i);
+                }
+            }
+        }
+        back
+    }
+
+    /// The next moment something changes by itself (a cooldown ends or a
+    /// probe is due).
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.creds
+            .iter()
+            .filter(|c| !c.disabled)
+            .flat_map(|c| {
+                let cd = c.cooldown.as_ref().map(|c| c.until);
+                let probe = c.failed.as_ref().filter(|_| !c.probing).map(|(_, at)| *at);
+                [cd, probe]
+            })
+            .flatten()
+            .min()
+    }
+
+    pub fn set_disabled(&mut self, i: usize, disabled: bool) {
+        self.creds[i].disabled = disabled;
+    }
+
+    /// Clears failures so a failed credential is probed right away.
+    pub fn probe_now(&mut self, i: usize, now: Instant) {
+        if let Some((_, at)) = &mut self.creds[i].failed {
+            *at = now;
+        }
+    }
+
+    pub fn use_next(&mut self, i: usize) {
+        self.next_override = Some(i);
+    }
+
+    /// Advances the round-robin cursor of the tier that would serve the
+    /// next request for `provider`, skipping the credential it would pick.
+    pub fn rotate(&mut self, provider: usize, now: Instant) -> Option<usize> {
+        self.next_override = None;
+        let current = self.peek(provider, now)?;
+        let tier = self.creds[current].tier;
+        let pos = self.members[tier].iter().position(|&m| m == current)?;
+        self.cursors[tier] = pos + 1;
+        self.peek(provider, now)
+    }
+}
+
+#[cfg(test)]
+mod tests;

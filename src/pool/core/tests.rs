@@ -1,0 +1,280 @@
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::*;
+
+fn settings(tiers: &[&str]) -> PoolSettings {
+    PoolSettings {
+        tiers: tiers.iter().map(|t| t.to_string()).collect(),
+        max_failures: 3,
+        probe_interval: Duration::from_secs(30),
+        ..PoolSettings::default()
+    }
+}
+
+/// A pool of `(name, tier)` credentials, all for provider 0.
+fn pool(tiers: &[&str], creds: &[(&str, usize)]) -> Core {
+    Core::new(
+        settings(tiers),
+        creds
+            .iter()
+            .map(|(n, t)| Cred::new(n.to_string(), 0, *t))
+            .collect(),
+    )
+}
+
+fn names(core: &mut Core, n: usize, now: Instant) -> Vec<String> {
+    (0..n)
+        .map(|_| {
+            let i = core.select(0, &[], now).expect("a credential");
+            core.release(i);
+            core.creds[i].name.clone()
+        })
+        .collect()
+}
+
+fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
+
+fn rate_limited(s: u64) -> Verdict {
+    Verdict::RateLimited {
+        wait: secs(s),
+        reason: "429".into(),
+    }
+}
+
+#[test]
+fn round_robin_within_the_first_tier() {
+    let now = Instant::now();
+    let mut p = pool(&["a"], &[("k1", 0), ("k2", 0), ("k3", 0)]);
+    assert_eq!(names(&mut p, 6, now), ["k1", "k2", "k3", "k1", "k2", "k3"]);
+}
+
+#[test]
+fn later_tiers_only_when_earlier_ones_cannot_serve() {
+    let now = Instant::now();
+    let mut p = pool(
+        &["primary", "backup", "fallback"],
+        &[("p1", 0), ("b1", 1), ("b2", 1), ("f1", 2)],
+    );
+    assert_eq!(names(&mut p, 3, now), ["p1", "p1", "p1"]);
+    p.record(0, &rate_limited(10), now);
+    assert_eq!(names(&mut p, 4, now), ["b1", "b2", "b1", "b2"]);
+    p.record(1, &rate_limited(10), now);
+    p.record(
+        2,
+        &Verdict::QuotaExhausted {
+            wait: secs(3600),
+            reason: "quota".into(),
+        },
+        now,
+    );
+    assert_eq!(names(&mut p, 2, now), ["f1", "f1"]);
+    // The primary comes back by itself once its hint has passed.
+    let later = now + secs(10);
+    assert_eq!(p.creds[0].state(later), State::Ready);
+    assert_eq!(names(&mut p, 1, later), ["p1"]);
+}
+
+#[test]
+fn cooling_is_never_chosen_before_its_hint_expires() {
+    let now = Instant::now();
+    let mut p = pool(&["a"], &[("k1", 0), ("k2", 0)]);
+    p.record(0, &rate_limited(12), now);
+    for s in 0..12 {
+        let t = now + secs(s);
+        assert_eq!(p.creds[0].state(t), State::Cooling);
+        assert_eq!(names(&mut p, 2, t), ["k2", "k2"]);
+    }
+    assert_eq!(p.creds[0].state(now + secs(12)), State::Ready);
+}
+
+#[test]
+fn a_shorter_hint_never_shortens_a_cooldown() {
+    let now = Instant::now();
+    let mut p = pool(&["a"], &[("k1", 0)]);
+    p.record(0, &rate_limited(60), now);
+    p.record(0, &rate_limited(5), now + secs(1));
+    assert_eq!(p.creds[0].state(now + secs(30)), State::Cooling);
+    // A hold from a late success does not shorten it either.
+    p.record(
+        0,
+        &Verdict::Success {
+            hold: Some((secs(1), "held".into())),
+        },
+        now + secs(2),
+    );
+    assert_eq!(p.creds[0].state(now + secs(59)), State::Cooling);
+    assert_eq!(p.creds[0].state(now + secs(60)), State::Ready);
+}
+
+#[test]
+fn depleted_success_holds_the_key() {
+    let now = Instant::now();
+    let mut p = pool(&["a"], &[("k1", 0), ("k2", 0)]);
+    p.record(
+        0,
+        &Verdict::Success {
+            hold: Some((Duration::from_millis(1500), "remaining 0".into())),
+        },
+        now,
+    );
+    assert_eq!(p.creds[0].state(now), State::Cooling);
+    assert_eq!(p.creds[0].stats.successes, 1);
+    assert_eq!(
+        p.creds[0].state(now + Duration::from_millis(1500)),
+        State::Ready
+    );
+}
+
+#[test]
+fn failures_count_then_fail_then_probe_brings_back() {
+    let now = Instant::now();
+    let mut p = pool(&["a"], &[("k1", 0), ("k2", 0)]);
+    let fail = Verdict::Failure {
+        reason: "upstream answered 503".into(),
+    };
+    p.record(0, &fail, now);
+    p.record(0, &fail, now);
+    assert_eq!(p.creds[0].state(now), State::Ready);
+    // A success in between resets the count.
+    p.record(0, &Verdict::Success { hold: None }, now);
+    assert_eq!(p.creds[0].failures, 0);
+    for _ in 0..3 {
+        p.record(0, &fail, now);
+    }
+    assert_eq!(p.creds[0].state(now), State::Failed);
+    assert_eq!(names(&mut p, 2, now), ["k2", "k2"]);
+    // Probe is due after probe_interval, one at a time.
+    assert!(p.due_probes(now + secs(29)).is_empty());
+    assert_eq!(p.due_probes(now + secs(30)), vec![0]);
+    assert!(p.due_probes(now + secs(31)).is_empty(), "already probing");
+    let (before, after) = p.probe_done(0, Err("probe: 503".into()), now + secs(31));
+    assert_eq!((before, after), (State::Failed, State::Failed));
+    assert!(p.due_probes(now + secs(60)).is_empty());
+    assert_eq!(p.due_probes(now + secs(61)), vec![0]);
+    let (_, after) = p.probe_done(0, Ok(()), now + secs(62));
+    assert_eq!(after, State::Ready);
+    assert_eq!(p.creds[0].failures, 0);
+}
+
+#[test]
+fn unauthorized_fails_at_once() {
+    let now = Instant::now();
+    let mut p = pool(&["a"], &[("k1", 0)]);
+    let (b, a) = p.record(
+        0,
+        &Verdict::Unauthorized {
+            reason: "401".into(),
+        },
+        now,
+    );
+    assert_eq!((b, a), (State::Ready, State::Failed));
+}
+
+#[test]
+fn client_errors_are_not_the_keys_fault() {
+    let now = Instant::now();
+    let mut p = pool(&["a"], &[("k1", 0)]);
+    for _ in 0..10 {
+        p.record(0, &Verdict::Neutral, now);
+    }
+    assert_eq!(p.creds[0].state(now), State::Ready);
+    assert_eq!(p.creds[0].failures, 0);
+}
+
+#[test]
+fn disabled_only_comes_back_by_the_operator_and_keeps_its_cooldown() {
+    let now = Instant::now();
+    let mut p = pool(&["a"], &[("k1", 0), ("k2", 0)]);
+    p.record(0, &rate_limited(20), now);
+    p.set_disabled(0, true);
+    assert_eq!(p.creds[0].state(now + secs(3600)), State::Disabled);
+    assert_eq!(p.expire(now + secs(25)), Vec::<usize>::new());
+    p.set_disabled(0, false);
+    assert_eq!(p.creds[0].state(now + secs(25)), State::Ready);
+
+    let mut p = pool(&["a"], &[("k1", 0), ("k2", 0)]);
+    p.record(0, &rate_limited(20), now);
+    p.set_disabled(0, true);
+    p.set_disabled(0, false);
+    assert_eq!(
+        p.creds[0].state(now + secs(5)),
+        State::Cooling,
+        "enable keeps the hint"
+    );
+}
+
+#[test]
+fn unavailable_reports_the_earliest_recovery() {
+    let now = Instant::now();
+    let mut p = pool(&["a", "b"], &[("k1", 0), ("k2", 1), ("k3", 1)]);
+    p.record(0, &rate_limited(30), now);
+    p.record(1, &rate_limited(7), now);
+    p.set_disabled(2, true);
+    let u = p.select(0, &[], now).unwrap_err();
+    assert_eq!(u.retry_at, Some(now + secs(7)));
+    assert!(!u.tried_ready);
+    // All disabled: no recovery without the operator.
+    let mut p = pool(&["a"], &[("k1", 0)]);
+    p.set_disabled(0, true);
+    assert_eq!(p.select(0, &[], now).unwrap_err().retry_at, None);
+}
+
+#[test]
+fn tried_credentials_are_skipped() {
+    let now = Instant::now();
+    let mut p = pool(&["a"], &[("k1", 0), ("k2", 0)]);
+    let first = p.select(0, &[], now).unwrap();
+    let second = p.select(0, &[first], now).unwrap();
+    assert_ne!(first, second);
+    let u = p.select(0, &[first, second], now).unwrap_err();
+    assert!(u.tried_ready);
+}
+
+#[test]
+fn use_next_and_rotate() {
+    let now = Instant::now();
+    let mut p = pool(&["a"], &[("k1", 0), ("k2", 0), ("k3", 0)]);
+    p.use_next(2);
+    assert_eq!(p.peek(0, now), Some(2));
+    assert_eq!(names(&mut p, 2, now), ["k3", "k1"]);
+    // Rotate skips the credential that would have served next.
+    assert_eq!(p.peek(0, now), Some(1));
+    assert_eq!(p.rotate(0, now), Some(2));
+    assert_eq!(names(&mut p, 1, now), ["k3"]);
+    // A use-next pick that is cooling waits until it can serve.
+    p.record(0, &rate_limited(5), now);
+    p.use_next(0);
+    assert_eq!(names(&mut p, 1, now), ["k2"]);
+    assert_eq!(names(&mut p, 1, now + secs(5)), ["k1"]);
+}
+
+#[test]
+fn expire_and_next_deadline() {
+    let now = Instant::now();
+    let mut p = pool(&["a"], &[("k1", 0), ("k2", 0)]);
+    assert_eq!(p.next_deadline(), None);
+    p.record(0, &rate_limited(5), now);
+    p.record(1, &rate_limited(9), now);
+    assert_eq!(p.next_deadline(), Some(now + secs(5)));
+    assert_eq!(p.expire(now + secs(5)), vec![0]);
+    assert_eq!(p.next_deadline(), Some(now + secs(9)));
+    assert!(p.creds[0].cooldown.is_none());
+}
+
+#[test]
+fn counters() {
+    let now = Instant::now();
+    let mut p = pool(&["a"], &[("k1", 0)]);
+    let i = p.select(0, &[], now).unwrap();
+    assert_eq!(p.creds[i].in_flight, 1);
+    p.record(i, &rate_limited(1), now);
+    p.release(i);
+    assert_eq!(p.creds[i].in_flight, 0);
+    assert_eq!(p.creds[i].stats.requests, 1);
+    assert_eq!(p.creds[i].stats.rate_limited, 1);
+    assert_eq!(p.totals.upstream_429, 1);
+}

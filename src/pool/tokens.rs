@@ -1,0 +1,263 @@
+//! Access tokens for refreshable credentials: a cache with expiry, and a
+//! single-flight refresh so that N requests that need a new token wait on
+//! one call to the token endpoint, not N.
+
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
+
+use tokio::time::Instant;
+
+use super::oauth::{self, RefreshError};
+use super::{PoolHandle, State, Verdict, lock};
+use crate::config::AuthSpec;
+use crate::events::Level;
+use crate::secret::Secret;
+
+/// How long a token-endpoint call may take.
+const TOKEN_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub(super) struct TokenSlot {
+    /// The single-flight gate: whoever holds it is the one refreshing.
+    gate: tokio::sync::Mutex<()>,
+    cache: Mutex<Cache>,
+}
+
+#[derive(Default)]
+struct Cache {
+    /// The access token, when it expires (monotonic, for decisions) and the
+    /// same as wall clock (for display).
+    access: Option<(Secret, Instant, SystemTime)>,
+    /// When to stop using the cached token and refresh: `refresh_skew`
+    /// before expiry, or a quarter of its lifetime if that is shorter (a
+    /// 30 s token must not be refreshed on every request).
+    refresh_at: Option<Instant>,
+    /// The refresh token to use next: the configured one, or the one the
+    /// provider rotated to.
+    refresh_token: Option<Secret>,
+    /// Whether `refresh_token` is a rotated one (and so must be persisted).
+    rotated: bool,
+    /// When the last refresh finished and how. Requests that queued behind
+    /// it take its result instead of calling the endpoint again.
+    last: Option<(Instant, Result<(), RefreshError>)>,
+}
+
+pub(super) enum Mode {
+    /// Refresh only if there is no token or it is about to expire.
+    IfStale,
+    /// The provider refused this token: refresh unless someone already did.
+    Replace(Secret),
+    /// Operator asked: refresh now.
+    Force,
+}
+
+impl TokenSlot {
+    pub(super) fn new(auth: &AuthSpec) -> Self {
+        let refresh_token = match auth {
+            AuthSpec::Refresh { refresh_token, .. } => Some(refresh_token.clone()),
+            AuthSpec::ApiKey(_) => None,
+        };
+        TokenSlot {
+            gate: tokio::sync::Mutex::new(()),
+            cache: Mutex::new(Cache {
+                refresh_token,
+                ..Default::default()
+            }),
+        }
+    }
+
+    pub(super) fn expiry(&self) -> Option<SystemTime> {
+        lock(&self.cache).access.as_ref().map(|(_, _, wall)| *wall)
+    }
+
+    pub(super) fn rotated(&self) -> Option<Secret> {
+        let c = lock(&self.cache);
+        if c.rotated {
+            c.refresh_token.clone()
+        } else {
+            None
+        }
+    }
+
+    pub(super) fn restore_rotated(&self, token: Secret) {
+        let mut c = lock(&self.cache);
+        c.refresh_token = Some(token);
+        c.rotated = true;
+    }
+}
+
+impl PoolHandle {
+    /// Returns a usable token for credential `i`, refreshing per `mode`.
+    /// With `judge`, a failed refresh is held against the credential
+    /// (failure count, or `failed` at once when the endpoint rejects the
+    /// refresh token); probes pass `false` and report on their own.
+    pub(super) async fn refresh(
+        &self,
+        i: usize,
+        mode: Mode,
+        judge: bool,
+    ) -> Result<Secret, RefreshError> {
+        let spec = &self.inner.specs[i];
+        let AuthSpec::Refresh {
+            token_url,
+            client_id,
+            client_secret,
+            ..
+        } = &spec.auth
+        else {
+            let AuthSpec::ApiKey(key) = &spec.auth else {
+                unreachable!()
+            };
+            return Ok(key.clone());
+        };
+        let slot = &self.inner.tokens[i];
+        let skew = lock(&self.inner.core).settings.refresh_skew;
+
+        // Fast path, no gate: a fresh cached token.
+        if matches!(mode, Mode::IfStale)
+            && let Some(t) = fresh(&lock(&slot.cache), Instant::now())
+        {
+            return Ok(t);
+        }
+
+        let entered = Instant::now();
+        let _gate = slot.gate.lock().await;
+        let refresh_token =
+            {
+                let c = lock(&slot.cache);
+                let now = Instant::now();
+                // Someone refreshed while we queued: share their result.
+                if let Some((at, result)) = &c.last
+                    && *at >= entered
+                {
+                    return match result {
+                        Ok(()) => c.access.as_ref().map(|(t, _, _)| t.clone()).ok_or_else(|| {
+                            RefreshError {
+                                message: "token vanished".into(),
+                                fatal: false,
+                            }
+                        }),
+                        Err(e) => Err(e.clone()),
+                    };
+                }
+                match &mode {
+                    Mode::IfStale => {
+                        if let Some(t) = fresh(&c, now) {
+                            return Ok(t);
+                        }
+                    }
+                    Mode::Replace(rejected) => {
+                        if let Some((t, exp, _)) = &c.access
+                            && t != rejected
+                            && *exp > now
+                        {
+                            return Ok(t.clone());
+                        }
+                    }
+                    Mode::Force => {}
+                }
+                c.refresh_token
+                    .clone()
+                    .expect("refreshable credential has a refresh token")
+            };
+
+        let client = oauth::Client {
+            token_url,
+            client_id: client_id.as_deref(),
+            client_secret: client_secret.as_ref(),
+        };
+        let result = client
+            .refresh(&self.inner.http, &refresh_token, TOKEN_TIMEOUT)
+            .await;
+        let now = Instant::now();
+        match result {
+            Ok(granted) => {
+                let rotated = {
+                    let mut c = lock(&slot.cache);
+                    c.access = Some((
+                        granted.access_token.clone(),
+                        now + granted.expires_in,
+                        SystemTime::now() + granted.expires_in,
+                    ));
+                    c.refresh_at =
+                        Some(now + granted.expires_in - skew.min(granted.expires_in / 4));
+                    c.last = Some((now, Ok(())));
+                    match granted.refresh_token {
+                        Some(new) if new != refresh_token => {
+                            c.refresh_token = Some(new);
+                            c.rotated = true;
+                            true
+                        }
+                        _ => false,
+                    }
+                };
+                {
+                    let mut core = lock(&self.inner.core);
+                    core.totals.refreshes += 1;
+                    let c = &mut core.creds[i];
+                    c.stats.refreshes += 1;
+                    if c.failed.is_none() {
+                        c.last_error = None;
+                    }
+                }
+                let mut note = format!(
+                    "{}: access token refreshed (valid {})",
+                    spec.name,
+                    crate::events::human(granted.expires_in)
+                );
+                if rotated {
+                    // The old refresh token is dead now: the new one must be
+                    // on disk before anything else happens.
+                    match self.save().await {
+                        Ok(()) if self.inner.state_file.is_some() => {
+                            note.push_str("; new refresh token saved")
+                        }
+                        Ok(()) => note.push_str("; new refresh token kept in memory"),
+                        Err(e) => self.notice(
+                            Level::Error,
+                            format!("{}: rotated refresh token NOT saved: {e}", spec.name),
+                        ),
+                    }
+                }
+                self.notice(Level::Info, note);
+                self.publish_credential(i);
+                Ok(granted.access_token)
+            }
+            Err(e) => {
+                lock(&slot.cache).last = Some((now, Err(e.clone())));
+                let (before, after) = {
+                    let mut core = lock(&self.inner.core);
+                    core.totals.refresh_failures += 1;
+                    if !judge {
+                        let s = core.creds[i].state(now);
+                        (s, s)
+                    } else if e.fatal {
+                        core.fail(i, e.message.clone(), now)
+                    } else {
+                        core.record(
+                            i,
+                            &Verdict::Failure {
+                                reason: e.message.clone(),
+                            },
+                            now,
+                        )
+                    }
+                };
+                if judge {
+                    self.notice(
+                        Level::Warn,
+                        format!("{}: refresh failed: {}", spec.name, e.message),
+                    );
+                }
+                self.changed(i, before, after, after == State::Failed);
+                Err(e)
+            }
+        }
+    }
+}
+
+fn fresh(c: &Cache, now: Instant) -> Option<Secret> {
+    match (&c.access, c.refresh_at) {
+        (Some((t, _, _)), Some(at)) if now < at => Some(t.clone()),
+        _ => None,
+    }
+}

@@ -1,0 +1,229 @@
+//! Text for people: the startup and `check` reports, the periodic summary,
+//! and the headless event log (rotations, state changes, notices).
+
+use std::collections::HashMap;
+use std::fmt::Write;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::sync::broadcast::error::RecvError;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::events::{Event, Level, PoolSnapshot, State, human};
+use crate::pool::PoolHandle;
+
+const STATES: [State; 5] = [
+    State::Ready,
+    State::Cooling,
+    State::Exhausted,
+    State::Failed,
+    State::Disabled,
+];
+
+/// The pool report `check` prints and `serve` starts with.
+pub fn pool_report(config: &Config, snap: &PoolSnapshot, notes: &[String]) -> String {
+    let mut out = String::new();
+    let counts: Vec<String> = STATES
+        .iter()
+        .map(|s| format!("{} {}", snap.count(*s), s.as_str()))
+        .collect();
+    let _ = writeln!(
+        out,
+        "credentials: {} total · {}",
+        snap.credentials.len(),
+        counts.join(" · ")
+    );
+    let per_tier: Vec<String> = snap
+        .tiers
+        .iter()
+        .map(|t| {
+            let n = snap.credentials.iter().filter(|c| &c.tier == t).count();
+            format!("{t} {n}")
+        })
+        .collect();
+    let _ = writeln!(out, "  tiers:     {}", per_tier.join(" · "));
+    let per_provider: Vec<String> = config
+        .providers
+        .iter()
+        .map(|p| {
+            let n = snap
+                .credentials
+                .iter()
+                .filter(|c| c.provider == p.name)
+                .count();
+            format!("{} {n} ({}, {})", p.name, p.kind.as_str(), p.base_url)
+        })
+        .collect();
+    let _ = writeln!(out, "  providers: {}", per_provider.join(" · "));
+
+    let w = |f: &dyn Fn(&crate::events::CredentialView) -> usize, min: usize| {
+        snap.credentials.iter().map(f).max().unwrap_or(0).max(min)
+    };
+    let (wn, wt, wp, ws) = (
+        w(&|c| c.name.chars().count(), 4),
+        w(&|c| c.tier.chars().count(), 4),
+        w(&|c| c.provider.chars().count(), 8),
+        w(&|c| c.secret.chars().count(), 6),
+    );
+    let _ = writeln!(
+        out,
+        "  {:wn$}  {:wt$}  {:wp$}  {:ws$}  STATE",
+        "NAME", "TIER", "PROVIDER", "SECRET"
+    );
+    for c in &snap.credentials {
+        let mut state = c.state.as_str().to_string();
+        if let Some(until) = c.until_ms {
+            let left = Duration::from_millis(until.saturating_sub(snap.at_ms));
+            let _ = write!(state, " ({} left)", human(left));
+        }
+        if let Some(r) = &c.reason
+            && c.state != State::Disabled
+        {
+            let _ = write!(state, ": {r}");
+        }
+        let kind = match c.kind {
+            crate::events::CredentialKind::ApiKey => "",
+            crate::events::CredentialKind::RefreshToken => " (refresh token)",
+        };
+        let _ = writeln!(
+            out,
+            "  {:wn$}  {:wt$}  {:wp$}  {:ws$}  {state}{kind}",
+            c.name, c.tier, c.provider, c.secret
+        );
+    }
+    for n in notes {
+        let _ = writeln!(out, "  note: {n}");
+    }
+    out
+}
+
+/// The report `serve` prints once it is listening.
+pub fn startup(config: &Config, addr: SocketAddr, snap: &PoolSnapshot, notes: &[String]) -> String {
+    let mut out = format!(
+        "tokenyard {} listening on http://{addr}/v1 (config: {})\n",
+        env!("CARGO_PKG_VERSION"),
+        config.source
+    );
+    if let Some(p) = &config.state_file {
+        let _ = writeln!(out, "  state file: {}", p.display());
+    }
+    if config.client_keys.is_empty() {
+        out.push_str("  client keys: none (loopback only)\n");
+    } else {
+        let _ = writeln!(
+            out,
+            "  client keys: {} configured",
+            config.client_keys.len()
+        );
+    }
+    out.push_str(&pool_report(config, snap, notes));
+    out
+}
+
+/// One line: what the pool has done so far.
+pub fn summary(snap: &PoolSnapshot) -> String {
+    let t = &snap.totals;
+    let uptime = Duration::from_millis(snap.at_ms.saturating_sub(snap.started_ms));
+    let states: Vec<String> = STATES
+        .iter()
+        .filter(|s| snap.count(**s) > 0)
+        .map(|s| format!("{} {}", snap.count(*s), s.as_str()))
+        .collect();
+    format!(
+        "[{}] requests {} · ok {} · client 429s {} · upstream 429s {} · attempts {} · refreshes {} · pool: {}",
+        human(uptime),
+        t.requests,
+        t.succeeded,
+        t.client_429,
+        t.upstream_429,
+        t.attempts,
+        t.refreshes,
+        states.join(", ")
+    )
+}
+
+/// The line an event becomes in the headless log, if any.
+pub fn event_line(event: &Event) -> Option<(Level, String)> {
+    match event {
+        Event::Rotation {
+            from: _,
+            to,
+            reason,
+            ..
+        } => {
+            let line = match to {
+                Some(to) => format!("{reason} → retrying with {to}"),
+                None => format!("{reason} → no credential left to try"),
+            };
+            Some((Level::Info, line))
+        }
+        Event::Credential { credential: c } => {
+            let mut line = format!("{} is {}", c.name, c.state.as_str());
+            if let Some(r) = &c.reason {
+                let _ = write!(line, " ({r})");
+            }
+            let level = match c.state {
+                State::Failed => Level::Warn,
+                _ => Level::Info,
+            };
+            Some((level, line))
+        }
+        Event::Notice { level, message, .. } => Some((*level, message.clone())),
+        Event::Request { .. } => None,
+    }
+}
+
+/// Logs pool events through `tracing` until `stop`. A lag is reported and
+/// skipped, never fatal.
+pub async fn log_events(pool: PoolHandle, stop: CancellationToken) {
+    let mut rx = pool.subscribe();
+    // Credential events also carry counter and token updates; only a change
+    // of state is worth a line.
+    let mut states: HashMap<String, State> = HashMap::new();
+    let resync = |states: &mut HashMap<String, State>| {
+        states.clear();
+        for c in pool.snapshot().credentials {
+            states.insert(c.name, c.state);
+        }
+    };
+    resync(&mut states);
+    loop {
+        let event = tokio::select! {
+            _ = stop.cancelled() => return,
+            e = rx.recv() => e,
+        };
+        match event {
+            Ok(Event::Request { request: r, .. }) => {
+                tracing::debug!(
+                    "request {} {} {} → {} via {} in {:.0}ms",
+                    r.id,
+                    r.model,
+                    if r.stream { "stream" } else { "plain" },
+                    r.status,
+                    r.path.join(" → "),
+                    r.latency_ms
+                );
+            }
+            Ok(Event::Credential { credential })
+                if states.get(&credential.name) == Some(&credential.state) => {}
+            Ok(e) => {
+                if let Event::Credential { credential } = &e {
+                    states.insert(credential.name.clone(), credential.state);
+                }
+                if let Some((level, line)) = event_line(&e) {
+                    match level {
+                        Level::Info => tracing::info!("{line}"),
+                        Level::Warn => tracing::warn!("{line}"),
+                        Level::Error => tracing::error!("{line}"),
+                    }
+                }
+            }
+            Err(RecvError::Lagged(n)) => {
+                tracing::warn!("event log fell behind and skipped {n} events");
+                resync(&mut states);
+            }
+            Err(RecvError::Closed) => return,
+        }
+    }
+}

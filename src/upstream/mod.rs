@@ -1,0 +1,218 @@
+//! Talking to providers: one adapter per provider kind, and the
+//! classification of every response into an [`Outcome`] the pool can act on.
+
+pub mod hints;
+pub mod openai;
+
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http::{HeaderMap, StatusCode};
+
+use crate::config::{GatewaySettings, PoolSettings, Provider, ProviderKind};
+use crate::events::human;
+use crate::pool::Verdict;
+use crate::secret::Secret;
+
+/// What one upstream response means for the request and for the key.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// 2xx. `hold`: a limit hit zero on this very response; keep the key
+    /// out until it resets.
+    Ok { hold: Option<hints::Hint> },
+    /// Rate limited: cool down for `wait`, try the next credential.
+    RateLimited { wait: Duration, hinted: bool },
+    /// Quota gone: a long cooldown.
+    QuotaExhausted { wait: Duration, hinted: bool },
+    /// The key (or access token) was refused.
+    Unauthorized,
+    /// The provider's fault (5xx, 408): count a failure, try the next one.
+    ServerError { status: u16 },
+    /// Any other 4xx: the request's fault, handed to the client as is.
+    ClientError { status: u16 },
+}
+
+impl Outcome {
+    /// What the outcome says about the key, for the pool.
+    pub fn verdict(&self) -> Verdict {
+        match self {
+            Outcome::Ok { hold } => Verdict::Success {
+                hold: hold.map(|h| {
+                    (
+                        h.wait,
+                        format!("{} hit 0; held until reset", remaining_header(h.source)),
+                    )
+                }),
+            },
+            Outcome::RateLimited { wait, hinted } => Verdict::RateLimited {
+                wait: *wait,
+                reason: if *hinted {
+                    format!("429 rate limited; retry in {}", human(*wait))
+                } else {
+                    format!("429 without retry hint; default cooldown {}", human(*wait))
+                },
+            },
+            Outcome::QuotaExhausted { wait, hinted } => Verdict::QuotaExhausted {
+                wait: *wait,
+                reason: if *hinted {
+                    format!("quota exhausted; retry in {}", human(*wait))
+                } else {
+                    format!("quota exhausted; quota cooldown {}", human(*wait))
+                },
+            },
+            Outcome::Unauthorized => Verdict::Unauthorized {
+                reason: "401 unauthorized: the provider refused this credential".into(),
+            },
+            Outcome::ServerError { status } => Verdict::Failure {
+                reason: format!("upstream answered {status}"),
+            },
+            Outcome::ClientError { .. } => Verdict::Neutral,
+        }
+    }
+}
+
+fn remaining_header(source: hints::HintSource) -> &'static str {
+    match source {
+        hints::HintSource::ResetTokens => "x-ratelimit-remaining-tokens",
+        _ => "x-ratelimit-remaining-requests",
+    }
+}
+
+/// Builds the shared HTTP client for every provider: keep-alive pools,
+/// TCP_NODELAY, HTTP/2 when the provider offers it, no system proxy
+/// surprises, and no automatic decompression (bytes pass through as sent).
+pub fn http_client(settings: &GatewaySettings) -> reqwest::Client {
+    reqwest::Client::builder()
+        .connect_timeout(settings.connect_timeout)
+        .tcp_nodelay(true)
+        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_max_idle_per_host(1024)
+        .user_agent(concat!("tokenyard/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .expect("the HTTP client settings are static and valid")
+}
+
+/// Request headers a client sent that are never forwarded: hop-by-hop
+/// headers, the client's own credentials, and headers that bind the request
+/// to an account other than the credential's.
+const DROP_REQUEST: &[&str] = &[
+    "host",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authorization",
+    "proxy-authenticate",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "content-length",
+    "authorization",
+    "x-api-key",
+    "api-key",
+    "cookie",
+    "accept-encoding",
+    "openai-organization",
+    "openai-project",
+    "x-admin-key",
+];
+
+/// Whether a client request header goes upstream.
+pub fn forward_request_header(name: &str) -> bool {
+    !DROP_REQUEST.contains(&name) && !name.starts_with("x-tokenyard-")
+}
+
+/// Whether an upstream response header goes back to the client. The
+/// per-credential `x-ratelimit-*` numbers describe one key of the pool, not
+/// the gateway, so they stay here; so do cookies and account identifiers.
+pub fn forward_response_header(name: &str) -> bool {
+    !(matches!(
+        name,
+        "connection"
+            | "keep-alive"
+            | "transfer-encoding"
+            | "content-length"
+            | "upgrade"
+            | "trailer"
+            | "set-cookie"
+            | "openai-organization"
+            | "openai-project"
+            | "retry-after"
+            | "retry-after-ms"
+            | "alt-svc"
+    ) || name.starts_with("x-ratelimit-")
+        || name.starts_with("anthropic-ratelimit-"))
+}
+
+/// Sends a chat completion request with `token` to `provider`. Resolves
+/// when the response head arrives.
+pub async fn send_chat(
+    http: &reqwest::Client,
+    provider: &Provider,
+    token: &Secret,
+    body: Bytes,
+    client_headers: &HeaderMap,
+) -> Result<reqwest::Response, reqwest::Error> {
+    match provider.kind {
+        ProviderKind::OpenAi => {
+            openai::send_chat(http, provider, token, body, client_headers).await
+        }
+    }
+}
+
+/// Classifies a response. `body` is needed only for non-2xx statuses.
+pub fn classify(
+    kind: ProviderKind,
+    status: StatusCode,
+    headers: &HeaderMap,
+    body: &[u8],
+    settings: &PoolSettings,
+    now: SystemTime,
+) -> Outcome {
+    match kind {
+        ProviderKind::OpenAi => openai::classify(status, headers, body, settings, now),
+    }
+}
+
+/// The half-open probe: one cheap authenticated request. `Ok` when the
+/// credential works again.
+pub async fn probe(
+    http: &reqwest::Client,
+    provider: &Provider,
+    token: &Secret,
+    timeout: Duration,
+) -> Result<(), String> {
+    let fut = match provider.kind {
+        ProviderKind::OpenAi => openai::probe(http, provider, token),
+    };
+    match tokio::time::timeout(timeout, fut).await {
+        Ok(r) => r,
+        Err(_) => Err(format!("probe: no answer within {}", human(timeout))),
+    }
+}
+
+/// Describes a transport error without leaking anything: reqwest's own
+/// text includes the URL, which is configuration, not a secret.
+pub fn describe_error(e: &reqwest::Error) -> String {
+    let what = if e.is_connect() {
+        "cannot connect"
+    } else if e.is_timeout() {
+        "timed out"
+    } else if e.is_body() || e.is_decode() {
+        "connection broke while reading the response"
+    } else if e.is_request() {
+        "request failed"
+    } else {
+        "transport error"
+    };
+    let mut source: Option<&dyn std::error::Error> = std::error::Error::source(e);
+    let mut root = None;
+    while let Some(s) = source {
+        root = Some(s.to_string());
+        source = s.source();
+    }
+    match root {
+        Some(r) => format!("{what}: {r}"),
+        None => what.to_string(),
+    }
+}
