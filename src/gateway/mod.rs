@@ -155,6 +155,19 @@ async fn chat(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body
         Ok(b) => b,
         Err(e) => return e.into_response(),
     };
+    // serde skips the fields it does not need without checking their UTF-8,
+    // and would read a struct from a JSON array: check both here so nothing
+    // malformed is sent upstream on a credential's account.
+    if std::str::from_utf8(&body).is_err() {
+        return ApiError::bad_request("the request body is not valid UTF-8")
+            .code("invalid_json")
+            .into_response();
+    }
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return ApiError::bad_request("the request body must be a JSON object")
+            .code("invalid_json")
+            .into_response();
+    }
     let peek: ChatPeek<'_> = match serde_json::from_slice(&body) {
         Ok(p) => p,
         Err(e) => {
@@ -210,11 +223,19 @@ async fn models(State(state): State<Arc<AppState>>) -> Response {
     axum::Json(serde_json::json!({ "object": "list", "data": data })).into_response()
 }
 
-/// Whether the request came from this machine.
+/// Whether the request came from this machine. An IPv4 client of a
+/// dual-stack listener arrives as `::ffff:127.0.0.1`, which counts too.
+/// (`MockConnectInfo` stands in for the socket in tests without one.)
 fn from_loopback(req: &Request) -> bool {
-    req.extensions()
+    let ext = req.extensions();
+    let peer = ext
         .get::<ConnectInfo<SocketAddr>>()
-        .is_some_and(|ConnectInfo(a)| a.ip().is_loopback())
+        .map(|ConnectInfo(a)| *a)
+        .or_else(|| {
+            ext.get::<axum::extract::connect_info::MockConnectInfo<SocketAddr>>()
+                .map(|m| m.0)
+        });
+    peer.is_some_and(|a| a.ip().to_canonical().is_loopback())
 }
 
 /// A gateway running on a socket.
