@@ -99,27 +99,34 @@ pub async fn dispatch(state: &AppState, req: Inbound) -> Response {
         ready.as_mut().enable();
         let lease = match pool.lease(req.provider, &tried) {
             Ok(l) => l,
-            Err(u) if u.tried_ready => break GiveUp::AllTried,
             Err(u) => match u.retry_at {
                 Some(at) if at <= wait_until => {
+                    // Waiters are woken one at a time (by a recovery, or by
+                    // a success that shows capacity), not all at the moment
+                    // a cooldown ends: a herd would only earn more 429s.
                     tokio::select! {
                         _ = ready => {}
-                        _ = tokio::time::sleep_until(at) => {}
+                        _ = tokio::time::sleep_until(wait_until) => {}
                     }
                     continue;
                 }
+                _ if u.tried_ready => break GiveUp::AllTried,
                 other => break GiveUp::Unavailable(other),
             },
         };
         if let Some((from, note)) = moving_on.take() {
             pool.rotation(&from, Some(lease.name()), &note);
         }
-        tried.push(lease.index());
+        let index = lease.index();
         match try_credential(&mut ctx, lease).await {
             Ok(resp) => return resp,
             Err((name, failure, note)) => {
                 moving_on = Some((name, note));
+                // A rate-limited credential is kept out by its cooldown and
+                // may serve this same request once the cooldown ends; one
+                // that failed otherwise is not tried again for it.
                 if let Failure::Upstream { status, message } = &failure {
+                    tried.push(index);
                     broken = Some((*status, message.clone()));
                 }
                 last = Some(failure);

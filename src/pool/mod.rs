@@ -233,8 +233,10 @@ impl PoolHandle {
         })
     }
 
-    /// Resolves when some credential may have become ready (a cooldown
-    /// ended, a probe succeeded, the operator enabled one). Call `enable()`
+    /// Resolves when some credential may be able to serve: it came back (a
+    /// cooldown ended, a probe succeeded, the operator enabled it) or just
+    /// answered and is still ready. Wakes one waiter per such event, so the
+    /// waiters drain at the pace the provider accepts them. Call `enable()`
     /// on the pinned future before checking the pool to miss nothing.
     pub fn ready_changed(&self) -> tokio::sync::futures::Notified<'_> {
         self.inner.ready.notified()
@@ -315,12 +317,14 @@ impl PoolHandle {
     /// After any change to credential `i`: tell subscribers, wake waiters
     /// and the clock, schedule a save.
     fn changed(&self, i: usize, before: State, after: State, persist_anyway: bool) {
+        if after == State::Ready {
+            // One waiting request gets the chance; if it succeeds, its
+            // success wakes the next (see the dispatcher).
+            self.inner.ready.notify_one();
+        }
         if before != after {
             self.publish_credential(i);
             self.inner.clock.notify_one();
-            if after == State::Ready {
-                self.inner.ready.notify_waiters();
-            }
         }
         if before != after || persist_anyway {
             self.inner.dirty.notify_one();
