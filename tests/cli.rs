@@ -1,0 +1,673 @@
+//! The real binary as an operator runs it: `check`, refusing a public
+//! address without client keys, the environment quick start, a SIGTERM that
+//! lets an in-flight stream finish, and `tokenyard sim`.
+
+mod common;
+
+use std::path::Path;
+use std::process::{ExitStatus, Output, Stdio};
+use std::time::Duration;
+
+use tokenyard::sim::{Limit, SimAccount, SimConfig};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio::task::JoinHandle;
+
+const KEY_A: &str = "sk-live-cli-0001-aaaaaaaaaaaaaaaaaaaa-abcd";
+const KEY_B: &str = "sk-live-cli-0002-bbbbbbbbbbbbbbbbbbbb-wxyz";
+const RT_C: &str = "rt-live-cli-0003-cccccccccccccccccccc-rtok";
+
+/// The binary with a clean environment: no config found by accident, XDG
+/// dirs and the working directory inside `home`.
+fn tokenyard(home: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_tokenyard"));
+    c.current_dir(home)
+        .env_remove("TOKENYARD_CONFIG")
+        .env_remove("TOKENYARD_UPSTREAM")
+        .env_remove("TOKENYARD_KEYS")
+        .env("HOME", home)
+        .env("XDG_CONFIG_HOME", home.join("xdg-config"))
+        .env("XDG_STATE_HOME", home.join("xdg-state"))
+        .env("XDG_DATA_HOME", home.join("xdg-data"))
+        .env("TOKENYARD_LOG", "info")
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    c
+}
+
+async fn run(mut cmd: Command) -> Output {
+    tokio::time::timeout(Duration::from_secs(20), cmd.output())
+        .await
+        .expect("the command finishes")
+        .expect("the binary runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn write(dir: &Path, name: &str, content: &str) -> std::path::PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, content).unwrap();
+    p
+}
+
+/// Three tiers, three credentials (one from the environment, one refresh
+/// token), state kept in `dir`.
+fn good_config(dir: &Path, base_url: &str, tier_c: &str) -> String {
+    format!(
+        "listen = \"127.0.0.1:0\"\n\
+         state_file = {state:?}\n\
+         [pool]\ntiers = [\"primary\", \"backup\", \"fallback\"]\n\
+         [[provider]]\nname = \"up\"\nkind = \"openai\"\nbase_url = \"{base_url}\"\n\
+         [[credential]]\nname = \"team-a\"\ntier = \"primary\"\napi_key = \"{KEY_A}\"\n\
+         [[credential]]\nname = \"team-b\"\ntier = \"backup\"\napi_key = \"env:TY_CLI_TEST_KEY_B\"\n\
+         [[credential]]\nname = \"oauth-c\"\ntier = \"{tier_c}\"\nrefresh_token = \"{RT_C}\"\n\
+         token_url = \"http://127.0.0.1:9/oauth/token\"\n",
+        state = dir.join("state.json").display().to_string(),
+    )
+}
+
+#[tokio::test]
+async fn check_prints_the_pool_report_with_masked_secrets() {
+    let home = tempfile::tempdir().unwrap();
+    let cfg = write(
+        home.path(),
+        "good.toml",
+        &good_config(home.path(), "http://127.0.0.1:9/v1", "fallback"),
+    );
+    let mut cmd = tokenyard(home.path());
+    cmd.arg("check")
+        .arg("--config")
+        .arg(&cfg)
+        .env("TY_CLI_TEST_KEY_B", KEY_B);
+    let out = run(cmd).await;
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "exit {:?}: {stderr}", out.status);
+    assert!(stdout.contains("3 total"), "{stdout}");
+    for (name, tier, masked) in [
+        ("team-a", "primary", "…abcd"),
+        ("team-b", "backup", "…wxyz"),
+        ("oauth-c", "fallback", "…rtok"),
+    ] {
+        let line = stdout
+            .lines()
+            .find(|l| l.contains(name))
+            .unwrap_or_else(|| panic!("no line for {name}: {stdout}"));
+        assert!(line.contains(tier), "{line}");
+        assert!(line.contains(masked), "{line}");
+        assert!(line.contains("ready"), "{line}");
+    }
+    for secret in [KEY_A, KEY_B, RT_C] {
+        assert!(!stdout.contains(secret), "a secret in the report: {stdout}");
+        assert!(!stderr.contains(secret), "a secret on stderr: {stderr}");
+        assert!(
+            !stdout.contains(&secret[..24]),
+            "part of a secret: {stdout}"
+        );
+    }
+    // `check` only reads: it never writes a state file...
+    assert!(!home.path().join("state.json").exists());
+
+    // ...and never moves a broken one aside (serve would); it says so.
+    let state = home.path().join("state.json");
+    std::fs::write(&state, b"\x00not a state file").unwrap();
+    let mut cmd = tokenyard(home.path());
+    cmd.arg("check")
+        .arg("--config")
+        .arg(&cfg)
+        .env("TY_CLI_TEST_KEY_B", KEY_B);
+    let out = run(cmd).await;
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(stdout.contains("unreadable"), "{stdout}");
+    assert_eq!(std::fs::read(&state).unwrap(), b"\x00not a state file");
+    let files = std::fs::read_dir(home.path()).unwrap().count();
+    assert_eq!(files, 2, "only good.toml and state.json");
+}
+
+#[tokio::test]
+async fn check_names_the_key_path_of_what_is_wrong() {
+    let home = tempfile::tempdir().unwrap();
+    let base = "http://127.0.0.1:9/v1";
+    let good = good_config(home.path(), base, "fallback");
+    let cases: Vec<(&str, String, &str)> = vec![
+        (
+            "misspelt tier",
+            good_config(home.path(), base, "bakup"),
+            r#"credential[2].tier: "bakup" is not one of primary, backup, fallback"#,
+        ),
+        (
+            "a missing environment variable",
+            good.replace("env:TY_CLI_TEST_KEY_B", "env:TY_CLI_TEST_SURELY_UNSET"),
+            "credential[1].api_key: environment variable TY_CLI_TEST_SURELY_UNSET is not set",
+        ),
+        (
+            "a bad duration",
+            good.replace("[pool]\n", "[pool]\ndefault_cooldown = \"soon\"\n"),
+            "pool.default_cooldown",
+        ),
+        (
+            "an unknown key",
+            good.replace("[pool]\n", "[pool]\nmax_retries = 3\n"),
+            "max_retries",
+        ),
+        ("not TOML", "listen = \n[[[".to_string(), "bad.toml"),
+    ];
+    for (case, content, expected) in cases {
+        let cfg = write(home.path(), "bad.toml", &content);
+        let mut cmd = tokenyard(home.path());
+        cmd.arg("check")
+            .arg("--config")
+            .arg(&cfg)
+            .env("TY_CLI_TEST_KEY_B", KEY_B)
+            .env_remove("TY_CLI_TEST_SURELY_UNSET");
+        let out = run(cmd).await;
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{case}: {stderr}");
+        assert!(stderr.contains(expected), "{case}: {stderr:?}");
+        assert!(
+            !text(&out.stdout).contains("config OK"),
+            "{case}: {}",
+            text(&out.stdout)
+        );
+        assert!(!stderr.contains(KEY_A) && !stderr.contains(KEY_B));
+    }
+
+    // A missing config file is named too.
+    let mut cmd = tokenyard(home.path());
+    cmd.args(["check", "--config", "nowhere.toml"]);
+    let out = run(cmd).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("nowhere.toml"));
+}
+
+#[tokio::test]
+async fn serve_refuses_a_public_address_without_client_keys() {
+    let home = tempfile::tempdir().unwrap();
+    let content = good_config(home.path(), "http://127.0.0.1:9/v1", "fallback");
+    let cfg = write(home.path(), "x.toml", &content);
+    let public = write(
+        home.path(),
+        "public.toml",
+        &content.replace("listen = \"127.0.0.1:0\"", "listen = \"0.0.0.0:0\""),
+    );
+    for (case, args) in [
+        (
+            "--listen 0.0.0.0",
+            vec![
+                "serve",
+                "--config",
+                cfg.to_str().unwrap(),
+                "--listen",
+                "0.0.0.0:0",
+                "--no-tui",
+            ],
+        ),
+        (
+            "--listen [::]",
+            vec![
+                "serve",
+                "--config",
+                cfg.to_str().unwrap(),
+                "--listen",
+                "[::]:0",
+                "--no-tui",
+            ],
+        ),
+        (
+            "listen in the file",
+            vec!["serve", "--config", public.to_str().unwrap(), "--no-tui"],
+        ),
+    ] {
+        let mut cmd = tokenyard(home.path());
+        cmd.args(&args).env("TY_CLI_TEST_KEY_B", KEY_B);
+        let out = run(cmd).await;
+        let stderr = text(&out.stderr);
+        assert!(!out.status.success(), "{case}: it started: {stderr}");
+        assert!(
+            stderr.contains("loopback") && stderr.contains("client_keys"),
+            "{case}: {stderr}"
+        );
+        assert!(
+            !text(&out.stdout).contains("listening"),
+            "{case}: {}",
+            text(&out.stdout)
+        );
+    }
+    assert!(!home.path().join("state.json").exists());
+}
+
+/// A minimal config whose one credential is called `name`.
+fn named_config(name: &str) -> String {
+    format!(
+        "[[provider]]\nname = \"up\"\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:9/v1\"\n\
+         [[credential]]\nname = \"{name}\"\napi_key = \"sk-{name}-0123456789\"\n"
+    )
+}
+
+#[tokio::test]
+async fn the_config_is_found_where_the_docs_say_in_that_order() {
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    let check = |args: &[&str], env: &[(&str, &Path)]| {
+        let mut cmd = tokenyard(h);
+        cmd.arg("check").args(args);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        async move {
+            let out = run(cmd).await;
+            (out.status.code(), text(&out.stdout), text(&out.stderr))
+        }
+    };
+
+    // Nothing anywhere: exit 1 and a message listing every way to give one.
+    let (code, _, stderr) = check(&[], &[]).await;
+    assert_eq!(code, Some(1));
+    for hint in [
+        "--config",
+        "TOKENYARD_CONFIG",
+        "tokenyard.toml",
+        "TOKENYARD_UPSTREAM",
+    ] {
+        assert!(stderr.contains(hint), "{hint}: {stderr}");
+    }
+
+    let xdg = h.join("xdg-config").join("tokenyard");
+    std::fs::create_dir_all(&xdg).unwrap();
+    write(&xdg, "config.toml", &named_config("from-xdg"));
+    let (code, stdout, _) = check(&[], &[]).await;
+    assert_eq!(code, Some(0));
+    assert!(stdout.contains("from-xdg"), "{stdout}");
+
+    write(h, "tokenyard.toml", &named_config("from-cwd"));
+    let (_, stdout, _) = check(&[], &[]).await;
+    assert!(
+        stdout.contains("from-cwd") && !stdout.contains("from-xdg"),
+        "{stdout}"
+    );
+
+    let env_file = write(h, "env.toml", &named_config("from-env"));
+    let (_, stdout, _) = check(&[], &[("TOKENYARD_CONFIG", &env_file)]).await;
+    assert!(
+        stdout.contains("from-env") && !stdout.contains("from-cwd"),
+        "{stdout}"
+    );
+
+    let flag_file = write(h, "flag.toml", &named_config("from-flag"));
+    let (_, stdout, _) = check(
+        &["--config", flag_file.to_str().unwrap()],
+        &[("TOKENYARD_CONFIG", &env_file)],
+    )
+    .await;
+    assert!(
+        stdout.contains("from-flag") && !stdout.contains("from-env"),
+        "{stdout}"
+    );
+}
+
+#[tokio::test]
+async fn serve_says_so_when_its_port_is_taken() {
+    let home = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let cfg = write(home.path(), "x.toml", &named_config("solo"));
+    let mut cmd = tokenyard(home.path());
+    cmd.arg("serve")
+        .arg("--config")
+        .arg(&cfg)
+        .args(["--no-tui", "--listen", &addr]);
+    let out = run(cmd).await;
+    let stderr = text(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains(&addr), "names the address: {stderr}");
+    drop(taken);
+}
+
+/// A child process whose stdout was read up to a marker line; the rest of
+/// its output keeps being collected so it never blocks on a full pipe.
+struct Running {
+    child: Child,
+    /// The stdout line that contained the marker.
+    line: String,
+    stdout: JoinHandle<String>,
+    stderr: JoinHandle<String>,
+}
+
+async fn spawn_until(mut cmd: Command, marker: &str) -> Running {
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("the binary starts");
+    let mut err = child.stderr.take().unwrap();
+    let stderr = tokio::spawn(async move {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s).await;
+        s
+    });
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut before = String::new();
+    let found = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(l) = lines.next_line().await.unwrap() {
+            if l.contains(marker) {
+                return Some(l);
+            }
+            before.push_str(&l);
+            before.push('\n');
+        }
+        None
+    })
+    .await;
+    let line = match found {
+        Ok(Some(l)) => l,
+        other => {
+            let _ = child.start_kill();
+            let stderr = stderr.await.unwrap_or_default();
+            panic!("no {marker:?} on stdout ({other:?}); stdout: {before}\nstderr: {stderr}");
+        }
+    };
+    let stdout = tokio::spawn(async move {
+        let mut rest = before;
+        while let Ok(Some(l)) = lines.next_line().await {
+            rest.push_str(&l);
+            rest.push('\n');
+        }
+        rest
+    });
+    Running {
+        child,
+        line,
+        stdout,
+        stderr,
+    }
+}
+
+/// The `http://ADDR/v1` in a line.
+fn url_in(line: &str) -> String {
+    let start = line.find("http://").expect("a URL in the line");
+    line[start..]
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .trim_end_matches(['.', ','])
+        .to_string()
+}
+
+fn sigterm(child: &Child) {
+    let pid = child.id().expect("still running");
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success());
+}
+
+async fn exit_of(run: &mut Running) -> ExitStatus {
+    tokio::time::timeout(Duration::from_secs(10), run.child.wait())
+        .await
+        .expect("the process exits after SIGTERM")
+        .unwrap()
+}
+
+#[tokio::test]
+async fn quick_start_from_the_environment() {
+    let sim = common::start_sim(SimConfig {
+        accounts: vec![
+            SimAccount::api_key("acct-1", "k1", Limit::Unlimited),
+            SimAccount::api_key("acct-2", "k2", Limit::Unlimited),
+        ],
+        ..SimConfig::default()
+    })
+    .await;
+    let home = tempfile::tempdir().unwrap();
+
+    let mut cmd = tokenyard(home.path());
+    cmd.arg("check")
+        .env("TOKENYARD_UPSTREAM", sim.base_url())
+        .env("TOKENYARD_KEYS", "k1,k2");
+    let out = run(cmd).await;
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(stdout.contains("2 total"), "{stdout}");
+    for name in ["key-1", "key-2"] {
+        assert!(
+            stdout
+                .lines()
+                .any(|l| l.contains(name) && l.contains("ready")),
+            "{name}: {stdout}"
+        );
+    }
+    assert!(stdout.contains(&sim.base_url()), "{stdout}");
+
+    // And it serves: any model, both keys in turn.
+    let mut cmd = tokenyard(home.path());
+    cmd.args(["serve", "--no-tui", "--listen", "127.0.0.1:0"])
+        .env("TOKENYARD_UPSTREAM", sim.base_url())
+        .env("TOKENYARD_KEYS", "k1,k2");
+    let mut gw = spawn_until(cmd, "listening on").await;
+    let base = url_in(&gw.line);
+    let client = common::client();
+    for _ in 0..2 {
+        let resp = client
+            .post(format!("{base}/chat/completions"))
+            .json(&common::chat_body(false, 2))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+    }
+    let labels: Vec<String> = sim.log().into_iter().filter_map(|r| r.label).collect();
+    assert_eq!(labels, ["acct-1", "acct-2"]);
+    sigterm(&gw.child);
+    assert!(exit_of(&mut gw).await.success());
+}
+
+#[tokio::test]
+async fn sigterm_lets_an_in_flight_stream_finish_then_exits_cleanly() {
+    let sim = common::start_sim(SimConfig {
+        accounts: vec![SimAccount::api_key("team-a", KEY_A, Limit::Unlimited)],
+        chunk_interval: Duration::from_millis(100),
+        ..SimConfig::default()
+    })
+    .await;
+    let home = tempfile::tempdir().unwrap();
+    let state = home.path().join("state.json");
+    let cfg = write(
+        home.path(),
+        "f.toml",
+        &format!(
+            "listen = \"127.0.0.1:0\"\nstate_file = {:?}\n\
+             [[provider]]\nname = \"sim\"\nkind = \"openai\"\nbase_url = \"{}\"\n\
+             [[credential]]\nname = \"team-a\"\napi_key = \"{KEY_A}\"\n",
+            state.display().to_string(),
+            sim.base_url()
+        ),
+    );
+    let mut cmd = tokenyard(home.path());
+    cmd.arg("serve").arg("--config").arg(&cfg).arg("--no-tui");
+    let mut gw = spawn_until(cmd, "listening on http://").await;
+    let base = url_in(&gw.line);
+    assert!(base.ends_with("/v1"), "{}", gw.line);
+    let addr = base
+        .trim_start_matches("http://")
+        .trim_end_matches("/v1")
+        .to_string();
+
+    // A stream of 10 pieces, 100 ms apart: about a second.
+    let pieces = 10;
+    let mut resp = common::client()
+        .post(format!("{base}/chat/completions"))
+        .json(&common::chat_body(true, pieces))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut body = String::new();
+    while !body.contains("[0]") {
+        let chunk = resp.chunk().await.unwrap().expect("the stream has begun");
+        body.push_str(std::str::from_utf8(&chunk).unwrap());
+    }
+
+    sigterm(&gw.child);
+    // It stops accepting new connections...
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    loop {
+        if tokio::net::TcpStream::connect(&addr).await.is_err() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "still accepting connections after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // ...while the stream in flight runs to its end.
+    while let Some(chunk) = resp.chunk().await.expect("the stream is not cut") {
+        body.push_str(std::str::from_utf8(&chunk).unwrap());
+    }
+    let mut text = String::new();
+    let mut done = false;
+    for line in body.lines() {
+        let Some(data) = line.strip_prefix("data: ") else {
+            continue;
+        };
+        if data == "[DONE]" {
+            done = true;
+            continue;
+        }
+        let v: serde_json::Value = serde_json::from_str(data).unwrap();
+        assert!(v.get("error").is_none(), "error event: {v}");
+        if let Some(t) = v["choices"][0]["delta"]["content"].as_str() {
+            text.push_str(t);
+        }
+    }
+    assert_eq!(text, common::expected_text(pieces));
+    assert!(done, "the stream ends with [DONE]: {body}");
+
+    let status = exit_of(&mut gw).await;
+    let stderr = gw.stderr.await.unwrap();
+    assert!(status.success(), "exit {status:?}; stderr: {stderr}");
+    let stdout = gw.stdout.await.unwrap();
+    assert!(state.exists(), "the state is saved on the way out");
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&state).unwrap()).unwrap();
+    assert!(saved["credentials"]["team-a"].is_object(), "{saved}");
+    for out in [&stdout, &stderr] {
+        assert!(!out.contains(KEY_A), "the key in the output: {out}");
+    }
+}
+
+#[tokio::test]
+async fn the_sim_runs_on_its_own_and_prints_its_url() {
+    let home = tempfile::tempdir().unwrap();
+    let mut cmd = tokenyard(home.path());
+    cmd.args(["sim", "--listen", "127.0.0.1:0", "--keys", "2"]);
+    let mut sim = spawn_until(cmd, "base url:").await;
+    let base = url_in(&sim.line);
+    let client = common::client();
+    let resp = client
+        .get(format!("{base}/models"))
+        .bearer_auth("sk-sim-2")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let resp = client
+        .get(format!("{base}/models"))
+        .bearer_auth("sk-nope")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    sigterm(&sim.child);
+    assert!(exit_of(&mut sim).await.success());
+    let stdout = sim.stdout.await.unwrap();
+    assert!(stdout.contains("key-2"), "{stdout}");
+}
+
+#[tokio::test]
+async fn a_stream_longer_than_the_shutdown_grace_does_not_hold_the_exit() {
+    let sim = common::start_sim(SimConfig {
+        accounts: vec![SimAccount::api_key("team-a", KEY_A, Limit::Unlimited)],
+        chunk_interval: Duration::from_millis(200),
+        ..SimConfig::default()
+    })
+    .await;
+    let home = tempfile::tempdir().unwrap();
+    let state = home.path().join("state.json");
+    let cfg = write(
+        home.path(),
+        "f.toml",
+        &format!(
+            "listen = \"127.0.0.1:0\"\nstate_file = {:?}\n[gateway]\nshutdown_grace = \"300ms\"\n\
+             [[provider]]\nname = \"sim\"\nkind = \"openai\"\nbase_url = \"{}\"\n\
+             [[credential]]\nname = \"team-a\"\napi_key = \"{KEY_A}\"\n",
+            state.display().to_string(),
+            sim.base_url()
+        ),
+    );
+
+    // One signal: the drain waits for the grace period, then gives up on
+    // the stream (50 pieces, 10 s), saves and exits 0.
+    let mut cmd = tokenyard(home.path());
+    cmd.arg("serve").arg("--config").arg(&cfg).arg("--no-tui");
+    let mut gw = spawn_until(cmd, "listening on http://").await;
+    let base = url_in(&gw.line);
+    let mut resp = common::client()
+        .post(format!("{base}/chat/completions"))
+        .json(&common::chat_body(true, 50))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    resp.chunk().await.unwrap().expect("the stream has begun");
+    let signalled = tokio::time::Instant::now();
+    sigterm(&gw.child);
+    let status = exit_of(&mut gw).await;
+    let took = signalled.elapsed();
+    assert!(status.success(), "{status:?}: {}", gw.stderr.await.unwrap());
+    assert!(
+        took < Duration::from_secs(5),
+        "exited {took:?} after the signal, with a 300ms grace"
+    );
+    assert!(state.exists(), "saved even though the drain was cut");
+    drop(resp);
+
+    // Two signals: the second exits at once, whatever is in flight.
+    std::fs::remove_file(&state).unwrap();
+    let cfg2 = write(
+        home.path(),
+        "g.toml",
+        &std::fs::read_to_string(&cfg)
+            .unwrap()
+            .replace("300ms", "60s"),
+    );
+    let mut cmd = tokenyard(home.path());
+    cmd.arg("serve").arg("--config").arg(&cfg2).arg("--no-tui");
+    let mut gw = spawn_until(cmd, "listening on http://").await;
+    let base = url_in(&gw.line);
+    let mut resp = common::client()
+        .post(format!("{base}/chat/completions"))
+        .json(&common::chat_body(true, 50))
+        .send()
+        .await
+        .unwrap();
+    resp.chunk().await.unwrap().expect("the stream has begun");
+    sigterm(&gw.child);
+    // The first signal is being handled (the listener closes) before the
+    // second one is sent.
+    let addr = base
+        .trim_start_matches("http://")
+        .trim_end_matches("/v1")
+        .to_string();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    while tokio::net::TcpStream::connect(&addr).await.is_ok() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the first signal was ignored"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    sigterm(&gw.child);
+    let status = exit_of(&mut gw).await;
+    assert_eq!(status.code(), Some(130), "{status:?}");
+}

@@ -1,0 +1,172 @@
+//! Shared helpers for the integration tests: a sim and a gateway on
+//! 127.0.0.1:0, a config builder, and an SSE reader.
+#![allow(dead_code)]
+
+use std::path::Path;
+
+use serde_json::{Value, json};
+use tokenyard::config::Config;
+use tokenyard::gateway::{self, Running};
+use tokenyard::sim::{self, SimConfig, SimHandle};
+use tokio_util::sync::CancellationToken;
+
+/// One credential of a test pool.
+pub struct Cred {
+    pub name: &'static str,
+    pub tier: &'static str,
+    /// `Ok(api_key)` or `Err(refresh_token)`.
+    pub secret: Result<String, String>,
+}
+
+pub fn key(name: &'static str, tier: &'static str, key: &str) -> Cred {
+    Cred {
+        name,
+        tier,
+        secret: Ok(key.to_string()),
+    }
+}
+
+pub fn refresh(name: &'static str, tier: &'static str, rt: &str) -> Cred {
+    Cred {
+        name,
+        tier,
+        secret: Err(rt.to_string()),
+    }
+}
+
+/// A gateway config pointing at `sim`. `extra_pool` lines go under
+/// `[pool]`, `extra_top` at the top level, `extra_gateway` under `[gateway]`.
+pub fn config_toml(
+    sim: &SimHandle,
+    tiers: &[&str],
+    creds: &[Cred],
+    extra_top: &str,
+    extra_pool: &str,
+    extra_gateway: &str,
+) -> String {
+    let tiers: Vec<String> = tiers.iter().map(|t| format!("\"{t}\"")).collect();
+    let mut t = format!(
+        "listen = \"127.0.0.1:0\"\n{extra_top}\n\n[pool]\ntiers = [{}]\n{extra_pool}\n\n[gateway]\n{extra_gateway}\n\n\
+         [[provider]]\nname = \"sim\"\nkind = \"openai\"\nbase_url = \"{}\"\nmodels = [\"sim-*\"]\n",
+        tiers.join(", "),
+        sim.base_url()
+    );
+    for c in creds {
+        let auth = match &c.secret {
+            Ok(k) => format!("api_key = \"{k}\""),
+            Err(rt) => format!(
+                "refresh_token = \"{rt}\"\ntoken_url = \"{}\"",
+                sim.token_url()
+            ),
+        };
+        t.push_str(&format!(
+            "\n[[credential]]\nname = \"{}\"\ntier = \"{}\"\n{auth}\n",
+            c.name, c.tier
+        ));
+    }
+    t
+}
+
+/// Parses a test config. Unless the TOML names a `state_file`, state is kept
+/// in memory: tests must never share (or touch) the user's default state.
+pub fn parse(toml: &str, dir: &Path) -> Config {
+    let mut config = Config::parse(toml, "test.toml", dir, &|_| None).expect("test config parses");
+    if !toml.contains("state_file") {
+        config.state_file = None;
+    }
+    config
+}
+
+/// Starts a gateway on 127.0.0.1:0.
+pub async fn start(config: Config) -> Running {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    gateway::start(config, listener, CancellationToken::new()).unwrap()
+}
+
+pub async fn start_sim(cfg: SimConfig) -> SimHandle {
+    sim::start(cfg, "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap()
+}
+
+pub fn base(gw: &Running) -> String {
+    format!("http://{}/v1", gw.addr)
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder().build().unwrap()
+}
+
+pub fn chat_body(stream: bool, pieces: u64) -> Value {
+    json!({
+        "model": "sim-small",
+        "messages": [{"role": "user", "content": "hello"}],
+        "stream": stream,
+        "max_tokens": pieces,
+        "some_unknown_field": {"kept": true},
+    })
+}
+
+pub async fn post_chat(client: &reqwest::Client, gw: &Running, body: &Value) -> reqwest::Response {
+    client
+        .post(format!("{}/chat/completions", base(gw)))
+        .json(body)
+        .send()
+        .await
+        .expect("gateway answers")
+}
+
+/// What a client made of an SSE stream.
+#[derive(Debug, Default)]
+pub struct Sse {
+    /// Content deltas in order.
+    pub text: String,
+    pub events: Vec<Value>,
+    pub done: bool,
+    pub error: Option<Value>,
+    /// The body broke (transport error) before `[DONE]`.
+    pub broken: bool,
+}
+
+pub async fn read_sse(resp: reqwest::Response) -> Sse {
+    let mut out = Sse::default();
+    let mut buf = String::new();
+    let mut resp = resp;
+    loop {
+        match resp.chunk().await {
+            Ok(Some(c)) => buf.push_str(std::str::from_utf8(&c).expect("utf-8 stream")),
+            Ok(None) => break,
+            Err(_) => {
+                out.broken = true;
+                break;
+            }
+        }
+        while let Some(end) = buf.find("\n\n") {
+            let event: String = buf.drain(..end + 2).collect();
+            for line in event.lines() {
+                let Some(data) = line.strip_prefix("data: ") else {
+                    continue;
+                };
+                if data == "[DONE]" {
+                    out.done = true;
+                    continue;
+                }
+                let v: Value = serde_json::from_str(data)
+                    .unwrap_or_else(|e| panic!("torn SSE event {data:?}: {e}"));
+                if v.get("error").is_some() {
+                    out.error = Some(v.clone());
+                } else if let Some(t) = v["choices"][0]["delta"]["content"].as_str() {
+                    out.text.push_str(t);
+                }
+                out.events.push(v);
+            }
+        }
+    }
+    assert!(buf.trim().is_empty(), "stream ended mid-event: {buf:?}");
+    out
+}
+
+/// `"[0][1]…[n-1]"`, what the sim says for `n` pieces.
+pub fn expected_text(n: u64) -> String {
+    (0..n).map(|i| format!("[{i}]")).collect()
+}
