@@ -280,3 +280,18 @@ fn globs() {
     assert!(glob_match("exact", "exact"));
     assert!(!glob_match("exact", "exactly"));
 }
+
+#[test]
+fn the_shipped_example_config_is_valid() {
+    let text = include_str!("../../assets/tokenyard.example.toml")
+        .replace("file:/run/secrets/rt1", "rt-example-refresh-token");
+    let c = Config::parse(
+        &text,
+        "assets/tokenyard.example.toml",
+        Path::new("."),
+        &env(&[("OPENAI_KEY_A", "sk-a-123"), ("OPENAI_KEY_B", "sk-b-456")]),
+    )
+    .unwrap();
+    assert_eq!(c.credentials.len(), 3);
+    assert_eq!(c.pool.tiers, ["primary", "backup", "fallback"]);
+}
