@@ -521,6 +521,21 @@ fn check_name(path: &str, name: &str) -> Result<(), ConfigError> {
     }
 }
 
+/// A required, well-formed name not used before among `what`.
+fn unique_name(
+    path: &str,
+    name: Option<&str>,
+    seen: &mut HashSet<String>,
+    what: &str,
+) -> Result<String, ConfigError> {
+    let name = name.ok_or_else(|| invalid(path, "is missing"))?;
+    check_name(path, name)?;
+    if !seen.insert(name.to_string()) {
+        return Err(invalid(path, format!("{name:?} is used by two {what}")));
+    }
+    Ok(name.to_string())
+}
+
 fn one_of(path: &str, value: &str, allowed: &[String]) -> ConfigError {
     invalid(
         path,
@@ -657,17 +672,7 @@ impl RawConfig {
         let mut names = HashSet::new();
         for (i, rp) in self.providers.iter().enumerate() {
             let at = |k: &str| format!("provider[{i}].{k}");
-            let name = rp
-                .name
-                .clone()
-                .ok_or_else(|| invalid(at("name"), "is missing"))?;
-            check_name(&at("name"), &name)?;
-            if !names.insert(name.clone()) {
-                return Err(invalid(
-                    at("name"),
-                    format!("{name:?} is used by two providers"),
-                ));
-            }
+            let name = unique_name(&at("name"), rp.name.as_deref(), &mut names, "providers")?;
             let kind = match rp.kind.as_deref() {
                 None => return Err(invalid(at("kind"), "is missing; use \"openai\"")),
                 Some("openai") => ProviderKind::OpenAi,
@@ -717,17 +722,7 @@ impl RawConfig {
         let mut names = HashSet::new();
         for (i, rc) in self.credentials.iter().enumerate() {
             let at = |k: &str| format!("credential[{i}].{k}");
-            let name = rc
-                .name
-                .clone()
-                .ok_or_else(|| invalid(at("name"), "is missing"))?;
-            check_name(&at("name"), &name)?;
-            if !names.insert(name.clone()) {
-                return Err(invalid(
-                    at("name"),
-                    format!("{name:?} is used by two credentials"),
-                ));
-            }
+            let name = unique_name(&at("name"), rc.name.as_deref(), &mut names, "credentials")?;
             let provider = match rc.provider.as_deref() {
                 None if providers.len() == 1 => 0,
                 None => {

@@ -398,9 +398,7 @@ async fn send_once(ctx: &mut Ctx<'_>, lease: &Lease, token: &Secret) -> Step {
                 gw.stream_idle_timeout,
             );
             out_headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-            let mut resp = Response::new(Body::from_stream(stream));
-            *resp.status_mut() = status;
-            *resp.headers_mut() = out_headers;
+            let resp = response(status, out_headers, Body::from_stream(stream));
             return Step::Answer(resp, Some(ttfb));
         }
         let body = match read_body(resp, deadline, MAX_RESPONSE_BODY).await {
@@ -413,11 +411,8 @@ async fn send_once(ctx: &mut Ctx<'_>, lease: &Lease, token: &Secret) -> Step {
             Some(status.as_u16()),
             t0.elapsed(),
         );
-        let ttfb = ctx.started.elapsed();
-        let mut resp = Response::new(Body::from(body));
-        *resp.status_mut() = status;
-        *resp.headers_mut() = out_headers;
-        return Step::Answer(resp, Some(ttfb));
+        let resp = response(status, out_headers, Body::from(body));
+        return Step::Answer(resp, Some(ctx.started.elapsed()));
     }
 
     // Not a success: the body tells rate limit from quota, and other 4xx
@@ -460,9 +455,7 @@ async fn send_once(ctx: &mut Ctx<'_>, lease: &Lease, token: &Secret) -> Step {
         }
         Outcome::ClientError { .. } | Outcome::Ok { .. } => {
             pool.record(lease, &verdict, Some(status.as_u16()), t0.elapsed());
-            let mut resp = Response::new(Body::from(body));
-            *resp.status_mut() = status;
-            *resp.headers_mut() = client_headers(&headers);
+            let resp = response(status, client_headers(&headers), Body::from(body));
             Step::Answer(resp, Some(ctx.started.elapsed()))
         }
     }
@@ -485,6 +478,13 @@ fn failed(ctx: &Ctx<'_>, lease: &Lease, t0: Instant, status: StatusCode, what: S
             message: format!("credential {name}: {what}"),
         },
     }
+}
+
+fn response(status: StatusCode, headers: HeaderMap, body: Body) -> Response {
+    let mut resp = Response::new(body);
+    *resp.status_mut() = status;
+    *resp.headers_mut() = headers;
+    resp
 }
 
 fn client_headers(upstream: &HeaderMap) -> HeaderMap {
