@@ -87,7 +87,7 @@ mod tests {
 
     #[test]
     fn every_rendering_is_masked() {
-        let s = Secret::new("sk-live-0123456789abcdef");
+        let s = Secret::new("sk-fake-0123456789abcdef");
         assert_eq!(s.masked(), "…cdef");
         assert_eq!(format!("{s}"), "…cdef");
         assert_eq!(format!("{s:?}"), "Secret(…cdef)");
