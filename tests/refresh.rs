@@ -27,6 +27,24 @@ fn oauth_only() -> Vec<Cred> {
     vec![refresh("oauth-1", "main", "rt-test-original-0001")]
 }
 
+/// The refreshable credential in the primary tier with its token endpoint
+/// failing as `failure`, a static key as backup.
+async fn oauth_then_key(
+    failure: TokenFailure,
+    pool_extra: &str,
+) -> (tokenyard::sim::SimHandle, tokenyard::gateway::Running) {
+    let sim = start_sim(oauth_sim(false, Duration::from_secs(3600))).await;
+    sim.set_token_failure("oauth-1", Some(failure));
+    let dir = tempfile::tempdir().unwrap();
+    let creds = [
+        refresh("oauth-1", "primary", "rt-test-original-0001"),
+        key("plain", "backup", "sk-test-plain-000002"),
+    ];
+    let toml = config_toml(&sim, &["primary", "backup"], &creds, "", pool_extra, "");
+    let gw = start(parse(&toml, dir.path())).await;
+    (sim, gw)
+}
+
 async fn fire(gw: &tokenyard::gateway::Running, n: usize) -> Vec<u16> {
     let client = client();
     let tasks: Vec<_> = (0..n)
@@ -177,22 +195,7 @@ async fn a_rotated_refresh_token_survives_a_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_refresh_token_fails_its_credential_and_traffic_moves_on() {
-    let sim = start_sim(oauth_sim(false, Duration::from_secs(3600))).await;
-    sim.set_token_failure("oauth-1", Some(TokenFailure::InvalidGrant));
-    let dir = tempfile::tempdir().unwrap();
-    let creds = [
-        refresh("oauth-1", "primary", "rt-test-original-0001"),
-        key("plain", "backup", "sk-test-plain-000002"),
-    ];
-    let toml = config_toml(
-        &sim,
-        &["primary", "backup"],
-        &creds,
-        "",
-        "probe_interval = \"1h\"",
-        "",
-    );
-    let gw = start(parse(&toml, dir.path())).await;
+    let (sim, gw) = oauth_then_key(TokenFailure::InvalidGrant, "probe_interval = \"1h\"").await;
     let client = client();
     for _ in 0..4 {
         let r = post_chat(&client, &gw, &chat_body(false, 1)).await;
@@ -230,22 +233,11 @@ async fn a_dead_refresh_token_fails_its_credential_and_traffic_moves_on() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_token_endpoint_counts_failures_and_moves_on() {
-    let sim = start_sim(oauth_sim(false, Duration::from_secs(3600))).await;
-    sim.set_token_failure("oauth-1", Some(TokenFailure::ServerError));
-    let dir = tempfile::tempdir().unwrap();
-    let creds = [
-        refresh("oauth-1", "primary", "rt-test-original-0001"),
-        key("plain", "backup", "sk-test-plain-000002"),
-    ];
-    let toml = config_toml(
-        &sim,
-        &["primary", "backup"],
-        &creds,
-        "",
+    let (sim, gw) = oauth_then_key(
+        TokenFailure::ServerError,
         "max_failures = 2\nprobe_interval = \"1h\"",
-        "",
-    );
-    let gw = start(parse(&toml, dir.path())).await;
+    )
+    .await;
     let client = client();
     for _ in 0..4 {
         let r = post_chat(&client, &gw, &chat_body(false, 1)).await;
