@@ -177,6 +177,9 @@ pub enum Command {
     Enable(String),
     /// Refresh the access token now (for a static key: probe it now).
     Refresh(String),
+    /// Clear the consecutive-failure count and probe the credential now; a
+    /// failed credential whose probe answers is back in rotation.
+    Probe(String),
     /// Make this credential the next one chosen.
     UseNext(String),
     /// Advance the serving tier's round-robin cursor.

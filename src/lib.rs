@@ -13,4 +13,5 @@ pub mod pool;
 pub mod report;
 pub mod secret;
 pub mod sim;
+pub mod tui;
 pub mod upstream;

@@ -92,11 +92,12 @@ async fn credential(
         "disable" => Command::Disable(name.clone()),
         "enable" => Command::Enable(name.clone()),
         "refresh" => Command::Refresh(name.clone()),
+        "probe" => Command::Probe(name.clone()),
         "next" => Command::UseNext(name.clone()),
         other => {
             let shown: String = other.chars().take(40).collect();
             return ApiError::not_found(format!(
-                "unknown action {shown:?}; use disable, enable, refresh or next"
+                "unknown action {shown:?}; use disable, enable, refresh, probe or next"
             ))
             .code("unknown_action")
             .into_response();

@@ -471,29 +471,12 @@ impl PoolHandle {
                         }
                     }
                 } else {
-                    let started = {
-                        let mut core = lock(&self.inner.core);
-                        if core.creds[i].probing {
-                            false
-                        } else {
-                            core.creds[i].probing = true;
-                            true
-                        }
-                    };
-                    if !started {
-                        return Err(CommandError::Failed(format!(
-                            "a probe of {name} is already running"
-                        )));
-                    }
-                    match self.run_probe(i).await {
-                        Ok(()) => format!("probed {name}: it answers"),
-                        Err(e) => {
-                            return Err(CommandError::Failed(format!(
-                                "probe of {name} failed: {e}"
-                            )));
-                        }
-                    }
+                    self.probe_command(i, name, false).await?
                 }
+            }
+            Command::Probe(name) => {
+                let i = find(name)?;
+                self.probe_command(i, name, true).await?
             }
             Command::UseNext(name) => {
                 let i = find(name)?;
@@ -531,6 +514,41 @@ impl PoolHandle {
         };
         self.notice(Level::Info, format!("operator: {message}"));
         Ok(message)
+    }
+
+    /// An operator's probe: optionally forget the consecutive failures
+    /// first, then one probe now, inline, so the answer says how it went.
+    async fn probe_command(
+        &self,
+        i: usize,
+        name: &str,
+        clear_failures: bool,
+    ) -> Result<String, CommandError> {
+        let cleared = {
+            let mut core = lock(&self.inner.core);
+            if core.creds[i].probing {
+                return Err(CommandError::Failed(format!(
+                    "a probe of {name} is already running"
+                )));
+            }
+            core.creds[i].probing = true;
+            let cleared = std::mem::take(&mut core.creds[i].failures);
+            if !clear_failures {
+                core.creds[i].failures = cleared;
+            }
+            cleared
+        };
+        let prefix = if clear_failures && cleared > 0 {
+            format!("cleared {cleared} failure(s) of {name}; ")
+        } else {
+            String::new()
+        };
+        match self.run_probe(i).await {
+            Ok(()) => Ok(format!("{prefix}probed {name}: it answers")),
+            Err(e) => Err(CommandError::Failed(format!(
+                "{prefix}probe of {name} failed: {e}"
+            ))),
+        }
     }
 
     // ---- background work ---------------------------------------------
