@@ -1,8 +1,12 @@
-//! The command line: `serve` (the default), `check`, `sim` and `demo`.
+//! The command line: `serve` (the default), `check`, `attach`, `sim` and
+//! `demo`. Logging is set up here, once: to the dashboard's log pane when a
+//! dashboard runs, else to stderr; to `--log-file` as well in both cases.
 
+use std::io::IsTerminal;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -10,7 +14,8 @@ use clap::{Args, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{self, Config};
-use crate::{demo, gateway, report, sim};
+use crate::secret::Secret;
+use crate::{demo, gateway, report, sim, tui};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -24,6 +29,9 @@ pub struct Cli {
     pub command: Option<Command>,
     #[command(flatten)]
     pub serve: ServeArgs,
+    /// Also write log lines to this file (appended).
+    #[arg(long, global = true, value_name = "PATH")]
+    pub log_file: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -32,6 +40,8 @@ pub enum Command {
     Serve(ServeArgs),
     /// Validate the configuration and print the pool report; exit 0 or 1.
     Check(CheckArgs),
+    /// Show the dashboard of a tokenyard running elsewhere (over its admin API).
+    Attach(AttachArgs),
     /// Run the simulated OpenAI-style upstream on its own.
     Sim(sim::SimArgs),
     /// Zero-config tour: simulated upstream, a pool that runs out, traffic.
@@ -53,6 +63,16 @@ pub struct ServeArgs {
 }
 
 #[derive(Args, Debug, Clone)]
+pub struct AttachArgs {
+    /// Base URL of the instance, e.g. http://10.0.0.5:8080.
+    pub url: url::Url,
+    /// The instance's admin key (needed unless you attach from its own
+    /// machine over loopback).
+    #[arg(long, env = "TOKENYARD_ADMIN_KEY", hide_env_values = true)]
+    pub admin_key: Option<String>,
+}
+
+#[derive(Args, Debug, Clone)]
 pub struct CheckArgs {
     /// Config file (found as for `serve` when omitted).
     #[arg(long, short)]
@@ -60,7 +80,17 @@ pub struct CheckArgs {
 }
 
 pub fn main(cli: Cli) -> ExitCode {
-    init_logging();
+    let dashboard = match &cli.command {
+        None => !cli.serve.no_tui,
+        Some(Command::Serve(a)) => !a.no_tui,
+        Some(Command::Demo(a)) => !a.no_tui,
+        Some(Command::Attach(_)) => true,
+        Some(Command::Check(_) | Command::Sim(_)) => false,
+    } && std::io::stdout().is_terminal();
+    if let Err(e) = init_logging(dashboard, cli.log_file.as_deref()) {
+        eprintln!("error: {e:#}");
+        return ExitCode::FAILURE;
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -73,16 +103,20 @@ pub fn main(cli: Cli) -> ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command {
-            None => serve(cli.serve).await,
-            Some(Command::Serve(args)) => serve(args).await,
+            None => serve(cli.serve, dashboard).await,
+            Some(Command::Serve(args)) => serve(args, dashboard).await,
             Some(Command::Check(args)) => check(args),
+            Some(Command::Attach(args)) => attach(args).await,
             Some(Command::Sim(args)) => {
                 let stop = shutdown_on_signal();
                 sim::run_cli(args, stop).await.map(|_| ExitCode::SUCCESS)
             }
-            Some(Command::Demo(args)) => demo::run(args, shutdown_on_signal()).await,
+            Some(Command::Demo(args)) => demo::run(args, dashboard, shutdown_on_signal()).await,
         }
     });
+    // Blocking tasks (a stuck stdin reader, a slow save) must not hold
+    // the exit.
+    runtime.shutdown_timeout(Duration::from_secs(2));
     match result {
         Ok(code) => code,
         Err(e) => {
@@ -92,17 +126,52 @@ pub fn main(cli: Cli) -> ExitCode {
     }
 }
 
-fn init_logging() {
+/// Logging goes to the dashboard's log pane (tui-logger) when a dashboard
+/// runs — never to stdout or stderr, which would write over the screen —
+/// else to stderr; and to `log_file` as well when given. The level comes
+/// from `TOKENYARD_LOG` (or `RUST_LOG`), `info` by default.
+fn init_logging(dashboard: bool, log_file: Option<&Path>) -> anyhow::Result<()> {
     use tracing_subscriber::EnvFilter;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+
     let filter = EnvFilter::try_from_env("TOKENYARD_LOG")
         .or_else(|_| EnvFilter::try_from_default_env())
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false)
-        .try_init();
+    let file = match log_file {
+        Some(path) => {
+            let f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .with_context(|| format!("cannot open the log file {}", path.display()))?;
+            Some(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(std::sync::Mutex::new(f))
+                    .with_ansi(false)
+                    .with_target(false),
+            )
+        }
+        None => None,
+    };
+    let registry = tracing_subscriber::registry().with(filter).with(file);
+    if dashboard {
+        tui_logger::init_logger(tui_logger::LevelFilter::Trace)
+            .map_err(|e| anyhow::anyhow!("cannot start the log pane: {e:?}"))?;
+        let _ = registry
+            .with(tui_logger::TuiTracingSubscriberLayer)
+            .try_init();
+    } else {
+        let _ = registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(std::io::stderr)
+                    .with_ansi(std::io::stderr().is_terminal())
+                    .with_target(false),
+            )
+            .try_init();
+    }
+    Ok(())
 }
 
 fn load(path: Option<&std::path::Path>) -> anyhow::Result<Config> {
@@ -125,7 +194,7 @@ fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
-async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+async fn serve(args: ServeArgs, dashboard: bool) -> anyhow::Result<ExitCode> {
     let mut config = load(args.config.as_deref())?;
     if let Some(listen) = args.listen {
         config.listen = listen;
@@ -137,19 +206,56 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let shutdown = shutdown_on_signal();
     let report_config = config.clone();
     let running = gateway::start(config, listener, shutdown.clone())?;
-    print!(
-        "{}",
-        report::startup(
-            &report_config,
-            running.addr,
-            &running.pool.snapshot(),
-            &running.notes
-        )
+    let startup = report::startup(
+        &report_config,
+        running.addr,
+        &running.pool.snapshot(),
+        &running.notes,
     );
-    let logger = tokio::spawn(report::log_events(running.pool.clone(), shutdown.clone()));
+    if !dashboard {
+        print!("{startup}");
+        let logger = tokio::spawn(report::log_events(running.pool.clone(), shutdown.clone()));
+        running.wait().await;
+        logger.abort();
+        tracing::info!("stopped; state saved");
+        return Ok(ExitCode::SUCCESS);
+    }
+
+    for line in startup.lines().filter(|l| !l.trim().is_empty()) {
+        tracing::info!("{line}");
+    }
+    let source = Arc::new(tui::Source::Local {
+        pool: running.pool.clone(),
+        label: running.addr.to_string(),
+    });
+    let pool = running.pool.clone();
+    let outcome = tui::run_on_thread(source, shutdown.clone()).await;
+    // However the dashboard ended, the gateway drains and saves.
+    shutdown.cancel();
+    eprintln!("tokenyard: draining in-flight requests and saving state…");
     running.wait().await;
-    logger.abort();
-    tracing::info!("stopped; state saved");
+    eprintln!("{}", report::summary(&pool.snapshot()));
+    eprintln!("tokenyard: stopped; state saved");
+    outcome?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn attach(args: AttachArgs) -> anyhow::Result<ExitCode> {
+    if !std::io::stdout().is_terminal() {
+        anyhow::bail!(
+            "attach shows a dashboard and needs a terminal; for data, use GET {}admin/pool or admin/events",
+            args.url
+        );
+    }
+    if !matches!(args.url.scheme(), "http" | "https") {
+        anyhow::bail!("{} is not an http:// or https:// URL", args.url);
+    }
+    let key = args
+        .admin_key
+        .filter(|k| !k.trim().is_empty())
+        .map(|k| Secret::new(k.trim().to_string()));
+    let source = Arc::new(tui::Source::Remote(tui::remote::Remote::new(args.url, key)));
+    tui::run_on_thread(source, shutdown_on_signal()).await?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -13,19 +13,23 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::sim::{self, HintStyle, Limit, SimAccount, SimConfig, traffic};
-use crate::{gateway, report};
+use crate::{gateway, report, tui};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct DemoArgs {
     /// How long to run before the final summary; 0 runs until Ctrl-C.
-    #[arg(long, default_value = "60s", value_parser = crate::cli::parse_duration)]
-    pub duration: Duration,
+    /// Default: 60s headless; with the dashboard, until you press q.
+    #[arg(long, value_parser = crate::cli::parse_duration)]
+    pub duration: Option<Duration>,
     /// Client requests started per second.
     #[arg(long, default_value_t = 6.0)]
     pub rate: f64,
     /// Where the demo gateway listens (a free port is used if it is taken).
     #[arg(long, default_value = "127.0.0.1:8787")]
     pub listen: SocketAddr,
+    /// Print rotations and summaries instead of opening the dashboard.
+    #[arg(long)]
+    pub no_tui: bool,
 }
 
 /// The six demo accounts: `(label, tier, account)`. Each speaks a different
@@ -129,7 +133,16 @@ models = ["sim-small", "sim-large"]
     toml
 }
 
-pub async fn run(args: DemoArgs, stop: CancellationToken) -> anyhow::Result<ExitCode> {
+pub async fn run(
+    args: DemoArgs,
+    dashboard: bool,
+    stop: CancellationToken,
+) -> anyhow::Result<ExitCode> {
+    let duration = args.duration.unwrap_or(if dashboard {
+        Duration::ZERO
+    } else {
+        Duration::from_secs(60)
+    });
     let sim_config = SimConfig {
         accounts: accounts().into_iter().map(|(_, _, a)| a).collect(),
         chunks: 12,
@@ -158,32 +171,43 @@ pub async fn run(args: DemoArgs, stop: CancellationToken) -> anyhow::Result<Exit
     let gateway_stop = CancellationToken::new();
     let report_config = config.clone();
     let running = gateway::start(config, listener, gateway_stop.clone())?;
-    println!("tokenyard demo: a simulated provider at {}", sim.base_url());
-    print!(
-        "{}",
+    let intro = format!(
+        "tokenyard demo: a simulated provider at {}\n{}sending ~{} requests/s (half of them streams); {}\n",
+        sim.base_url(),
         report::startup(
             &report_config,
             addr,
             &running.pool.snapshot(),
             &running.notes
-        )
-    );
-    println!(
-        "sending ~{} requests/s (half of them streams); {}\n",
+        ),
         args.rate,
-        if args.duration.is_zero() {
-            "Ctrl-C to stop".to_string()
+        if duration.is_zero() {
+            if dashboard {
+                "q to stop"
+            } else {
+                "Ctrl-C to stop"
+            }
+            .to_string()
         } else {
             format!(
-                "running for {} (Ctrl-C stops early)",
-                crate::events::human(args.duration)
+                "running for {} ({} stops early)",
+                crate::events::human(duration),
+                if dashboard { "q" } else { "Ctrl-C" }
             )
         }
     );
-    let logger = tokio::spawn(report::log_events(
-        running.pool.clone(),
-        gateway_stop.clone(),
-    ));
+    let logger = if dashboard {
+        for line in intro.lines().filter(|l| !l.trim().is_empty()) {
+            tracing::info!("{line}");
+        }
+        None
+    } else {
+        println!("{intro}");
+        Some(tokio::spawn(report::log_events(
+            running.pool.clone(),
+            gateway_stop.clone(),
+        )))
+    };
 
     let traffic_stop = CancellationToken::new();
     let (counters, traffic_task) = traffic::spawn(
@@ -199,20 +223,37 @@ pub async fn run(args: DemoArgs, stop: CancellationToken) -> anyhow::Result<Exit
         traffic_stop.clone(),
     );
 
-    let deadline = (!args.duration.is_zero()).then(|| tokio::time::Instant::now() + args.duration);
-    let mut tick = tokio::time::interval(Duration::from_secs(10));
-    tick.tick().await;
-    loop {
-        let until_deadline = async {
-            match deadline {
-                Some(d) => tokio::time::sleep_until(d).await,
-                None => std::future::pending().await,
+    let deadline = (!duration.is_zero()).then(|| tokio::time::Instant::now() + duration);
+    let until_deadline = async move {
+        match deadline {
+            Some(d) => tokio::time::sleep_until(d).await,
+            None => std::future::pending().await,
+        }
+    };
+    if dashboard {
+        let source = std::sync::Arc::new(tui::Source::Local {
+            pool: running.pool.clone(),
+            label: format!("{addr} (demo)"),
+        });
+        let tui_stop = stop.child_token();
+        let ends = tui_stop.clone();
+        let timer = tokio::spawn(async move {
+            until_deadline.await;
+            ends.cancel();
+        });
+        let outcome = tui::run_on_thread(source, tui_stop).await;
+        timer.abort();
+        outcome?;
+    } else {
+        tokio::pin!(until_deadline);
+        let mut tick = tokio::time::interval(Duration::from_secs(10));
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = &mut until_deadline => break,
+                _ = tick.tick() => println!("{}", report::summary(&running.pool.snapshot())),
             }
-        };
-        tokio::select! {
-            _ = stop.cancelled() => break,
-            _ = until_deadline => break,
-            _ = tick.tick() => println!("{}", report::summary(&running.pool.snapshot())),
         }
     }
 
@@ -220,7 +261,9 @@ pub async fn run(args: DemoArgs, stop: CancellationToken) -> anyhow::Result<Exit
     let traffic = traffic_task.await.unwrap_or_else(|_| counters.snapshot());
     let pool = running.pool.clone();
     running.stop().await;
-    logger.abort();
+    if let Some(logger) = logger {
+        logger.abort();
+    }
     sim.shutdown().await;
 
     println!("\n{}", report::summary(&pool.snapshot()));

@@ -439,13 +439,12 @@ impl SimHandle {
     pub async fn shutdown(self) {
         self.shared.cancel.cancel();
         let task = self.task.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(mut task) = task {
-            if tokio::time::timeout(Duration::from_secs(2), &mut task)
+        if let Some(mut task) = task
+            && tokio::time::timeout(Duration::from_secs(2), &mut task)
                 .await
                 .is_err()
-            {
-                task.abort();
-            }
+        {
+            task.abort();
         }
     }
 }

@@ -181,11 +181,11 @@ impl Account {
 
     /// Closes the window if its time is up.
     fn roll(&mut self, now: Instant) {
-        if let (Limit::Window { window, .. }, Some(start)) = (&self.limit, self.window_start) {
-            if now >= start + *window {
-                self.window_start = None;
-                self.used = 0;
-            }
+        if let (Limit::Window { window, .. }, Some(start)) = (&self.limit, self.window_start)
+            && now >= start + *window
+        {
+            self.window_start = None;
+            self.used = 0;
         }
     }
 

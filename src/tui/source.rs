@@ -3,6 +3,8 @@
 //! rest of the dashboard sees only [`Feed`] messages and
 //! [`Source::command`], so it cannot tell the two apart.
 
+use std::time::Duration;
+
 use tokio::sync::{broadcast::error::RecvError, mpsc};
 use tokio_util::sync::CancellationToken;
 
@@ -75,20 +77,46 @@ impl Source {
     }
 }
 
-async fn feed_local(pool: PoolHandle, tx: mpsc::Sender<Feed>, stop: CancellationToken) {
+/// How often a busy pool is re-sent whole. Events carry state changes and
+/// request totals; per-credential counters (requests, last used, latency)
+/// and the next credential change on every request without an event of
+/// their own, so a snapshot follows activity at this pace. An idle pool
+/// sends nothing.
+pub const SNAPSHOT_EVERY: Duration = Duration::from_millis(500);
+
+/// Feeds `tx` from the local pool until `stop` or until `tx` closes: a
+/// snapshot first, then every event, a fresh snapshot after a lag and
+/// every [`SNAPSHOT_EVERY`] while events flow. The admin API's event
+/// stream is this same feed, serialized.
+pub async fn feed_local(pool: PoolHandle, tx: mpsc::Sender<Feed>, stop: CancellationToken) {
     // Subscribe before taking the snapshot so nothing falls between them.
     let mut rx = pool.subscribe();
     if tx.send(Feed::Snapshot(pool.snapshot())).await.is_err() {
         return;
     }
+    let mut refresh = tokio::time::interval(SNAPSHOT_EVERY);
+    refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut active = false;
     loop {
         let msg = tokio::select! {
             _ = stop.cancelled() => return,
             e = rx.recv() => match e {
-                Ok(event) => Feed::Event(event),
-                Err(RecvError::Lagged(_)) => Feed::Snapshot(pool.snapshot()),
+                Ok(event) => {
+                    active = true;
+                    Feed::Event(event)
+                }
+                Err(RecvError::Lagged(_)) => {
+                    active = false;
+                    Feed::Snapshot(pool.snapshot())
+                }
                 Err(RecvError::Closed) => return,
             },
+            _ = refresh.tick() => {
+                if !std::mem::take(&mut active) {
+                    continue;
+                }
+                Feed::Snapshot(pool.snapshot())
+            }
         };
         let sent = tokio::select! {
             _ = stop.cancelled() => return,
