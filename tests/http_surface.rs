@@ -741,6 +741,7 @@ fn app_with_peer(cfg: Config, peer: Peer) -> (axum::Router, PoolHandle) {
     let state = Arc::new(AppState {
         pool: pool.clone(),
         config: Arc::new(cfg),
+        shutdown: tokio_util::sync::CancellationToken::new(),
     });
     let app = gateway::router(state);
     let app = match peer {

@@ -1,23 +1,35 @@
-//! The admin API: the pool snapshot and the operator's commands. Guarded by
-//! `admin_key` when one is configured, else open to loopback peers only.
+//! The admin API: the pool snapshot, the live event stream and the
+//! operator's commands. Guarded by `admin_key` when one is configured, else
+//! open to loopback peers only.
 
+use std::convert::Infallible;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{Path, Request, State};
 use axum::middleware::Next;
+use axum::response::sse::{self, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use http::{HeaderMap, StatusCode};
+use futures_util::StreamExt;
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 
 use super::error::ApiError;
 use super::{AppState, from_loopback};
 use crate::events::Command;
 use crate::pool::CommandError;
+use crate::tui::source::{Feed, local_feed};
+
+/// How long the event stream may stay silent before a `: keep-alive`
+/// comment goes out, so proxies keep the connection and a client can tell
+/// a quiet pool from a dead connection (the dashboard gives up after 45 s).
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
 pub fn routes() -> Router<Arc<AppState>> {
     Router::new()
         .route("/admin/pool", get(pool))
+        .route("/admin/events", get(events))
         .route("/admin/credentials/{name}/{action}", post(credential))
         .route("/admin/rotate", post(rotate))
 }
@@ -53,6 +65,46 @@ pub async fn guard(State(state): State<Arc<AppState>>, req: Request, next: Next)
 
 async fn pool(State(state): State<Arc<AppState>>) -> Response {
     axum::Json(state.pool.snapshot()).into_response()
+}
+
+/// `GET /admin/events`: the pool as server-sent events, for a dashboard in
+/// another process (`tokenyard attach`). First `event: snapshot` with the
+/// whole pool, then every pool event as `event: event`; a lag is answered
+/// with a fresh snapshot. Both carry only masked secrets. The stream ends
+/// when the gateway shuts down.
+async fn events(State(state): State<Arc<AppState>>) -> Response {
+    // The same feed the local dashboard reads, so a remote one sees exactly
+    // what a local one does.
+    let feed = local_feed(state.pool.clone(), state.shutdown.child_token());
+    let stream = feed.filter_map(|f| {
+        let event = match f {
+            Feed::Snapshot(snap) => json_event("snapshot", &snap),
+            Feed::Event(event) => json_event("event", &event),
+            Feed::Disconnected(_) => None,
+        };
+        futures_util::future::ready(event.map(Ok::<_, Infallible>))
+    });
+    let sse = Sse::new(stream).keep_alive(KeepAlive::new().interval(KEEP_ALIVE).text("keep-alive"));
+    (
+        // Tells nginx-style proxies not to buffer the stream.
+        [(
+            HeaderName::from_static("x-accel-buffering"),
+            HeaderValue::from_static("no"),
+        )],
+        sse,
+    )
+        .into_response()
+}
+
+/// One SSE event whose data is a single line of JSON.
+fn json_event<T: serde::Serialize>(name: &str, value: &T) -> Option<sse::Event> {
+    match serde_json::to_string(value) {
+        Ok(json) => Some(sse::Event::default().event(name).data(json)),
+        Err(e) => {
+            tracing::error!("could not encode an admin {name} event: {e}");
+            None
+        }
+    }
 }
 
 async fn run(state: &AppState, cmd: Command, name: Option<&str>) -> Response {

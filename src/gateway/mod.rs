@@ -32,6 +32,10 @@ use crate::pool::PoolHandle;
 pub struct AppState {
     pub pool: PoolHandle,
     pub config: Arc<Config>,
+    /// The gateway's shutdown root. Long-lived responses (the admin event
+    /// stream) end when it fires: a graceful drain waits for every open
+    /// response, and an endless one would hold it until the grace ran out.
+    pub shutdown: CancellationToken,
 }
 
 /// The whole HTTP surface, without sockets (tests drive it with `oneshot`).
@@ -278,6 +282,7 @@ pub fn start(
     let state = Arc::new(AppState {
         pool: pool.clone(),
         config: Arc::new(config),
+        shutdown: shutdown.clone(),
     });
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
     let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {

@@ -5,7 +5,9 @@
 
 use std::time::Duration;
 
-use tokio::sync::{broadcast::error::RecvError, mpsc};
+use futures_util::{Stream, StreamExt};
+use tokio::sync::broadcast::{self, error::RecvError};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::remote::Remote;
@@ -55,7 +57,7 @@ impl Source {
         let (tx, rx) = mpsc::channel(FEED_CAPACITY);
         match self {
             Source::Local { pool, .. } => {
-                runtime.spawn(feed_local(pool.clone(), tx, stop));
+                runtime.spawn(forward_local(pool.clone(), tx, stop));
             }
             Source::Remote(remote) => {
                 runtime.spawn(remote.clone().feed(tx, stop));
@@ -84,45 +86,78 @@ impl Source {
 /// sends nothing.
 pub const SNAPSHOT_EVERY: Duration = Duration::from_millis(500);
 
-/// Feeds `tx` from the local pool until `stop` or until `tx` closes: a
-/// snapshot first, then every event, a fresh snapshot after a lag and
-/// every [`SNAPSHOT_EVERY`] while events flow. The admin API's event
-/// stream is this same feed, serialized.
-pub async fn feed_local(pool: PoolHandle, tx: mpsc::Sender<Feed>, stop: CancellationToken) {
-    // Subscribe before taking the snapshot so nothing falls between them.
-    let mut rx = pool.subscribe();
-    if tx.send(Feed::Snapshot(pool.snapshot())).await.is_err() {
-        return;
+/// The local pool as a feed: a snapshot first, then every event, a fresh
+/// snapshot after a lag and every [`SNAPSHOT_EVERY`] while events flow.
+/// Subscribes at once, so nothing falls between the subscription and the
+/// first snapshot. Ends at `stop`. The local dashboard reads it through a
+/// channel; the admin API's event stream is this same feed, serialized.
+pub fn local_feed(pool: PoolHandle, stop: CancellationToken) -> impl Stream<Item = Feed> + Send {
+    struct Feeder {
+        rx: broadcast::Receiver<Event>,
+        pool: PoolHandle,
+        refresh: Option<tokio::time::Interval>,
+        /// Events went out since the last snapshot.
+        active: bool,
+        stop: CancellationToken,
     }
-    let mut refresh = tokio::time::interval(SNAPSHOT_EVERY);
-    refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut active = false;
-    loop {
-        let msg = tokio::select! {
-            _ = stop.cancelled() => return,
-            e = rx.recv() => match e {
-                Ok(event) => {
-                    active = true;
-                    Feed::Event(event)
+    let start = Feeder {
+        rx: pool.subscribe(),
+        pool,
+        refresh: None,
+        active: false,
+        stop,
+    };
+    futures_util::stream::unfold(start, |mut s| async move {
+        let Some(refresh) = s.refresh.as_mut() else {
+            let mut refresh = tokio::time::interval(SNAPSHOT_EVERY);
+            refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            s.refresh = Some(refresh);
+            let first = Feed::Snapshot(s.pool.snapshot());
+            return Some((first, s));
+        };
+        loop {
+            tokio::select! {
+                biased;
+                _ = s.stop.cancelled() => return None,
+                e = s.rx.recv() => {
+                    let feed = match e {
+                        Ok(event) => {
+                            s.active = true;
+                            Feed::Event(event)
+                        }
+                        // A slow reader missed events: the whole pool again.
+                        Err(RecvError::Lagged(_)) => {
+                            s.active = false;
+                            Feed::Snapshot(s.pool.snapshot())
+                        }
+                        Err(RecvError::Closed) => return None,
+                    };
+                    return Some((feed, s));
                 }
-                Err(RecvError::Lagged(_)) => {
-                    active = false;
-                    Feed::Snapshot(pool.snapshot())
+                _ = refresh.tick() => {
+                    if std::mem::take(&mut s.active) {
+                        let snap = Feed::Snapshot(s.pool.snapshot());
+                        return Some((snap, s));
+                    }
                 }
-                Err(RecvError::Closed) => return,
-            },
-            _ = refresh.tick() => {
-                if !std::mem::take(&mut active) {
-                    continue;
-                }
-                Feed::Snapshot(pool.snapshot())
             }
+        }
+    })
+}
+
+/// Moves the local feed into the dashboard's channel. While the channel is
+/// full this waits, the broadcast lags, and the feed answers with a fresh
+/// snapshot.
+async fn forward_local(pool: PoolHandle, tx: mpsc::Sender<Feed>, stop: CancellationToken) {
+    let feed = local_feed(pool, stop);
+    tokio::pin!(feed);
+    loop {
+        let next = tokio::select! {
+            _ = tx.closed() => return,
+            f = feed.next() => f,
         };
-        let sent = tokio::select! {
-            _ = stop.cancelled() => return,
-            r = tx.send(msg) => r,
-        };
-        if sent.is_err() {
+        let Some(f) = next else { return };
+        if tx.send(f).await.is_err() {
             return;
         }
     }
