@@ -34,6 +34,10 @@ pub struct Dashboard {
     /// [`HISTORY_SECS`]. Rates and the 429 history are differences of
     /// these, so they stay right when events were skipped after a lag.
     history: VecDeque<Sample>,
+    /// The totals when the dashboard first heard of the pool, and when:
+    /// the base for the first second's bucket and for rates over a window
+    /// longer than the dashboard has been watching.
+    baseline: Option<(u64, Totals)>,
     /// Rotations seen (a request moving to another credential).
     pub rotations: u64,
     /// Panics caught in any task while the dashboard is up.
@@ -87,6 +91,9 @@ impl Dashboard {
         self.credentials = snap.credentials;
         self.next = snap.next;
         self.totals = snap.totals;
+        if self.baseline.is_none() {
+            self.baseline = Some((now_ms, snap.totals));
+        }
         self.tick(now_ms);
         reconnected.then(|| (Level::Info, format!("connected to {}", self.source)))
     }
@@ -179,25 +186,32 @@ impl Dashboard {
     /// first; seconds before the dashboard started are empty.
     pub fn buckets(&self, n: usize, now_ms: u64) -> Vec<Bucket> {
         let now_sec = now_ms / 1000;
+        let (Some(first), Some((_, baseline))) = (self.history.front(), self.baseline) else {
+            return vec![Bucket::default(); n];
+        };
+        let first = first.sec;
+        // Totals at the end of `sec`; the second before the first sample
+        // ends with the baseline.
         let at = |sec: u64| -> Option<Totals> {
-            // Samples are one per second, so the index is arithmetic.
-            let first = self.history.front()?.sec;
+            if sec + 1 == first {
+                return Some(baseline);
+            }
             if sec < first {
                 return None;
             }
-            let i = (sec - first) as usize;
-            match self.history.get(i) {
-                Some(s) => Some(s.totals),
-                // Past the newest sample: nothing has happened since.
-                None => self.history.back().map(|s| s.totals),
-            }
+            // Samples are one per second, so the index is arithmetic; past
+            // the newest sample nothing has happened since.
+            self.history
+                .get((sec - first) as usize)
+                .or(self.history.back())
+                .map(|s| s.totals)
         };
         (0..n as u64)
             .rev()
             .map(|back| {
                 let sec = now_sec.saturating_sub(back);
-                match (at(sec.wrapping_sub(1)), at(sec)) {
-                    (Some(a), Some(b)) if sec > 0 => Bucket {
+                match (sec.checked_sub(1).and_then(at), at(sec)) {
+                    (Some(a), Some(b)) => Bucket {
                         upstream_429: b.upstream_429.saturating_sub(a.upstream_429),
                         client_429: b.client_429.saturating_sub(a.client_429),
                         requests: b.requests.saturating_sub(a.requests),
@@ -208,19 +222,27 @@ impl Dashboard {
             .collect()
     }
 
-    /// Change of the totals over the last `window` seconds (less if the
-    /// dashboard has not been up that long), and the seconds it covers.
+    /// Change of the totals over the last `window_secs` (less if the
+    /// dashboard has not been watching that long), and the seconds it
+    /// covers.
     pub fn window(&self, window_secs: u64, now_ms: u64) -> (Totals, f64) {
-        let Some(oldest) = self.history.front() else {
+        let (Some(oldest), Some((since_ms, baseline))) = (self.history.front(), self.baseline)
+        else {
             return (Totals::default(), 0.0);
         };
         let now_sec = now_ms / 1000;
-        let from_sec = now_sec.saturating_sub(window_secs).max(oldest.sec);
-        let base = self
-            .history
-            .get((from_sec - oldest.sec) as usize)
-            .map(|s| s.totals)
-            .unwrap_or(oldest.totals);
+        // The sample closing second `from` holds the totals at the start of
+        // the window.
+        let (base, from_ms) = match now_sec.checked_sub(window_secs) {
+            Some(from) if from >= oldest.sec => (
+                self.history
+                    .get((from - oldest.sec) as usize)
+                    .map(|s| s.totals)
+                    .unwrap_or(oldest.totals),
+                (from + 1) * 1000,
+            ),
+            _ => (baseline, since_ms),
+        };
         let t = self.totals;
         let d = Totals {
             requests: t.requests.saturating_sub(base.requests),
@@ -231,8 +253,7 @@ impl Dashboard {
             refreshes: t.refreshes.saturating_sub(base.refreshes),
             refresh_failures: t.refresh_failures.saturating_sub(base.refresh_failures),
         };
-        // The current second counts as far as it has gone.
-        let secs = (now_ms as f64 / 1000.0) - from_sec as f64;
+        let secs = now_ms.saturating_sub(from_ms) as f64 / 1000.0;
         (d, secs.max(1.0))
     }
 

@@ -272,7 +272,9 @@ fn render_table(frame: &mut Frame, area: Rect, d: &Dashboard, ui: &Ui, cx: &Cont
 
 fn credential_row<'a>(c: &'a CredentialView, d: &Dashboard, now_ms: u64, wide: bool) -> Row<'a> {
     let state = effective_state(c, now_ms);
-    let marker = if d.next.as_deref() == Some(c.name.as_str()) {
+    // The pool's pick as of its last snapshot; not shown on a credential
+    // that has stopped serving since.
+    let marker = if d.next.as_deref() == Some(c.name.as_str()) && state == State::Ready {
         Cell::from("▶").green().bold()
     } else {
         Cell::from("")

@@ -2,6 +2,8 @@
 //! 127.0.0.1:0, a config builder, and an SSE reader.
 #![allow(dead_code)]
 
+pub mod pty;
+
 use std::path::Path;
 
 use serde_json::{Value, json};
