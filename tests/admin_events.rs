@@ -108,23 +108,6 @@ async fn next_snapshot(rx: &mut mpsc::Receiver<Feed>) -> tokenyard::events::Pool
     }
 }
 
-/// Starts a gateway on `127.0.0.1:port`, retrying while the previous one
-/// still holds the port.
-async fn start_on(config: Config, port: u16) -> Running {
-    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    let listener = loop {
-        match TcpListener::bind(addr).await {
-            Ok(l) => break l,
-            Err(_) if tokio::time::Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            Err(e) => panic!("could not bind {addr} again: {e}"),
-        }
-    };
-    gateway::start(config, listener, CancellationToken::new()).unwrap()
-}
-
 // ---------------------------------------------------------------------------
 // An SSE reader that keeps every byte, to check for secrets at the end.
 
@@ -531,7 +514,7 @@ async fn remote_feed_reports_an_outage_once_and_picks_up_a_restarted_gateway() {
     // A few refused reconnects go by before the new gateway is up.
     tokio::time::sleep(Duration::from_millis(800)).await;
 
-    let gw = start_on(config(&sim, ""), port).await;
+    let gw = common::start_on(config(&sim, ""), port).await;
     // While down, the reason on screen is updated when it changes ("closed
     // the event stream", then "cannot connect"), never repeated.
     let mut reasons = Vec::new();
@@ -693,4 +676,52 @@ async fn an_attached_dashboard_does_not_hold_up_shutdown() {
     })
     .await;
     stop.cancel();
+}
+
+#[tokio::test]
+async fn probe_clears_failures_and_brings_a_failed_credential_back() {
+    let sim = sim().await;
+    let creds = [
+        common::key("key-1", "default", KEY_1),
+        common::key("key-2", "default", KEY_2),
+    ];
+    // Probes only when asked: the background probe waits an hour.
+    let pool = "max_failures = 2\nprobe_interval = \"1h\"";
+    let toml = common::config_toml(&sim, &["default"], &creds, "", pool, "");
+    let gw = common::start(common::parse(&toml, &std::env::temp_dir())).await;
+    let remote = remote(&gw, None);
+
+    sim.set_fault("key-1", Some(tokenyard::sim::KeyFault::Status(503)));
+    let client = common::client();
+    for _ in 0..6 {
+        let resp = common::post_chat(&client, &gw, &common::chat_body(false, 1)).await;
+        assert_eq!(resp.status(), 200, "key-2 serves while key-1 fails");
+    }
+    assert_eq!(gw.pool.state_of("key-1"), Some(State::Failed));
+
+    // Still broken: the probe says so, and the failure count is cleared.
+    let err = remote
+        .command(Command::Probe("key-1".into()))
+        .await
+        .unwrap_err();
+    assert!(err.contains("cleared 2 failure(s) of key-1"), "{err}");
+    assert!(err.contains("probe of key-1 failed"), "{err}");
+    assert_eq!(gw.pool.state_of("key-1"), Some(State::Failed));
+
+    // Fixed upstream: the next probe brings it back at once.
+    sim.set_fault("key-1", None);
+    let ok = remote
+        .command(Command::Probe("key-1".into()))
+        .await
+        .unwrap();
+    assert_eq!(ok, "probed key-1: it answers");
+    assert_eq!(gw.pool.state_of("key-1"), Some(State::Ready));
+    let snap = gw.pool.snapshot();
+    let key_1 = snap.credentials.iter().find(|c| c.name == "key-1").unwrap();
+    assert_eq!(key_1.failures, 0);
+    assert!(
+        sim.models_calls("key-1") >= 2,
+        "each probe reached the provider"
+    );
+    gw.stop().await;
 }

@@ -439,8 +439,10 @@ async fn quick_start_from_the_environment() {
     assert!(stdout.contains(&sim.base_url()), "{stdout}");
 
     // And it serves: any model, both keys in turn.
+    let log = home.path().join("gateway.log");
     let mut cmd = tokenyard(home.path());
-    cmd.args(["serve", "--no-tui", "--listen", "127.0.0.1:0"])
+    cmd.args(["serve", "--no-tui", "--listen", "127.0.0.1:0", "--log-file"])
+        .arg(&log)
         .env("TOKENYARD_UPSTREAM", sim.base_url())
         .env("TOKENYARD_KEYS", "k1,k2");
     let mut gw = spawn_until(cmd, "listening on").await;
@@ -459,6 +461,10 @@ async fn quick_start_from_the_environment() {
     assert_eq!(labels, ["acct-1", "acct-2"]);
     sigterm(&gw.child);
     assert!(exit_of(&mut gw).await.success());
+    // Headless, `--log-file` gets the same lines as stderr.
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(logged.contains("stopped; state saved"), "{logged}");
+    assert!(!logged.contains("\x1b["), "no colour codes in the file");
 }
 
 #[tokio::test]
@@ -670,4 +676,35 @@ async fn a_stream_longer_than_the_shutdown_grace_does_not_hold_the_exit() {
     sigterm(&gw.child);
     let status = exit_of(&mut gw).await;
     assert_eq!(status.code(), Some(130), "{status:?}");
+}
+
+#[tokio::test]
+async fn attach_without_a_terminal_says_what_to_use_instead() {
+    let home = tempfile::tempdir().unwrap();
+    let mut cmd = tokenyard(home.path());
+    cmd.args(["attach", "http://127.0.0.1:9"]);
+    let out = run(cmd).await;
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("needs a terminal"), "{err}");
+    assert!(err.contains("admin/events"), "{err}");
+
+    let mut cmd = tokenyard(home.path());
+    cmd.args(["attach", "not a url"]);
+    let out = run(cmd).await;
+    assert_eq!(out.status.code(), Some(2), "clap rejects it");
+}
+
+#[tokio::test]
+async fn an_unwritable_log_file_is_a_clear_error() {
+    let home = tempfile::tempdir().unwrap();
+    let mut cmd = tokenyard(home.path());
+    cmd.args(["check", "--log-file", "/nonexistent-dir/x.log"]);
+    let out = run(cmd).await;
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("cannot open the log file /nonexistent-dir/x.log"),
+        "{err}"
+    );
 }

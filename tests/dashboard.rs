@@ -93,8 +93,15 @@ async fn dashboard_shows_429s_disables_on_d_and_restores_the_terminal_on_q() {
     let config = dir.path().join("tokenyard.toml");
     std::fs::write(&config, toml).unwrap();
 
+    let log_file = dir.path().join("tokenyard.log");
     let mut tui = Tui::spawn(
-        &["serve", "--config", config.to_str().unwrap()],
+        &[
+            "serve",
+            "--config",
+            config.to_str().unwrap(),
+            "--log-file",
+            log_file.to_str().unwrap(),
+        ],
         &[],
         120,
         40,
@@ -167,6 +174,10 @@ async fn dashboard_shows_429s_disables_on_d_and_restores_the_terminal_on_q() {
     assert!(!tui.cursor_hidden(), "cursor shown again");
     assert!(tui.cooked(), "raw mode switched off");
     assert!(tui.output().contains("stopped; state saved"));
+    let log = std::fs::read_to_string(&log_file).unwrap();
+    assert!(log.contains("operator: disabled team-a"), "{log}");
+    assert!(log.contains("→ retrying with"), "{log}");
+    assert!(!log.contains("sk-fake-pty"), "no secret in the log file");
     let saved = std::fs::read_to_string(&state).unwrap();
     assert!(saved.contains("team-a"), "{saved}");
     sim.shutdown().await;
@@ -243,4 +254,122 @@ async fn no_tui_in_a_terminal_stays_headless() {
     assert!(status.success(), "exit status {status:?}");
     assert!(!tui.output().contains("\x1b[?1049h"), "no alternate screen");
     sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attach_shows_a_headless_instance_and_acts_on_it() {
+    let sim = start_sim(SimConfig::with_api_keys(3, window(100, 60))).await;
+    let admin_key = "sk-fake-admin-attach-0042";
+    let toml = config_toml(
+        &sim,
+        &["primary"],
+        &[
+            key("team-a", "primary", "sk-sim-1"),
+            key("team-b", "primary", "sk-sim-2"),
+            key("team-c", "primary", "sk-sim-3"),
+        ],
+        &format!("admin_key = {admin_key:?}"),
+        "",
+        "",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let gw = common::start(common::parse(&toml, dir.path())).await;
+    let port = gw.addr.port();
+    let url = format!("http://{}", gw.addr);
+
+    let mut tui = Tui::spawn(
+        &["attach", &url],
+        &[("TOKENYARD_ADMIN_KEY", admin_key)],
+        120,
+        40,
+    );
+    tui.wait_for("the remote pool", WAIT, |s| {
+        s.contains(&url) && s.contains("3/3 ready")
+    })
+    .await;
+
+    // Traffic on the remote instance shows up here.
+    let client = reqwest::Client::new();
+    for _ in 0..3 {
+        let resp = common::post_chat(&client, &gw, &common::chat_body(false, 1)).await;
+        assert_eq!(resp.status(), 200);
+    }
+    tui.wait_for("the remote requests", WAIT, |s| {
+        s.contains("recent requests (3)")
+    })
+    .await;
+
+    // `j` then `d`: team-b is disabled in the remote pool.
+    tui.press("jd");
+    tui.wait_for("team-b disabled", WAIT, |s| {
+        s.lines()
+            .any(|l| l.contains(" team-b ") && l.contains("disabled"))
+    })
+    .await;
+    assert_eq!(
+        gw.pool.state_of("team-b"),
+        Some(tokenyard::events::State::Disabled)
+    );
+    tui.press("d");
+    tui.wait_for("team-b enabled again", WAIT, |s| {
+        s.contains("operator: enabled team-b")
+    })
+    .await;
+    assert_eq!(
+        gw.pool.state_of("team-b"),
+        Some(tokenyard::events::State::Ready)
+    );
+
+    // The instance goes away: the dashboard says so and keeps trying; a
+    // new instance on the same address is picked up with a fresh snapshot.
+    gw.stop().await;
+    tui.wait_for("the outage", WAIT, |s| s.contains("disconnected, retrying"))
+        .await;
+    let gw = common::start_on(common::parse(&toml, dir.path()), port).await;
+    tui.wait_for("the reconnect", WAIT, |s| {
+        !s.contains("disconnected, retrying") && s.contains("3/3 ready")
+    })
+    .await;
+    assert!(
+        !tui.output().contains(admin_key),
+        "the admin key stays off screen"
+    );
+
+    tui.press("q");
+    let status = tui.wait_exit(WAIT).await.expect("exits after q");
+    assert!(status.success(), "{status:?}");
+    assert!(!tui.alternate_screen());
+    assert!(tui.cooked());
+    gw.stop().await;
+    sim.shutdown().await;
+}
+
+/// Writes `assets/dashboard.txt`, the capture the README shows: the real
+/// `tokenyard demo` screen, 120x36, after `CAPTURE_SECS` (default 25) s.
+/// Run with `scripts/capture-dashboard.sh`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "writes the README's capture; run scripts/capture-dashboard.sh"]
+async fn capture_for_readme() {
+    let secs: u64 = std::env::var("CAPTURE_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(25);
+    let dir = tempfile::tempdir().unwrap();
+    let mut tui = Tui::spawn(
+        &["demo", "--listen", "127.0.0.1:0"],
+        &[("XDG_STATE_HOME", dir.path().to_str().unwrap())],
+        120,
+        36,
+    );
+    tui.wait_for("the demo", WAIT, |s| s.contains("(demo)"))
+        .await;
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    let screen = tui.screen();
+    let lines: Vec<&str> = screen.lines().map(str::trim_end).collect();
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/assets/dashboard.txt");
+    std::fs::write(path, lines.join("\n") + "\n").unwrap();
+    tui.press("q");
+    let status = tui.wait_exit(WAIT).await.expect("the demo exits on q");
+    assert!(status.success());
+    println!("{}", lines.join("\n"));
 }

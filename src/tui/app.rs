@@ -281,3 +281,29 @@ fn log_line(level: Level, line: &str) {
         Level::Error => tracing::error!("{line}"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panic_off_the_dashboard_thread_is_counted_not_printed_over_the_screen() {
+        install_panic_hook();
+        let before = PANICS.load(Ordering::Relaxed);
+        // This thread plays the dashboard's; a proxy task panics elsewhere.
+        *TERMINAL_THREAD.lock().unwrap() = Some(std::thread::current().id());
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .build()
+            .unwrap();
+        let joined = rt.block_on(async {
+            tokio::spawn(async {
+                panic!("a proxy task fails");
+            })
+            .await
+        });
+        *TERMINAL_THREAD.lock().unwrap() = None;
+        assert!(joined.unwrap_err().is_panic());
+        assert_eq!(PANICS.load(Ordering::Relaxed), before + 1);
+    }
+}

@@ -85,6 +85,23 @@ pub async fn start(config: Config) -> Running {
     gateway::start(config, listener, CancellationToken::new()).unwrap()
 }
 
+/// Starts a gateway on `127.0.0.1:port`, a port a stopped gateway just
+/// held (retrying the bind briefly).
+pub async fn start_on(config: Config, port: u16) -> Running {
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    let listener = loop {
+        match tokio::net::TcpListener::bind(addr).await {
+            Ok(l) => break l,
+            Err(_) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("could not bind {addr} again: {e}"),
+        }
+    };
+    gateway::start(config, listener, CancellationToken::new()).unwrap()
+}
+
 pub async fn start_sim(cfg: SimConfig) -> SimHandle {
     sim::start(cfg, "127.0.0.1:0".parse().unwrap())
         .await
