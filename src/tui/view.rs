@@ -333,13 +333,29 @@ fn credential_row<'a>(c: &'a CredentialView, d: &Dashboard, now_ms: u64, wide: b
     Row::new(cells)
 }
 
+/// The 429 history covers at least this much time; on a narrow pane each
+/// column shows the busiest second of a few.
+const HISTORY_SPAN_SECS: usize = 180;
+
 fn render_history(frame: &mut Frame, area: Rect, d: &Dashboard, cx: &Context) {
     let label_w = 11u16;
-    let secs = area.width.saturating_sub(label_w).max(1) as usize;
-    let buckets = d.buckets(secs, cx.now_ms);
-    let up: Vec<u64> = buckets.iter().map(|b| b.upstream_429).collect();
-    let client: Vec<u64> = buckets.iter().map(|b| b.client_429).collect();
-    let title = format!(" 429s per second · last {} ", short(secs as u64 * 1000));
+    let cols = area.width.saturating_sub(label_w).max(1) as usize;
+    let group = HISTORY_SPAN_SECS.div_ceil(cols).max(1);
+    let buckets = d.buckets(cols * group, cx.now_ms);
+    let peak_of = |f: fn(&super::state::Bucket) -> u64| -> Vec<u64> {
+        buckets
+            .chunks(group)
+            .map(|c| c.iter().map(f).max().unwrap_or(0))
+            .collect()
+    };
+    let up = peak_of(|b| b.upstream_429);
+    let client = peak_of(|b| b.client_429);
+    let span = short((cols * group) as u64 * 1000);
+    let title = if group == 1 {
+        format!(" 429s per second · last {span} ")
+    } else {
+        format!(" 429s per second (busiest of each {group}s) · last {span} ")
+    };
     let block = pane(title, false);
     let inner = block.inner(area);
     frame.render_widget(block, area);
