@@ -99,6 +99,16 @@ impl Dashboard {
     }
 
     fn event(&mut self, event: Event, now_ms: u64) -> Option<(Level, String)> {
+        // The common case, by value: no copy of the record.
+        if let Event::Request { request, totals } = event {
+            self.totals = totals;
+            if self.recent.len() == RECENT_REQUESTS {
+                self.recent.pop_front();
+            }
+            self.recent.push_back(request);
+            self.tick(now_ms);
+            return None;
+        }
         let line = match &event {
             Event::Credential { credential } => {
                 let known = self
@@ -122,14 +132,7 @@ impl Dashboard {
                     None
                 }
             }
-            Event::Request { request, totals } => {
-                self.totals = *totals;
-                if self.recent.len() == RECENT_REQUESTS {
-                    self.recent.pop_front();
-                }
-                self.recent.push_back(request.clone());
-                None
-            }
+            Event::Request { .. } => None,
             Event::Rotation { .. } => {
                 self.rotations += 1;
                 crate::report::event_line(&event)
