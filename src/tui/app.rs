@@ -27,7 +27,8 @@ use crate::events::{Level, unix_ms};
 
 /// At most this many frames a second.
 const FRAME: Duration = Duration::from_millis(33);
-/// Redraw at least this often, for countdowns and the log pane.
+/// Redraw at least this often with nothing new, for countdowns and the log
+/// pane.
 const IDLE_REDRAW: Duration = Duration::from_millis(250);
 
 /// How the dashboard ended.
@@ -165,12 +166,14 @@ impl App {
             if stop.is_cancelled() {
                 return Ok(Exit::Stopped);
             }
-            // Wait for a key until the next frame is due.
+            // Wait for a key at most one frame: the feed is checked at
+            // least that often (a keyboard poll cannot wait on the channel
+            // too), so events show within a frame and the frame cap holds.
             let since = last_draw.map(|t| t.elapsed()).unwrap_or(IDLE_REDRAW);
             let wait = if dirty {
                 FRAME.saturating_sub(since)
             } else {
-                IDLE_REDRAW.saturating_sub(since)
+                FRAME
             };
             if event::poll(wait)? {
                 // Take every key that is waiting, then draw once.
