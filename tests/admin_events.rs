@@ -426,20 +426,26 @@ async fn remote_feed_and_commands_work_like_the_local_pool() {
     gw.stop().await;
 }
 
+/// Attaches and expects the first message to be `Disconnected`; its reason.
+async fn first_disconnect(remote: &Remote) -> (String, CancellationToken) {
+    let (mut rx, stop) = attach(remote);
+    let first = tokio::time::timeout(WAIT, rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    let Feed::Disconnected(reason) = first else {
+        panic!("expected Disconnected first, not {first:?}");
+    };
+    (reason, stop)
+}
+
 #[tokio::test]
 async fn a_refused_admin_key_is_reported_as_such() {
     let sim = sim().await;
     let gw = common::start(config(&sim, &admin_top())).await;
 
     let wrong = "adm-fake-wrong-0000000000000000-zzzz";
-    let (mut rx, stop) = attach(&remote(&gw, Some(wrong)));
-    let first = tokio::time::timeout(WAIT, rx.recv())
-        .await
-        .unwrap()
-        .unwrap();
-    let Feed::Disconnected(reason) = first else {
-        panic!("a wrong key gives Disconnected, not {first:?}");
-    };
+    let (reason, stop) = first_disconnect(&remote(&gw, Some(wrong))).await;
     assert!(reason.contains("refused the key"), "{reason}");
     assert!(
         !reason.contains(wrong) && !reason.contains(ADMIN_KEY),
@@ -447,14 +453,7 @@ async fn a_refused_admin_key_is_reported_as_such() {
     );
     stop.cancel();
 
-    let (mut rx, stop) = attach(&remote(&gw, None));
-    let first = tokio::time::timeout(WAIT, rx.recv())
-        .await
-        .unwrap()
-        .unwrap();
-    let Feed::Disconnected(reason) = first else {
-        panic!("no key gives Disconnected, not {first:?}");
-    };
+    let (reason, stop) = first_disconnect(&remote(&gw, None)).await;
     assert!(reason.contains("needs --admin-key"), "{reason}");
     stop.cancel();
 

@@ -26,6 +26,28 @@ fn quiet(mut a: SimAccount) -> SimAccount {
     a
 }
 
+/// A sim with one unlimited key and a config file for it, in a temporary
+/// directory that also serves as the state home.
+async fn one_key() -> (
+    tokenyard::sim::SimHandle,
+    tempfile::TempDir,
+    std::path::PathBuf,
+) {
+    let sim = start_sim(SimConfig::with_api_keys(1, window(100, 60))).await;
+    let dir = tempfile::tempdir().unwrap();
+    let toml = config_toml(
+        &sim,
+        &["primary"],
+        &[key("only", "primary", "sk-sim-1")],
+        "",
+        "",
+        "",
+    );
+    let config = dir.path().join("tokenyard.toml");
+    std::fs::write(&config, toml).unwrap();
+    (sim, dir, config)
+}
+
 /// The listen address the header shows.
 fn listen_addr(screen: &str) -> String {
     let at = screen.find("127.0.0.1:").expect("header shows the address");
@@ -185,18 +207,7 @@ async fn dashboard_shows_429s_disables_on_d_and_restores_the_terminal_on_q() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_restores_the_terminal_and_drains() {
-    let sim = start_sim(SimConfig::with_api_keys(1, window(100, 60))).await;
-    let dir = tempfile::tempdir().unwrap();
-    let toml = config_toml(
-        &sim,
-        &["primary"],
-        &[key("only", "primary", "sk-sim-1")],
-        "",
-        "",
-        "",
-    );
-    let config = dir.path().join("tokenyard.toml");
-    std::fs::write(&config, toml).unwrap();
+    let (sim, dir, config) = one_key().await;
     let mut tui = Tui::spawn(
         &["--config", config.to_str().unwrap()],
         &[("XDG_STATE_HOME", dir.path().to_str().unwrap())],
@@ -206,12 +217,7 @@ async fn sigterm_restores_the_terminal_and_drains() {
     tui.wait_for("the dashboard", WAIT, |s| s.contains("1/1 ready"))
         .await;
     assert!(tui.alternate_screen());
-    let pid = tui.pid().expect("child pid") as i32;
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
+    tui.signal(nix::sys::signal::Signal::SIGTERM);
     let status = tui.wait_exit(WAIT).await.expect("exits on SIGTERM");
     assert!(status.success(), "exit status {status:?}");
     assert!(!tui.alternate_screen());
@@ -222,18 +228,7 @@ async fn sigterm_restores_the_terminal_and_drains() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_tui_in_a_terminal_stays_headless() {
-    let sim = start_sim(SimConfig::with_api_keys(1, window(100, 60))).await;
-    let dir = tempfile::tempdir().unwrap();
-    let toml = config_toml(
-        &sim,
-        &["primary"],
-        &[key("only", "primary", "sk-sim-1")],
-        "",
-        "",
-        "",
-    );
-    let config = dir.path().join("tokenyard.toml");
-    std::fs::write(&config, toml).unwrap();
+    let (sim, dir, config) = one_key().await;
     let mut tui = Tui::spawn(
         &["serve", "--no-tui", "--config", config.to_str().unwrap()],
         &[("XDG_STATE_HOME", dir.path().to_str().unwrap())],
@@ -244,12 +239,7 @@ async fn no_tui_in_a_terminal_stays_headless() {
         .await;
     assert!(!tui.alternate_screen(), "headless never takes the screen");
     assert!(tui.cooked());
-    let pid = tui.pid().unwrap() as i32;
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid),
-        nix::sys::signal::Signal::SIGINT,
-    )
-    .unwrap();
+    tui.signal(nix::sys::signal::Signal::SIGINT);
     let status = tui.wait_exit(WAIT).await.expect("exits on SIGINT");
     assert!(status.success(), "exit status {status:?}");
     assert!(!tui.output().contains("\x1b[?1049h"), "no alternate screen");

@@ -217,17 +217,7 @@ fn render_table(frame: &mut Frame, area: Rect, d: &Dashboard, ui: &Ui, cx: &Cont
     header.extend([
         "tier", "state", "cooldown", "req", "429", "fail", "used", "token", "lat",
     ]);
-    widths.extend([
-        Constraint::Length(8),
-        Constraint::Length(9),
-        Constraint::Length(8),
-        Constraint::Length(6),
-        Constraint::Length(5),
-        Constraint::Length(4),
-        Constraint::Length(5),
-        Constraint::Length(6),
-        Constraint::Length(6),
-    ]);
+    widths.extend([8, 9, 8, 6, 5, 4, 5, 6, 6].map(Constraint::Length));
     if wide {
         header.push("why");
         widths.push(Constraint::Fill(2));
@@ -406,16 +396,11 @@ fn render_requests(frame: &mut Frame, area: Rect, d: &Dashboard, ui: &Ui, cx: &C
         .collect();
     let table = Table::new(
         rows,
-        [
-            Constraint::Length(8),
-            Constraint::Length(12),
-            Constraint::Length(3),
-            Constraint::Fill(1),
-            Constraint::Length(3),
-            Constraint::Length(3),
-            Constraint::Length(6),
-            Constraint::Length(6),
-        ],
+        [8, 12, 3, 0, 3, 3, 6, 6].map(|w| match w {
+            // The path takes what is left.
+            0 => Constraint::Fill(1),
+            w => Constraint::Length(w),
+        }),
     )
     .header(
         Row::new(["time", "model", "str", "path", "att", "st", "lat", "ttfb"])

@@ -126,6 +126,11 @@ impl Tui {
         self.child.process_id()
     }
 
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        let pid = self.pid().expect("the child has a pid") as i32;
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal).unwrap();
+    }
+
     /// The terminal's line discipline is cooked and echoing (not raw).
     pub fn cooked(&self) -> bool {
         use nix::sys::termios::LocalFlags;
