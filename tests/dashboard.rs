@@ -138,6 +138,8 @@ async fn dashboard_shows_429s_disables_on_d_and_restores_the_terminal_on_q() {
     assert!(tui.cursor_hidden());
     assert!(!tui.cooked(), "raw mode while the dashboard is up");
     let addr = listen_addr(&screen);
+    // A key that means nothing must not stall the screen.
+    tui.press("x");
 
     // Six requests against two primary keys of two requests a minute:
     // upstream 429s, cooldowns, and every client request still succeeds.

@@ -175,33 +175,15 @@ impl App {
             } else {
                 FRAME
             };
-            if event::poll(wait)? {
-                // Take every key that is waiting, then draw once.
-                loop {
-                    match event::read()? {
-                        TermEvent::Key(key) => {
-                            let Some(action) = keys::action(key, &self.ui) else {
-                                continue;
-                            };
-                            let level_before = self.ui.log_level;
-                            let effect = self.ui.apply(action, &self.dashboard);
-                            if level_before != self.ui.log_level {
-                                self.log = log_state(self.ui.log_level);
-                            }
-                            if let Some(effect) = effect
-                                && self.effect(effect, source, runtime)
-                            {
-                                return Ok(Exit::Quit);
-                            }
-                        }
-                        TermEvent::Resize(..) => {}
-                        _ => continue,
-                    }
-                    dirty = true;
-                    if !event::poll(Duration::ZERO)? {
-                        break;
-                    }
+            // Take every input event that is waiting, then draw once.
+            let mut ready = event::poll(wait)?;
+            while ready {
+                let input = event::read()?;
+                if self.input(input, source, runtime) {
+                    return Ok(Exit::Quit);
                 }
+                dirty = true;
+                ready = event::poll(Duration::ZERO)?;
             }
             // Drain everything the source sent, then draw once.
             let now_ms = unix_ms(SystemTime::now());
@@ -231,6 +213,28 @@ impl App {
                 dirty = false;
             }
         }
+    }
+
+    /// Handles one input event; true means quit.
+    fn input(
+        &mut self,
+        input: TermEvent,
+        source: &Arc<Source>,
+        runtime: &tokio::runtime::Handle,
+    ) -> bool {
+        // Resizes only need a redraw; mouse, focus and paste mean nothing.
+        let TermEvent::Key(key) = input else {
+            return false;
+        };
+        let Some(action) = keys::action(key, &self.ui) else {
+            return false;
+        };
+        let level_before = self.ui.log_level;
+        let effect = self.ui.apply(action, &self.dashboard);
+        if level_before != self.ui.log_level {
+            self.log = log_state(self.ui.log_level);
+        }
+        effect.is_some_and(|e| self.effect(e, source, runtime))
     }
 
     /// Carries out an effect; true means quit.
