@@ -4,4 +4,4 @@
 # vt100 emulator after CAPTURE_SECS seconds (default 25).
 set -eu
 cd "$(dirname "$0")/.."
-cargo test --release --test dashboard -- --ignored --exact capture_for_readme --nocapture
+cargo test --test dashboard -- --ignored --exact capture_for_readme --nocapture

@@ -344,7 +344,7 @@ fn render_history(frame: &mut Frame, area: Rect, d: &Dashboard, cx: &Context) {
     let title = if group == 1 {
         format!(" 429s per second · last {span} ")
     } else {
-        format!(" 429s per second (busiest of each {group}s) · last {span} ")
+        format!(" 429s/s (peak per {group}s) · last {span} ")
     };
     let block = pane(title, false);
     let inner = block.inner(area);
