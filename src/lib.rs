@@ -13,5 +13,6 @@ pub mod pool;
 pub mod report;
 pub mod secret;
 pub mod sim;
+pub mod translate;
 pub mod tui;
 pub mod upstream;

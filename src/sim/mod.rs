@@ -14,7 +14,9 @@
 //! All clocks are `tokio::time`, so tests may pause time where no real
 //! socket wait is involved.
 
+mod anthropic;
 mod cli;
+mod gemini;
 mod server;
 mod state;
 #[cfg(test)]

@@ -1,0 +1,1 @@
+//! The simulated Anthropic Messages API. (Being written.)

@@ -1,0 +1,1 @@
+//! The simulated Gemini gRPC service. (Being written.)

@@ -1,0 +1,1 @@
+//! OpenAI ⇄ Anthropic. (Being written.)
