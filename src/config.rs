@@ -45,13 +45,29 @@ fn invalid(path: impl Into<String>, message: impl Into<String>) -> ConfigError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ProviderKind {
+    /// OpenAI's Chat Completions over HTTP (and every compatible server).
     OpenAi,
+    /// Anthropic's Messages API over HTTP.
+    Anthropic,
+    /// The Gemini API over gRPC (`GenerativeService`).
+    Gemini,
 }
 
 impl ProviderKind {
     pub fn as_str(self) -> &'static str {
         match self {
             ProviderKind::OpenAi => "openai",
+            ProviderKind::Anthropic => "anthropic",
+            ProviderKind::Gemini => "gemini",
+        }
+    }
+
+    /// Where a provider of this kind lives when `base_url` is not given.
+    pub fn default_base_url(self) -> Option<&'static str> {
+        match self {
+            ProviderKind::OpenAi => None,
+            ProviderKind::Anthropic => Some("https://api.anthropic.com/v1"),
+            ProviderKind::Gemini => Some("https://generativelanguage.googleapis.com"),
         }
     }
 }
@@ -674,19 +690,26 @@ impl RawConfig {
             let at = |k: &str| format!("provider[{i}].{k}");
             let name = unique_name(&at("name"), rp.name.as_deref(), &mut names, "providers")?;
             let kind = match rp.kind.as_deref() {
-                None => return Err(invalid(at("kind"), "is missing; use \"openai\"")),
-                Some("openai") => ProviderKind::OpenAi,
-                Some(k @ ("anthropic" | "gemini")) => {
+                None => {
                     return Err(invalid(
                         at("kind"),
-                        format!("{k:?} is not supported by this version yet; use \"openai\""),
+                        "is missing; use \"openai\", \"anthropic\" or \"gemini\"",
                     ));
                 }
-                Some(k) => return Err(invalid(at("kind"), format!("{k:?} is not one of openai"))),
+                Some("openai") => ProviderKind::OpenAi,
+                Some("anthropic") => ProviderKind::Anthropic,
+                Some("gemini") => ProviderKind::Gemini,
+                Some(k) => {
+                    return Err(invalid(
+                        at("kind"),
+                        format!("{k:?} is not one of openai, anthropic, gemini"),
+                    ));
+                }
             };
             let base_url = rp
                 .base_url
                 .clone()
+                .or_else(|| kind.default_base_url().map(str::to_string))
                 .ok_or_else(|| invalid(at("base_url"), "is missing"))?;
             match url::Url::parse(&base_url) {
                 Ok(u) if (u.scheme() == "http" || u.scheme() == "https") && u.host().is_some() => {}

@@ -307,6 +307,7 @@ async fn send_once(ctx: &mut Ctx<'_>, lease: &Lease, token: &Secret) -> Step {
             pool.http(),
             lease.provider(),
             token,
+            lease.refreshes(),
             ctx.req.body.clone(),
             &ctx.req.headers,
         ),
@@ -451,6 +452,16 @@ async fn send_once(ctx: &mut Ctx<'_>, lease: &Lease, token: &Secret) -> Step {
                     message: format!("the upstream answered {s} for credential {name}"),
                 },
                 note: format!("{s} on {name}"),
+            }
+        }
+        Outcome::Overloaded => {
+            pool.record(lease, &verdict, Some(status.as_u16()), t0.elapsed());
+            Step::Next {
+                failure: Failure::Upstream {
+                    status: StatusCode::SERVICE_UNAVAILABLE,
+                    message: format!("the provider is overloaded ({} on {name})", status.as_u16()),
+                },
+                note: format!("{} overloaded on {name}", status.as_u16()),
             }
         }
         Outcome::ClientError { .. } | Outcome::Ok { .. } => {

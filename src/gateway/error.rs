@@ -1,5 +1,6 @@
-//! Errors as the client's own wire format. Today that is OpenAI's:
-//! `{"error":{"message","type","param","code"}}`.
+//! Errors in the client's own wire format: OpenAI's
+//! `{"error":{"message","type","param","code"}}` or Anthropic's
+//! `{"type":"error","error":{"type","message"}}`.
 
 use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode, header};
@@ -68,9 +69,51 @@ impl ApiError {
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let body = serde_json::to_vec(&self.body()).expect("json");
+/// The wire format a client speaks (and, for HTTP providers, an upstream).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    OpenAi,
+    Anthropic,
+}
+
+impl ApiError {
+    /// Anthropic's error type for this error's status.
+    pub fn anthropic_kind(&self) -> &'static str {
+        match self.status.as_u16() {
+            400 | 405 | 415 | 422 => "invalid_request_error",
+            401 => "authentication_error",
+            403 => "permission_error",
+            404 => "not_found_error",
+            413 => "request_too_large",
+            429 => "rate_limit_error",
+            529 => "overloaded_error",
+            _ => "api_error",
+        }
+    }
+
+    /// The body in Anthropic's shape (also inside an SSE `error` event).
+    pub fn anthropic_body(&self) -> serde_json::Value {
+        serde_json::json!({
+            "type": "error",
+            "error": {
+                "type": self.anthropic_kind(),
+                "message": self.message,
+            }
+        })
+    }
+
+    /// The response in `format`.
+    pub fn into_response_as(self, format: Format) -> Response {
+        match format {
+            Format::OpenAi => self.into_response(),
+            Format::Anthropic => {
+                let body = self.anthropic_body();
+                self.respond(serde_json::to_vec(&body).expect("json"))
+            }
+        }
+    }
+
+    fn respond(self, body: Vec<u8>) -> Response {
         let mut resp = (self.status, body).into_response();
         let h = resp.headers_mut();
         h.insert(
@@ -81,5 +124,12 @@ impl IntoResponse for ApiError {
             h.insert(header::RETRY_AFTER, HeaderValue::from(s));
         }
         resp
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = serde_json::to_vec(&self.body()).expect("json");
+        self.respond(body)
     }
 }

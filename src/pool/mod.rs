@@ -591,7 +591,10 @@ impl PoolHandle {
                 .map_err(|e| e.message),
         };
         let result = match token {
-            Ok(t) => crate::upstream::probe(&self.inner.http, provider, &t, PROBE_TIMEOUT).await,
+            Ok(t) => {
+                let bearer = spec.auth.refreshes();
+                crate::upstream::probe(&self.inner.http, provider, &t, bearer, PROBE_TIMEOUT).await
+            }
             Err(e) => Err(e),
         };
         let (before, after) = lock(&self.inner.core).probe_done(i, result.clone(), Instant::now());

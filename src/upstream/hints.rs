@@ -22,6 +22,8 @@ pub enum HintSource {
     RetryAfterDate,
     ResetRequests,
     ResetTokens,
+    /// Anthropic's `anthropic-ratelimit-{dimension}-reset` (RFC 3339).
+    AnthropicReset,
 }
 
 impl HintSource {
@@ -31,6 +33,7 @@ impl HintSource {
             HintSource::RetryAfterSeconds | HintSource::RetryAfterDate => "retry-after",
             HintSource::ResetRequests => "x-ratelimit-reset-requests",
             HintSource::ResetTokens => "x-ratelimit-reset-tokens",
+            HintSource::AnthropicReset => "anthropic-ratelimit-*-reset",
         }
     }
 }
@@ -127,6 +130,53 @@ fn reset_hint(headers: &HeaderMap, require_depleted: bool) -> Option<Hint> {
     } else {
         depleted.or(any)
     }
+}
+
+/// Anthropic's limit dimensions, each with `-remaining` and `-reset`.
+const ANTHROPIC_DIMENSIONS: [&str; 4] = ["requests", "tokens", "input-tokens", "output-tokens"];
+
+/// Anthropic's hint for a 429: `retry-after` (seconds) first, else the
+/// earliest `anthropic-ratelimit-*-reset` (RFC 3339) of a dimension whose
+/// remaining count is 0. `None` means no hint at all — for Anthropic, a
+/// spend limit rather than a rate.
+pub fn anthropic_rate_limit_hint(headers: &HeaderMap, now: SystemTime) -> Option<Hint> {
+    if let Some(d) = header(headers, "retry-after").and_then(parse_seconds) {
+        return Some(Hint {
+            wait: cap(d),
+            source: HintSource::RetryAfterSeconds,
+        });
+    }
+    anthropic_reset(headers, &ANTHROPIC_DIMENSIONS, now)
+}
+
+/// For a successful Anthropic response: `anthropic-ratelimit-requests-remaining: 0`
+/// holds the key until that dimension resets.
+pub fn anthropic_depleted_hint(headers: &HeaderMap, now: SystemTime) -> Option<Hint> {
+    anthropic_reset(headers, &["requests"], now)
+}
+
+fn anthropic_reset(headers: &HeaderMap, dimensions: &[&str], now: SystemTime) -> Option<Hint> {
+    dimensions
+        .iter()
+        .filter(|dim| {
+            header(headers, &format!("anthropic-ratelimit-{dim}-remaining"))
+                .and_then(|r| r.parse::<f64>().ok())
+                .is_some_and(|r| r <= 0.0)
+        })
+        .filter_map(|dim| header(headers, &format!("anthropic-ratelimit-{dim}-reset")))
+        .filter_map(|v| parse_rfc3339(v, now))
+        .min()
+        .map(|wait| Hint {
+            wait: cap(wait),
+            source: HintSource::AnthropicReset,
+        })
+}
+
+/// An RFC 3339 instant as a wait from `now` (zero when it has passed).
+pub fn parse_rfc3339(v: &str, now: SystemTime) -> Option<Duration> {
+    let at: jiff::Timestamp = v.parse().ok()?;
+    let at = SystemTime::try_from(at).ok()?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
 /// `retry-after-ms`: milliseconds, possibly fractional.

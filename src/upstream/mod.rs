@@ -1,6 +1,7 @@
 //! Talking to providers: one adapter per provider kind, and the
 //! classification of every response into an [`Outcome`] the pool can act on.
 
+pub mod anthropic;
 pub mod hints;
 pub mod openai;
 
@@ -28,6 +29,9 @@ pub enum Outcome {
     Unauthorized,
     /// The provider's fault (5xx, 408): count a failure, try the next one.
     ServerError { status: u16 },
+    /// The provider as a whole is overloaded (Anthropic's 529): try another
+    /// credential after a short pause, without blaming this one.
+    Overloaded,
     /// Any other 4xx: the request's fault, handed to the client as is.
     ClientError { status: u16 },
 }
@@ -66,7 +70,7 @@ impl Outcome {
             Outcome::ServerError { status } => Verdict::Failure {
                 reason: format!("upstream answered {status}"),
             },
-            Outcome::ClientError { .. } => Verdict::Neutral,
+            Outcome::ClientError { .. } | Outcome::Overloaded => Verdict::Neutral,
         }
     }
 }
@@ -74,6 +78,7 @@ impl Outcome {
 fn remaining_header(source: hints::HintSource) -> &'static str {
     match source {
         hints::HintSource::ResetTokens => "x-ratelimit-remaining-tokens",
+        hints::HintSource::AnthropicReset => "anthropic-ratelimit-requests-remaining",
         _ => "x-ratelimit-remaining-requests",
     }
 }
@@ -144,17 +149,28 @@ pub fn forward_response_header(name: &str) -> bool {
         || name.starts_with("anthropic-ratelimit-"))
 }
 
-/// Sends a chat completion request with `token` to `provider`. Resolves
-/// when the response head arrives.
+/// Sends a chat request (already in the provider's format) with `token` to
+/// an HTTP provider. `bearer`: the token is an access token minted from a
+/// refresh token (Anthropic takes those as `Authorization: Bearer`, static
+/// keys as `x-api-key`). Resolves when the response head arrives.
 pub async fn send_chat(
     http: &reqwest::Client,
     provider: &Provider,
     token: &Secret,
+    bearer: bool,
     body: Bytes,
     client_headers: &HeaderMap,
 ) -> Result<reqwest::Response, reqwest::Error> {
     match provider.kind {
-        ProviderKind::OpenAi => {
+        ProviderKind::Anthropic => {
+            let auth = if bearer {
+                anthropic::Auth::Bearer
+            } else {
+                anthropic::Auth::ApiKey
+            };
+            anthropic::send_messages(http, provider, token, auth, body, client_headers).await
+        }
+        ProviderKind::OpenAi | ProviderKind::Gemini => {
             openai::send_chat(http, provider, token, body, client_headers).await
         }
     }
@@ -170,7 +186,10 @@ pub fn classify(
     now: SystemTime,
 ) -> Outcome {
     match kind {
-        ProviderKind::OpenAi => openai::classify(status, headers, body, settings, now),
+        ProviderKind::Anthropic => anthropic::classify(status, headers, settings, now),
+        ProviderKind::OpenAi | ProviderKind::Gemini => {
+            openai::classify(status, headers, body, settings, now)
+        }
     }
 }
 
@@ -180,10 +199,23 @@ pub async fn probe(
     http: &reqwest::Client,
     provider: &Provider,
     token: &Secret,
+    bearer: bool,
     timeout: Duration,
 ) -> Result<(), String> {
-    let fut = match provider.kind {
-        ProviderKind::OpenAi => openai::probe(http, provider, token),
+    let fut = async {
+        match provider.kind {
+            ProviderKind::Anthropic => {
+                let auth = if bearer {
+                    anthropic::Auth::Bearer
+                } else {
+                    anthropic::Auth::ApiKey
+                };
+                anthropic::probe(http, provider, token, auth).await
+            }
+            ProviderKind::OpenAi | ProviderKind::Gemini => {
+                openai::probe(http, provider, token).await
+            }
+        }
     };
     match tokio::time::timeout(timeout, fut).await {
         Ok(r) => r,
