@@ -7,19 +7,24 @@
 use std::time::{Duration, SystemTime};
 
 use axum::body::Body;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use tokio::time::Instant;
 
 use super::AppState;
+use super::convert::Conversion;
 use super::error::ApiError;
 use super::relay::{self, EventBuffer};
 use crate::events::{RequestRecord, human, unix_ms};
 use crate::pool::{Lease, Verdict};
 use crate::secret::Secret;
 use crate::upstream::{self, Outcome};
+
+/// The longest pause before retrying elsewhere after a provider said it is
+/// overloaded.
+const OVERLOAD_PAUSE_MAX: Duration = Duration::from_secs(1);
 
 /// Error bodies read from upstream are capped at this size.
 const MAX_ERROR_BODY: usize = 1024 * 1024;
@@ -31,7 +36,10 @@ const MAX_RESPONSE_BODY: usize = 256 * 1024 * 1024;
 pub struct Inbound {
     pub model: String,
     pub stream: bool,
+    /// The body in the upstream adapter's format (already converted).
     pub body: Bytes,
+    /// Between the client's format and the provider's.
+    pub conversion: Conversion,
     pub headers: HeaderMap,
     /// Index of the provider the model routes to.
     pub provider: usize,
@@ -189,7 +197,7 @@ fn exhausted(retry_at: Option<Instant>, attempts: u32) -> ApiError {
 
 fn answer_error(ctx: &mut Ctx<'_>, error: ApiError) -> Response {
     ctx.record.status = error.status.as_u16();
-    let mut resp = error.into_response();
+    let mut resp = error.into_response_as(ctx.req.conversion.client);
     finish(ctx, &mut resp, None);
     resp
 }
@@ -345,7 +353,10 @@ async fn send_once(ctx: &mut Ctx<'_>, lease: &Lease, token: &Secret) -> Step {
         if event_stream {
             // Read until the first whole event: before it, a failure is
             // still invisible to the client and can be retried.
-            let mut upstream_body = resp.bytes_stream().boxed();
+            let mut upstream_body: relay::Upstream = resp
+                .bytes_stream()
+                .map(|r| r.map_err(|e| upstream::describe_error(&e)))
+                .boxed();
             let mut buffer = EventBuffer::new();
             let first = loop {
                 match tokio::time::timeout_at(deadline, upstream_body.next()).await {
@@ -355,10 +366,7 @@ async fn send_once(ctx: &mut Ctx<'_>, lease: &Lease, token: &Secret) -> Step {
                         }
                     }
                     Ok(Some(Err(e))) => {
-                        let what = format!(
-                            "stream broke before its first event: {}",
-                            upstream::describe_error(&e)
-                        );
+                        let what = format!("stream broke before its first event: {e}");
                         return failed(ctx, lease, t0, StatusCode::BAD_GATEWAY, what);
                     }
                     Ok(None) => {
@@ -396,6 +404,7 @@ async fn send_once(ctx: &mut Ctx<'_>, lease: &Lease, token: &Secret) -> Step {
                 first,
                 buffer,
                 upstream_body,
+                ctx.req.conversion.reframe(unix_secs()),
                 gw.stream_idle_timeout,
             );
             out_headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
@@ -403,6 +412,10 @@ async fn send_once(ctx: &mut Ctx<'_>, lease: &Lease, token: &Secret) -> Step {
             return Step::Answer(resp, Some(ttfb));
         }
         let body = match read_body(resp, deadline, MAX_RESPONSE_BODY).await {
+            Ok(b) => b,
+            Err(what) => return failed(ctx, lease, t0, StatusCode::BAD_GATEWAY, what),
+        };
+        let body = match ctx.req.conversion.response(body, unix_secs()) {
             Ok(b) => b,
             Err(what) => return failed(ctx, lease, t0, StatusCode::BAD_GATEWAY, what),
         };
@@ -456,6 +469,11 @@ async fn send_once(ctx: &mut Ctx<'_>, lease: &Lease, token: &Secret) -> Step {
         }
         Outcome::Overloaded => {
             pool.record(lease, &verdict, Some(status.as_u16()), t0.elapsed());
+            // The provider as a whole is struggling: back off a little more
+            // with every attempt before the next credential asks.
+            let pause =
+                Duration::from_millis(100 * u64::from(ctx.record.attempts)).min(OVERLOAD_PAUSE_MAX);
+            tokio::time::sleep(pause).await;
             Step::Next {
                 failure: Failure::Upstream {
                     status: StatusCode::SERVICE_UNAVAILABLE,
@@ -466,7 +484,12 @@ async fn send_once(ctx: &mut Ctx<'_>, lease: &Lease, token: &Secret) -> Step {
         }
         Outcome::ClientError { .. } | Outcome::Ok { .. } => {
             pool.record(lease, &verdict, Some(status.as_u16()), t0.elapsed());
-            let resp = response(status, client_headers(&headers), Body::from(body));
+            let conversion = ctx.req.conversion;
+            let resp = match conversion.client_error(status, &body) {
+                // The client reads errors in its own format.
+                Some(err) => err.into_response_as(conversion.client),
+                None => response(status, client_headers(&headers), Body::from(body)),
+            };
             Step::Answer(resp, Some(ctx.started.elapsed()))
         }
     }
@@ -533,4 +556,8 @@ async fn read_body(
             Err(_) => return Err("timed out reading the response body".into()),
         }
     }
+}
+
+fn unix_secs() -> u64 {
+    unix_ms(SystemTime::now()) / 1000
 }

@@ -2,6 +2,7 @@
 //! admin API, and serving with a graceful drain.
 
 mod admin;
+pub mod convert;
 pub mod dispatch;
 pub mod error;
 pub mod relay;
@@ -23,7 +24,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use self::error::ApiError;
+use self::error::{ApiError, Format};
 use crate::config::Config;
 use crate::events::{Level, human};
 use crate::pool::PoolHandle;
@@ -42,6 +43,7 @@ pub struct AppState {
 pub fn router(state: Arc<AppState>) -> Router {
     let v1 = Router::new()
         .route("/v1/chat/completions", post(chat))
+        .route("/v1/messages", post(messages))
         .route("/v1/models", get(models))
         .route_layer(middleware::from_fn_with_state(state.clone(), client_auth));
     let admin =
@@ -101,19 +103,30 @@ fn presented_key(headers: &HeaderMap) -> Option<&str> {
         .map(str::trim)
 }
 
+/// The format a client of `path` speaks, for the errors it gets before a
+/// handler runs.
+fn format_of(path: &str) -> Format {
+    if path.starts_with("/v1/messages") {
+        Format::Anthropic
+    } else {
+        Format::OpenAi
+    }
+}
+
 async fn client_auth(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
     let keys = &state.config.client_keys;
     if keys.is_empty() {
         return next.run(req).await;
     }
+    let format = format_of(req.uri().path());
     match presented_key(req.headers()) {
         Some(k) if keys.iter().any(|s| s.matches(k)) => next.run(req).await,
         Some(_) => ApiError::unauthorized("the API key is not one of this gateway's client keys")
-            .into_response(),
+            .into_response_as(format),
         None => ApiError::unauthorized(
             "missing API key: send Authorization: Bearer <key> (or x-api-key)",
         )
-        .into_response(),
+        .into_response_as(format),
     }
 }
 
@@ -155,57 +168,73 @@ async fn read_body(headers: &HeaderMap, body: Body, max: usize) -> Result<Bytes,
 }
 
 async fn chat(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
-    let body = match read_body(&headers, body, state.config.gateway.max_body).await {
-        Ok(b) => b,
-        Err(e) => return e.into_response(),
-    };
+    match inbound(&state, headers, body, Format::OpenAi).await {
+        Ok(req) => dispatch::dispatch(&state, req).await,
+        Err(e) => e.into_response_as(Format::OpenAi),
+    }
+}
+
+/// `POST /v1/messages`: Anthropic's Messages API.
+async fn messages(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
+    match inbound(&state, headers, body, Format::Anthropic).await {
+        Ok(req) => dispatch::dispatch(&state, req).await,
+        Err(e) => e.into_response_as(Format::Anthropic),
+    }
+}
+
+/// Reads and checks a client request in `format`, routes its model, and
+/// converts the body for the provider when the formats differ.
+async fn inbound(
+    state: &AppState,
+    headers: HeaderMap,
+    body: Body,
+    format: Format,
+) -> Result<dispatch::Inbound, ApiError> {
+    let body = read_body(&headers, body, state.config.gateway.max_body).await?;
     // serde skips the fields it does not need without checking their UTF-8,
     // and would read a struct from a JSON array: check both here so nothing
     // malformed is sent upstream on a credential's account.
     if std::str::from_utf8(&body).is_err() {
-        return ApiError::bad_request("the request body is not valid UTF-8")
-            .code("invalid_json")
-            .into_response();
+        return Err(
+            ApiError::bad_request("the request body is not valid UTF-8").code("invalid_json")
+        );
     }
     if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
-        return ApiError::bad_request("the request body must be a JSON object")
-            .code("invalid_json")
-            .into_response();
+        return Err(
+            ApiError::bad_request("the request body must be a JSON object").code("invalid_json"),
+        );
     }
-    let peek: ChatPeek<'_> = match serde_json::from_slice(&body) {
-        Ok(p) => p,
-        Err(e) => {
-            let what = if e.is_data() {
-                format!("invalid request body: {e}")
-            } else {
-                format!("the request body is not valid JSON: {e}")
-            };
-            return ApiError::bad_request(what)
-                .code("invalid_json")
-                .into_response();
-        }
-    };
+    let peek: ChatPeek<'_> = serde_json::from_slice(&body).map_err(|e| {
+        let what = if e.is_data() {
+            format!("invalid request body: {e}")
+        } else {
+            format!("the request body is not valid JSON: {e}")
+        };
+        ApiError::bad_request(what).code("invalid_json")
+    })?;
     let Some(model) = peek.model.filter(|m| !m.is_empty()) else {
-        return ApiError::bad_request("you must provide a model parameter")
+        return Err(ApiError::bad_request("you must provide a model parameter")
             .param("model")
-            .code("missing_model")
-            .into_response();
+            .code("missing_model"));
     };
     let Some(provider) = state.config.route(&model) else {
         let shown: String = model.chars().take(100).collect();
-        return ApiError::not_found(format!("the model `{shown}` is not served by this gateway"))
-            .param("model")
-            .code("model_not_found")
-            .into_response();
+        return Err(ApiError::not_found(format!(
+            "the model `{shown}` is not served by this gateway"
+        ))
+        .param("model")
+        .code("model_not_found"));
     };
-    let inbound = dispatch::Inbound {
+    let conversion = convert::Conversion::new(format, state.config.providers[provider].kind);
+    let upstream_body = conversion.request(&body)?;
+    Ok(dispatch::Inbound {
         model: model.into_owned(),
         stream: peek.stream.unwrap_or(false),
-        body: body.clone(),
+        body: upstream_body,
+        conversion,
         headers,
         provider,
-    };
-    dispatch::dispatch(&state, inbound).await
+    })
 }
 
 async fn models(State(state): State<Arc<AppState>>) -> Response {

@@ -13,7 +13,7 @@ use bytes::{Bytes, BytesMut};
 use futures_util::stream::{BoxStream, Stream, StreamExt};
 use tokio::time::Instant;
 
-use super::error::ApiError;
+use super::error::{ApiError, Format};
 use crate::events::{RequestRecord, human};
 use crate::pool::{Lease, PoolHandle, Verdict};
 
@@ -73,8 +73,23 @@ impl Default for EventBuffer {
     }
 }
 
-/// The SSE tail sent when a committed stream breaks.
-pub fn error_event(message: &str) -> Bytes {
+/// How a committed stream's whole upstream events become what the client
+/// reads: untouched when both sides speak the same format, translated
+/// otherwise (see `convert`).
+pub trait Reframe: Send + 'static {
+    /// Whole upstream SSE events in, client bytes out (maybe none).
+    fn events(&mut self, whole: Bytes) -> Bytes;
+    /// The upstream ended cleanly: anything still owed to the client.
+    fn end(&mut self) -> Bytes {
+        Bytes::new()
+    }
+    /// The committed stream broke: the tail that tells the client so.
+    fn error(&mut self, message: &str) -> Bytes;
+}
+
+/// The tail that ends a broken stream, in `format`: OpenAI's error chunk
+/// and `[DONE]`, or Anthropic's `error` event.
+pub fn error_event(format: Format, message: &str) -> Bytes {
     let err = ApiError::new(
         http::StatusCode::BAD_GATEWAY,
         "upstream_error",
@@ -82,10 +97,32 @@ pub fn error_event(message: &str) -> Bytes {
     )
     .code("stream_interrupted");
     let mut out = Vec::with_capacity(256);
-    out.extend_from_slice(b"data: ");
-    out.extend_from_slice(&serde_json::to_vec(&err.body()).expect("json"));
-    out.extend_from_slice(b"\n\ndata: [DONE]\n\n");
+    match format {
+        Format::OpenAi => {
+            out.extend_from_slice(b"data: ");
+            out.extend_from_slice(&serde_json::to_vec(&err.body()).expect("json"));
+            out.extend_from_slice(b"\n\ndata: [DONE]\n\n");
+        }
+        Format::Anthropic => {
+            out.extend_from_slice(b"event: error\ndata: ");
+            out.extend_from_slice(&serde_json::to_vec(&err.anthropic_body()).expect("json"));
+            out.extend_from_slice(b"\n\n");
+        }
+    }
     Bytes::from(out)
+}
+
+/// Same format on both sides: whole events go through untouched.
+pub struct Passthrough(pub Format);
+
+impl Reframe for Passthrough {
+    fn events(&mut self, whole: Bytes) -> Bytes {
+        whole
+    }
+
+    fn error(&mut self, message: &str) -> Bytes {
+        error_event(self.0, message)
+    }
 }
 
 /// Publishes the request record when the stream ends, however it ends —
@@ -132,9 +169,13 @@ impl Drop for Finish {
     }
 }
 
+/// An upstream body: chunks of bytes, or a described transport error.
+pub type Upstream = BoxStream<'static, Result<Bytes, String>>;
+
 struct Relay {
     first: Option<Bytes>,
-    upstream: BoxStream<'static, Result<Bytes, reqwest::Error>>,
+    upstream: Upstream,
+    reframe: Box<dyn Reframe>,
     buffer: EventBuffer,
     idle: Duration,
     finish: Finish,
@@ -151,12 +192,14 @@ pub fn relay(
     started: Instant,
     first: Bytes,
     buffer: EventBuffer,
-    upstream: BoxStream<'static, Result<Bytes, reqwest::Error>>,
+    upstream: Upstream,
+    mut reframe: Box<dyn Reframe>,
     idle: Duration,
 ) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
     let state = Relay {
-        first: Some(first),
+        first: Some(reframe.events(first)),
         upstream,
+        reframe,
         buffer,
         idle,
         finish: Finish {
@@ -169,7 +212,9 @@ pub fn relay(
         over: false,
     };
     futures_util::stream::unfold(state, |mut r| async move {
-        if let Some(first) = r.first.take() {
+        if let Some(first) = r.first.take()
+            && !first.is_empty()
+        {
             return Some((Ok(first), r));
         }
         loop {
@@ -178,27 +223,34 @@ pub fn relay(
             }
             match tokio::time::timeout(r.idle, r.upstream.next()).await {
                 Ok(Some(Ok(chunk))) => {
-                    if let Some(out) = r.buffer.push(chunk) {
-                        return Some((Ok(out), r));
+                    if let Some(whole) = r.buffer.push(chunk) {
+                        let out = r.reframe.events(whole);
+                        if !out.is_empty() {
+                            return Some((Ok(out), r));
+                        }
                     }
                 }
                 Ok(None) => {
                     r.over = true;
                     r.finish.end(None);
+                    let mut tail = BytesMut::new();
                     if let Some(rest) = r.buffer.rest() {
-                        return Some((Ok(rest), r));
+                        tail.extend_from_slice(&r.reframe.events(rest));
                     }
-                    return None;
+                    tail.extend_from_slice(&r.reframe.end());
+                    if tail.is_empty() {
+                        return None;
+                    }
+                    return Some((Ok(tail.freeze()), r));
                 }
                 Ok(Some(Err(e))) => {
                     r.over = true;
                     let msg = format!(
-                        "the upstream stream broke after {}: {}; the response is incomplete",
+                        "the upstream stream broke after {}: {e}; the response is incomplete",
                         human(r.finish.started.elapsed()),
-                        crate::upstream::describe_error(&e)
                     );
                     r.finish.end(Some(msg.clone()));
-                    return Some((Ok(error_event(&msg)), r));
+                    return Some((Ok(r.reframe.error(&msg)), r));
                 }
                 Err(_) => {
                     r.over = true;
@@ -207,7 +259,7 @@ pub fn relay(
                         human(r.idle)
                     );
                     r.finish.end(Some(msg.clone()));
-                    return Some((Ok(error_event(&msg)), r));
+                    return Some((Ok(r.reframe.error(&msg)), r));
                 }
             }
         }
@@ -249,7 +301,7 @@ mod tests {
 
     #[test]
     fn error_event_is_one_event_then_done() {
-        let e = error_event("broke");
+        let e = error_event(Format::OpenAi, "broke");
         let text = std::str::from_utf8(&e).unwrap();
         let mut events = text.split("\n\n").filter(|s| !s.is_empty());
         let first = events.next().unwrap().strip_prefix("data: ").unwrap();
@@ -257,5 +309,19 @@ mod tests {
         assert_eq!(v["error"]["code"], "stream_interrupted");
         assert_eq!(events.next(), Some("data: [DONE]"));
         assert_eq!(events.next(), None);
+    }
+
+    #[test]
+    fn anthropic_error_event_is_one_named_event() {
+        let e = error_event(Format::Anthropic, "broke");
+        let text = std::str::from_utf8(&e).unwrap();
+        let data = text
+            .strip_prefix("event: error\ndata: ")
+            .and_then(|t| t.strip_suffix("\n\n"))
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_str(data).unwrap();
+        assert_eq!(v["type"], "error");
+        assert_eq!(v["error"]["type"], "api_error");
+        assert_eq!(v["error"]["message"], "broke");
     }
 }
