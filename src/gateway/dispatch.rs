@@ -306,7 +306,6 @@ async fn send_once(ctx: &mut Ctx<'_>, lease: &Lease, token: &Secret) -> Step {
     let state = ctx.state;
     let pool = &state.pool;
     let gw = &state.config.gateway;
-    let name = lease.name();
     let t0 = Instant::now();
     let deadline = t0 + gw.first_byte_timeout;
     let sent = tokio::time::timeout_at(
@@ -442,10 +441,34 @@ async fn send_once(ctx: &mut Ctx<'_>, lease: &Lease, token: &Secret) -> Step {
         pool.settings(),
         SystemTime::now(),
     );
+    let conversion = ctx.req.conversion;
+    outcome_step(ctx, lease, t0, outcome, status.as_u16(), move |status| {
+        match conversion.client_error(status, &body) {
+            // The client reads errors in its own format.
+            Some(err) => err.into_response_as(conversion.client),
+            None => response(status, client_headers(&headers), Body::from(body)),
+        }
+    })
+    .await
+}
+
+/// What a response that is not a success means for this attempt: move on
+/// (after cooling or blaming the credential as the outcome says), refresh,
+/// or hand the client `answer(status)` — an error that is the request's own.
+async fn outcome_step(
+    ctx: &mut Ctx<'_>,
+    lease: &Lease,
+    t0: Instant,
+    outcome: Outcome,
+    status: u16,
+    answer: impl FnOnce(StatusCode) -> Response,
+) -> Step {
+    let pool = &ctx.state.pool;
+    let name = lease.name();
     let verdict = outcome.verdict();
     match outcome {
         Outcome::RateLimited { wait, .. } | Outcome::QuotaExhausted { wait, .. } => {
-            pool.record(lease, &verdict, Some(status.as_u16()), t0.elapsed());
+            pool.record(lease, &verdict, Some(status), t0.elapsed());
             let what = if matches!(outcome, Outcome::QuotaExhausted { .. }) {
                 "quota exhausted"
             } else {
@@ -468,7 +491,7 @@ async fn send_once(ctx: &mut Ctx<'_>, lease: &Lease, token: &Secret) -> Step {
             }
         }
         Outcome::Overloaded => {
-            pool.record(lease, &verdict, Some(status.as_u16()), t0.elapsed());
+            pool.record(lease, &verdict, Some(status), t0.elapsed());
             // The provider as a whole is struggling: back off a little more
             // with every attempt before the next credential asks.
             let pause =
@@ -477,20 +500,15 @@ async fn send_once(ctx: &mut Ctx<'_>, lease: &Lease, token: &Secret) -> Step {
             Step::Next {
                 failure: Failure::Upstream {
                     status: StatusCode::SERVICE_UNAVAILABLE,
-                    message: format!("the provider is overloaded ({} on {name})", status.as_u16()),
+                    message: format!("the provider is overloaded ({status} on {name})"),
                 },
-                note: format!("{} overloaded on {name}", status.as_u16()),
+                note: format!("{status} overloaded on {name}"),
             }
         }
         Outcome::ClientError { .. } | Outcome::Ok { .. } => {
-            pool.record(lease, &verdict, Some(status.as_u16()), t0.elapsed());
-            let conversion = ctx.req.conversion;
-            let resp = match conversion.client_error(status, &body) {
-                // The client reads errors in its own format.
-                Some(err) => err.into_response_as(conversion.client),
-                None => response(status, client_headers(&headers), Body::from(body)),
-            };
-            Step::Answer(resp, Some(ctx.started.elapsed()))
+            pool.record(lease, &verdict, Some(status), t0.elapsed());
+            let code = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
+            Step::Answer(answer(code), Some(ctx.started.elapsed()))
         }
     }
 }
