@@ -43,8 +43,8 @@ use state::Shared;
 #[derive(Debug, Clone)]
 pub struct SimConfig {
     pub accounts: Vec<SimAccount>,
-    /// Models `/v1/models` lists and `/v1/chat/completions` accepts; any
-    /// other model gets OpenAI's 404 `model_not_found`.
+    /// Models `/v1/models` lists and the chat endpoints accept; any other
+    /// model gets a 404 (`model_not_found`, Anthropic's `not_found_error`).
     pub models: Vec<String>,
     /// Content chunks per completion unless the request sets `max_tokens`.
     pub chunks: usize,
@@ -217,13 +217,25 @@ pub enum TokenFailure {
     InvalidGrant,
 }
 
-/// One `/v1/chat/completions` request as the sim saw and answered it.
+/// Which API a chat request came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    /// OpenAI's `POST /v1/chat/completions`.
+    ChatCompletions,
+    /// Anthropic's `POST /v1/messages`.
+    Messages,
+}
+
+/// One chat request (on any [`Endpoint`]) as the sim saw and answered it.
 #[derive(Debug, Clone)]
 pub struct SimRequest {
     /// Arrival time.
     pub at: Instant,
-    /// The account the bearer token belongs to (also for an expired access
-    /// token); `None` when the token is missing or unknown.
+    /// Requests on every endpoint share the account and its limit; this
+    /// tells them apart.
+    pub endpoint: Endpoint,
+    /// The account the credential belongs to (also for an expired access
+    /// token); `None` when it is missing or unknown.
     pub label: Option<String>,
     /// The requested model; empty when the body could not be read.
     pub model: String,
@@ -361,7 +373,7 @@ impl SimHandle {
         format!("http://{}/oauth/token", self.addr)
     }
 
-    /// Every `/v1/chat/completions` request, in arrival order.
+    /// Every chat request, on any [`Endpoint`], in arrival order.
     pub fn log(&self) -> Vec<SimRequest> {
         self.shared.lock().log.clone()
     }

@@ -1,5 +1,7 @@
 //! The sim's HTTP surface: chat completions (plain and SSE), the model
-//! list, the OAuth token endpoint and a stats page.
+//! list, the OAuth token endpoint and a stats page. Anthropic's Messages
+//! endpoint lives in [`super::anthropic`] and reuses the pieces marked
+//! `pub(super)` here.
 
 use std::collections::HashMap;
 use std::io;
@@ -18,13 +20,15 @@ use rand::distr::Alphanumeric;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
+use super::anthropic;
 use super::state::{Caller, Drawn, Refusal, Shared};
 use super::wire::{self, Completion};
-use super::{KeyFault, SimRequest, TokenCall, TokenFailure, TokenOutcome};
+use super::{Endpoint, KeyFault, SimRequest, TokenCall, TokenFailure, TokenOutcome};
 
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/v1/chat/completions", post(chat))
+        .route("/v1/messages", post(anthropic::messages))
         .route("/v1/models", get(models))
         .route("/oauth/token", post(token))
         .route("/sim/stats", get(stats))
@@ -33,7 +37,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
 }
 
 /// The bearer token, if the request carries one.
-fn bearer(headers: &HeaderMap) -> Option<&str> {
+pub(super) fn bearer(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.trim().split_once(' ')?;
     let token = token.trim();
@@ -124,13 +128,13 @@ fn content_len(content: Option<&Value>) -> usize {
 
 /// Where a fault cuts an admitted answer: after this many SSE data events.
 #[derive(Debug, Clone, Copy)]
-enum Cut {
+pub(super) enum Cut {
     Reset(usize),
     Stall(usize),
 }
 
 impl Cut {
-    fn as_fault(self) -> KeyFault {
+    pub(super) fn as_fault(self) -> KeyFault {
         match self {
             Cut::Reset(n) => KeyFault::ResetAfterChunks(n),
             Cut::Stall(n) => KeyFault::StallAfterChunks(n),
@@ -226,6 +230,7 @@ fn decide(
     let request_id = format!("req_sim{id:024x}");
     let mut req = SimRequest {
         at: now,
+        endpoint: Endpoint::ChatCompletions,
         label: None,
         model: params.as_ref().map(|p| p.model.clone()).unwrap_or_default(),
         stream: params.as_ref().is_ok_and(|p| p.stream),
@@ -338,7 +343,7 @@ fn decide(
     (decision, request_id)
 }
 
-fn json_response(status: u16, body: String) -> Response {
+pub(super) fn json_response(status: u16, body: String) -> Response {
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut resp = (status, body).into_response();
     wire::insert(resp.headers_mut(), "content-type", "application/json");
@@ -356,7 +361,7 @@ fn reset_error() -> io::Error {
 
 /// A body that fails at once, which makes hyper drop the connection after
 /// the head without a clean end.
-fn abort_body(sh: Arc<Shared>) -> Body {
+pub(super) fn abort_body(sh: Arc<Shared>) -> Body {
     Body::from_stream(stream::once(async move {
         sh.sleep(FLUSH_GRACE).await;
         Err::<Bytes, _>(reset_error())
@@ -364,13 +369,34 @@ fn abort_body(sh: Arc<Shared>) -> Body {
 }
 
 /// The answer for a request still pending at shutdown.
-fn aborted() -> Response {
+pub(super) fn aborted() -> Response {
     (StatusCode::SERVICE_UNAVAILABLE, "sim shutting down").into_response()
 }
 
+/// An answer sent as a fixed sequence of SSE frames.
+pub(super) trait SseEvents: Send + 'static {
+    fn event_count(&self) -> usize;
+    /// Whether event `i` is generated content, paced by `chunk_interval`.
+    fn is_content(&self, i: usize) -> bool;
+    /// Event `i`, framed and ready to send.
+    fn event(&self, i: usize) -> Bytes;
+}
+
+impl SseEvents for Completion {
+    fn event_count(&self) -> usize {
+        Completion::event_count(self)
+    }
+    fn is_content(&self, i: usize) -> bool {
+        Completion::is_content(self, i)
+    }
+    fn event(&self, i: usize) -> Bytes {
+        Completion::event(self, i)
+    }
+}
+
 /// State of one SSE body: which event comes next and where it is cut.
-struct Sse {
-    completion: Completion,
+struct Sse<E> {
+    completion: E,
     next: usize,
     interval: Duration,
     cut: Option<Cut>,
@@ -378,7 +404,12 @@ struct Sse {
 }
 
 /// The SSE body: one frame per event, never batched.
-fn sse_body(completion: Completion, interval: Duration, cut: Option<Cut>, sh: Arc<Shared>) -> Body {
+pub(super) fn sse_body<E: SseEvents>(
+    completion: E,
+    interval: Duration,
+    cut: Option<Cut>,
+    sh: Arc<Shared>,
+) -> Body {
     let state = Sse {
         completion,
         next: 0,
@@ -413,6 +444,9 @@ fn sse_body(completion: Completion, interval: Duration, cut: Option<Cut>, sh: Ar
 }
 
 async fn models(State(sh): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    if anthropic::is_anthropic(&headers) {
+        return anthropic::models(&sh, &headers);
+    }
     let token = bearer(&headers);
     let fault = {
         let mut inner = sh.lock();

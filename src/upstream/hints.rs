@@ -58,6 +58,11 @@ fn cap(d: Duration) -> Duration {
 
 /// The wait a 429 asked for, or `None` when it carried no usable hint.
 pub fn rate_limit_hint(headers: &HeaderMap, now: SystemTime) -> Option<Hint> {
+    retry_after_hint(headers, now).or_else(|| reset_hint(headers, false))
+}
+
+/// `retry-after-ms`, else `retry-after` (delay-seconds or an HTTP-date).
+fn retry_after_hint(headers: &HeaderMap, now: SystemTime) -> Option<Hint> {
     if let Some(d) = header(headers, "retry-after-ms").and_then(parse_millis) {
         return Some(Hint {
             wait: cap(d),
@@ -78,7 +83,7 @@ pub fn rate_limit_hint(headers: &HeaderMap, now: SystemTime) -> Option<Hint> {
             });
         }
     }
-    reset_hint(headers, false)
+    None
 }
 
 /// For a successful response: if a dimension's remaining count is zero, the
@@ -135,18 +140,13 @@ fn reset_hint(headers: &HeaderMap, require_depleted: bool) -> Option<Hint> {
 /// Anthropic's limit dimensions, each with `-remaining` and `-reset`.
 const ANTHROPIC_DIMENSIONS: [&str; 4] = ["requests", "tokens", "input-tokens", "output-tokens"];
 
-/// Anthropic's hint for a 429: `retry-after` (seconds) first, else the
+/// Anthropic's hint for a 429: `retry-after` (seconds; `retry-after-ms` and
+/// the HTTP-date form are read too) first, else the
 /// earliest `anthropic-ratelimit-*-reset` (RFC 3339) of a dimension whose
 /// remaining count is 0. `None` means no hint at all — for Anthropic, a
 /// spend limit rather than a rate.
 pub fn anthropic_rate_limit_hint(headers: &HeaderMap, now: SystemTime) -> Option<Hint> {
-    if let Some(d) = header(headers, "retry-after").and_then(parse_seconds) {
-        return Some(Hint {
-            wait: cap(d),
-            source: HintSource::RetryAfterSeconds,
-        });
-    }
-    anthropic_reset(headers, &ANTHROPIC_DIMENSIONS, now)
+    retry_after_hint(headers, now).or_else(|| anthropic_reset(headers, &ANTHROPIC_DIMENSIONS, now))
 }
 
 /// For a successful Anthropic response: `anthropic-ratelimit-requests-remaining: 0`
@@ -175,7 +175,7 @@ fn anthropic_reset(headers: &HeaderMap, dimensions: &[&str], now: SystemTime) ->
 /// An RFC 3339 instant as a wait from `now` (zero when it has passed).
 pub fn parse_rfc3339(v: &str, now: SystemTime) -> Option<Duration> {
     let at: jiff::Timestamp = v.parse().ok()?;
-    let at = SystemTime::try_from(at).ok()?;
+    let at = SystemTime::from(at);
     Some(at.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
