@@ -9,6 +9,7 @@ pub mod config;
 pub mod demo;
 pub mod events;
 pub mod gateway;
+pub mod gemini;
 pub mod pool;
 pub mod report;
 pub mod secret;

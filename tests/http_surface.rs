@@ -742,6 +742,7 @@ fn app_with_peer(cfg: Config, peer: Peer) -> (axum::Router, PoolHandle) {
         pool: pool.clone(),
         config: Arc::new(cfg),
         shutdown: tokio_util::sync::CancellationToken::new(),
+        gemini: Default::default(),
     });
     let app = gateway::router(state);
     let app = match peer {

@@ -13,6 +13,10 @@ use futures_util::StreamExt;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use tokio::time::Instant;
 
+mod gemini;
+
+pub use self::gemini::GeminiClients;
+
 use super::AppState;
 use super::convert::Conversion;
 use super::error::ApiError;
@@ -303,6 +307,9 @@ fn is_stream(resp: &Response) -> bool {
 }
 
 async fn send_once(ctx: &mut Ctx<'_>, lease: &Lease, token: &Secret) -> Step {
+    if lease.provider().kind == crate::config::ProviderKind::Gemini {
+        return gemini::send_once(ctx, lease, token).await;
+    }
     let state = ctx.state;
     let pool = &state.pool;
     let gw = &state.config.gateway;

@@ -37,6 +37,8 @@ pub struct AppState {
     /// stream) end when it fires: a graceful drain waits for every open
     /// response, and an endless one would hold it until the grace ran out.
     pub shutdown: CancellationToken,
+    /// gRPC channels to Gemini providers, made on first use.
+    pub gemini: dispatch::GeminiClients,
 }
 
 /// The whole HTTP surface, without sockets (tests drive it with `oneshot`).
@@ -312,6 +314,7 @@ pub fn start(
         pool: pool.clone(),
         config: Arc::new(config),
         shutdown: shutdown.clone(),
+        gemini: Default::default(),
     });
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
     let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {

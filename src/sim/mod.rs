@@ -224,6 +224,9 @@ pub enum Endpoint {
     ChatCompletions,
     /// Anthropic's `POST /v1/messages`.
     Messages,
+    /// Gemini's gRPC `GenerateContent` and `StreamGenerateContent` (on the
+    /// same port; see [`SimHandle::gemini_url`]).
+    GenerateContent,
 }
 
 /// One chat request (on any [`Endpoint`]) as the sim saw and answered it.
@@ -322,7 +325,7 @@ pub async fn start(cfg: SimConfig, addr: SocketAddr) -> std::io::Result<SimHandl
     });
     let cancel = CancellationToken::new();
     let shared = Arc::new(Shared::new(cfg, cancel.clone()));
-    let app = server::router(shared.clone());
+    let app = server::router(shared.clone()).merge(gemini::router(shared.clone()));
     let signal = cancel.clone().cancelled_owned();
     let task = tokio::spawn(async move {
         if let Err(err) = axum::serve(listener, app)
@@ -371,6 +374,12 @@ impl SimHandle {
     /// `http://127.0.0.1:PORT/oauth/token`
     pub fn token_url(&self) -> String {
         format!("http://{}/oauth/token", self.addr)
+    }
+
+    /// `http://127.0.0.1:PORT`: the Gemini gRPC service shares the port
+    /// (HTTP/2 with prior knowledge, no TLS).
+    pub fn gemini_url(&self) -> String {
+        format!("http://{}", self.addr)
     }
 
     /// Every chat request, on any [`Endpoint`], in arrival order.

@@ -30,6 +30,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/chat/completions", post(chat))
         .route("/v1/messages", post(anthropic::messages))
         .route("/v1/models", get(models))
+        .route("/v1beta/models", get(gemini_models))
         .route("/oauth/token", post(token))
         .route("/sim/stats", get(stats))
         .fallback(not_found)
@@ -466,6 +467,44 @@ async fn models(State(sh): State<Arc<Shared>>, headers: HeaderMap) -> Response {
     }
     let body = wire::models_list(&sh.settings.models, 1_700_000_000);
     json_response(200, body.to_string())
+}
+
+/// Gemini's REST model list (`GET /v1beta/models` with `x-goog-api-key`):
+/// what the gateway probes a Gemini credential with, since the gRPC
+/// service has no cheap call.
+async fn gemini_models(State(sh): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    let key = headers
+        .get("x-goog-api-key")
+        .and_then(|v| v.to_str().ok());
+    let fault = {
+        let mut inner = sh.lock();
+        let idx = match inner.caller(key, Instant::now()) {
+            Caller::Account(i) => i,
+            _ => {
+                drop(inner);
+                let body = serde_json::json!({"error": {
+                    "code": 400,
+                    "message": "API key not valid. Please pass a valid API key.",
+                    "status": "INVALID_ARGUMENT",
+                }});
+                return json_response(400, body.to_string());
+            }
+        };
+        let account = &mut inner.accounts[idx];
+        account.stats.models_calls += 1;
+        account.fault
+    };
+    if let Some(KeyFault::Status(status)) = fault {
+        let body = serde_json::json!({"error": {"code": status, "message": "simulated fault"}});
+        return json_response(status, body.to_string());
+    }
+    let models: Vec<_> = sh
+        .settings
+        .models
+        .iter()
+        .map(|m| serde_json::json!({"name": format!("models/{m}")}))
+        .collect();
+    json_response(200, serde_json::json!({ "models": models }).to_string())
 }
 
 async fn token(State(sh): State<Arc<Shared>>, body: Bytes) -> Response {

@@ -2,6 +2,7 @@
 //! classification of every response into an [`Outcome`] the pool can act on.
 
 pub mod anthropic;
+pub mod gemini;
 pub mod hints;
 pub mod openai;
 
@@ -212,14 +213,35 @@ pub async fn probe(
                 };
                 anthropic::probe(http, provider, token, auth).await
             }
-            ProviderKind::OpenAi | ProviderKind::Gemini => {
-                openai::probe(http, provider, token).await
-            }
+            ProviderKind::Gemini => gemini_probe(http, provider, token).await,
+            ProviderKind::OpenAi => openai::probe(http, provider, token).await,
         }
     };
     match tokio::time::timeout(timeout, fut).await {
         Ok(r) => r,
         Err(_) => Err(format!("probe: no answer within {}", human(timeout))),
+    }
+}
+
+/// Gemini's REST model list, `GET {base}/v1beta/models`: authenticated and
+/// free, where the gRPC service has no call that spends nothing.
+async fn gemini_probe(
+    http: &reqwest::Client,
+    provider: &Provider,
+    token: &Secret,
+) -> Result<(), String> {
+    let mut key = http::HeaderValue::from_str(token.expose())
+        .map_err(|_| "probe: the key is not a valid header value".to_string())?;
+    key.set_sensitive(true);
+    let resp = http
+        .get(format!("{}/v1beta/models", provider.base_url))
+        .header("x-goog-api-key", key)
+        .send()
+        .await
+        .map_err(|e| format!("probe: {}", describe_error(&e)))?;
+    match resp.status() {
+        s if s.is_success() => Ok(()),
+        s => Err(format!("probe: GET /v1beta/models answered {}", s.as_u16())),
     }
 }
 

@@ -1,0 +1,261 @@
+//! The Gemini upstream: gRPC to `GenerativeService` with the key in
+//! `x-goog-api-key`, and Gemini's way of saying "slow down" versus "done
+//! for today": `RESOURCE_EXHAUSTED` with a `google.rpc.Status` in
+//! `grpc-status-details-bin` whose details carry a `RetryInfo` (how long to
+//! wait) and a `QuotaFailure` (which quota ran out: per minute or per day).
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use prost::Message as _;
+use tonic::Code;
+use tonic::metadata::MetadataValue;
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
+
+use super::Outcome;
+use super::hints::MAX_COOLDOWN;
+use crate::config::PoolSettings;
+use crate::gemini::rpc;
+use crate::gemini::v1beta::generative_service_client::GenerativeServiceClient;
+use crate::secret::Secret;
+
+/// Largest response message accepted (tonic's default is 4 MiB; a
+/// response with generated images can be bigger).
+const MAX_MESSAGE: usize = 64 * 1024 * 1024;
+
+/// What the details of a failed call say, as far as the pool cares.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ErrorDetails {
+    /// `RetryInfo.retry_delay`, capped at [`MAX_COOLDOWN`].
+    pub retry_delay: Option<Duration>,
+    /// `quota_id` (or, without one, `quota_metric`) of every
+    /// `QuotaFailure` violation.
+    pub quotas: Vec<String>,
+    /// `ErrorInfo.reason`, e.g. `API_KEY_INVALID`.
+    pub reason: Option<String>,
+}
+
+impl ErrorDetails {
+    /// Whether a violated quota is a daily one (Gemini names them
+    /// `GenerateRequestsPerDayPerProjectPerModel...`).
+    pub fn per_day(&self) -> bool {
+        self.quotas.iter().any(|q| {
+            let q = q.to_ascii_lowercase();
+            q.contains("perday") || q.contains("per_day") || q.contains("daily")
+        })
+    }
+}
+
+/// Decodes `grpc-status-details-bin` (tonic's `Status::details()`): a
+/// serialized `google.rpc.Status` whose `details` are `Any`s. Details that
+/// are missing, malformed or of other types are ignored.
+pub fn error_details(status: &tonic::Status) -> ErrorDetails {
+    let mut out = ErrorDetails::default();
+    if status.details().is_empty() {
+        return out;
+    }
+    let Ok(decoded) = rpc::Status::decode(status.details()) else {
+        tracing::debug!("gemini: grpc-status-details-bin is not a google.rpc.Status; ignored");
+        return out;
+    };
+    for any in &decoded.details {
+        match any.type_url.as_str() {
+            rpc::RETRY_INFO_TYPE_URL => {
+                let delay = rpc::RetryInfo::decode(any.value.as_slice())
+                    .ok()
+                    .and_then(|r| r.retry_delay)
+                    // A negative delay does not convert: no hint.
+                    .and_then(|d| Duration::try_from(d).ok());
+                if let Some(d) = delay {
+                    out.retry_delay = Some(d.min(MAX_COOLDOWN));
+                }
+            }
+            rpc::QUOTA_FAILURE_TYPE_URL => {
+                if let Ok(q) = rpc::QuotaFailure::decode(any.value.as_slice()) {
+                    out.quotas.extend(q.violations.into_iter().map(|v| {
+                        if v.quota_id.is_empty() {
+                            v.quota_metric
+                        } else {
+                            v.quota_id
+                        }
+                    }));
+                }
+            }
+            rpc::ERROR_INFO_TYPE_URL => {
+                if let Ok(info) = rpc::ErrorInfo::decode(any.value.as_slice()) {
+                    out.reason = Some(info.reason);
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Time from `now` to the next 00:00 UTC, when daily quotas are taken to
+/// reset.
+pub fn until_utc_midnight(now: SystemTime) -> Duration {
+    const DAY: u64 = 24 * 3600;
+    let since = now.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let next = Duration::from_secs((since.as_secs() / DAY + 1) * DAY);
+    next.saturating_sub(since).min(MAX_COOLDOWN)
+}
+
+/// The HTTP status Google documents for each gRPC code (`google.rpc.Code`),
+/// used to tell the client what went wrong in its own terms.
+pub fn http_status(code: Code) -> u16 {
+    match code {
+        Code::Ok => 200,
+        Code::Cancelled => 499,
+        Code::Unknown | Code::Internal | Code::DataLoss => 500,
+        Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange => 400,
+        Code::DeadlineExceeded => 504,
+        Code::NotFound => 404,
+        Code::AlreadyExists | Code::Aborted => 409,
+        Code::PermissionDenied => 403,
+        Code::Unauthenticated => 401,
+        Code::ResourceExhausted => 429,
+        Code::Unimplemented => 501,
+        Code::Unavailable => 503,
+    }
+}
+
+/// Classifies a failed call.
+///
+/// `RESOURCE_EXHAUSTED` is a rate limit for `RetryInfo.retry_delay` (hinted)
+/// or, without one, the default cooldown; a `QuotaFailure` naming a daily
+/// quota makes it quota exhaustion until the next UTC midnight, whatever
+/// `RetryInfo` says (Gemini sends a short delay even then, and retrying
+/// after it only earns another refusal). A refused key is `Unauthorized`,
+/// also when Gemini says so with `INVALID_ARGUMENT` + `API_KEY_INVALID`.
+pub fn classify_status(
+    status: &tonic::Status,
+    settings: &PoolSettings,
+    now: SystemTime,
+) -> Outcome {
+    let code = status.code();
+    match code {
+        Code::Ok => Outcome::Ok { hold: None },
+        Code::ResourceExhausted => {
+            let details = error_details(status);
+            if details.per_day() {
+                Outcome::QuotaExhausted {
+                    wait: until_utc_midnight(now),
+                    hinted: true,
+                }
+            } else {
+                Outcome::RateLimited {
+                    wait: details.retry_delay.unwrap_or(settings.default_cooldown),
+                    hinted: details.retry_delay.is_some(),
+                }
+            }
+        }
+        Code::Unauthenticated | Code::PermissionDenied => Outcome::Unauthorized,
+        Code::InvalidArgument
+            if error_details(status).reason.as_deref() == Some("API_KEY_INVALID") =>
+        {
+            Outcome::Unauthorized
+        }
+        // The provider's side (or the path to it) failed: another key or a
+        // later try may work.
+        Code::Unavailable
+        | Code::Internal
+        | Code::Unknown
+        | Code::DataLoss
+        | Code::DeadlineExceeded
+        | Code::Aborted
+        | Code::Cancelled => Outcome::ServerError {
+            status: http_status(code),
+        },
+        // The request's fault (or a wrong endpoint): the same for every key.
+        Code::InvalidArgument
+        | Code::NotFound
+        | Code::FailedPrecondition
+        | Code::OutOfRange
+        | Code::AlreadyExists
+        | Code::Unimplemented => Outcome::ClientError {
+            status: http_status(code),
+        },
+    }
+}
+
+/// Opens a channel to `base_url`: plaintext HTTP/2 for `http://` (the sim
+/// on loopback), TLS with the system's root certificates for `https://`
+/// (`https://generativelanguage.googleapis.com`). A path in the URL is
+/// ignored: gRPC paths are fixed by the service. Resolves once connected.
+pub async fn connect(
+    base_url: &str,
+    connect_timeout: Duration,
+) -> Result<GenerativeServiceClient<Channel>, String> {
+    let url = url::Url::parse(base_url)
+        .map_err(|e| format!("Gemini base URL {base_url:?} is not a URL: {e}"))?;
+    let tls = match url.scheme() {
+        "https" => true,
+        "http" => false,
+        other => {
+            return Err(format!(
+                "Gemini base URL {base_url:?}: scheme {other:?} is not http or https"
+            ));
+        }
+    };
+    let Some(host) = url.host_str() else {
+        return Err(format!("Gemini base URL {base_url:?} has no host"));
+    };
+    if !matches!(url.path(), "" | "/") {
+        tracing::debug!(base_url, "gemini: path in the base URL ignored for gRPC");
+    }
+    let origin = match url.port() {
+        Some(port) => format!("{}://{host}:{port}", url.scheme()),
+        None => format!("{}://{host}", url.scheme()),
+    };
+    let mut endpoint = Endpoint::from_shared(origin.clone())
+        .map_err(|e| format!("Gemini base URL {base_url:?}: {}", describe(&e)))?
+        .connect_timeout(connect_timeout)
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_while_idle(true)
+        .user_agent(concat!("tokenyard/", env!("CARGO_PKG_VERSION")))
+        .map_err(|e| format!("Gemini user agent: {}", describe(&e)))?;
+    if tls {
+        endpoint = endpoint
+            .tls_config(ClientTlsConfig::new().with_native_roots())
+            .map_err(|e| format!("TLS for {origin}: {}", describe(&e)))?;
+    }
+    let channel = endpoint
+        .connect()
+        .await
+        .map_err(|e| format!("cannot connect to {origin}: {}", describe(&e)))?;
+    Ok(GenerativeServiceClient::new(channel).max_decoding_message_size(MAX_MESSAGE))
+}
+
+/// A transport error with its causes: tonic's own text is only
+/// "transport error".
+fn describe(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+/// Wraps a message in a request carrying `key` as `x-goog-api-key`,
+/// marked sensitive so tonic and hyper never log it.
+pub fn with_key<T>(message: T, key: &Secret) -> tonic::Request<T> {
+    let mut req = tonic::Request::new(message);
+    match MetadataValue::try_from(key.expose()) {
+        Ok(mut value) => {
+            value.set_sensitive(true);
+            req.metadata_mut().insert("x-goog-api-key", value);
+        }
+        Err(_) => tracing::warn!(
+            key = %key,
+            "gemini: the key has characters not allowed in gRPC metadata; sent without it"
+        ),
+    }
+    req
+}
+
+#[cfg(test)]
+mod tests;
