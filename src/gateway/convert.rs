@@ -15,56 +15,7 @@ use super::relay::{Passthrough, Reframe, error_event};
 use crate::config::ProviderKind;
 use crate::translate::{self, parse_events, write_events};
 
-// Until `translate::anthropic` lands: the same signatures, refusing.
-use self::pending as anth;
-
-#[allow(dead_code, unused_variables)]
-mod pending {
-    use crate::translate::{SseEvent, TranslateError};
-    use serde_json::Value;
-    fn no() -> TranslateError {
-        TranslateError::new("*", "translation to and from Anthropic is not built yet")
-    }
-    pub fn request_to_anthropic(req: &Value, max: u64) -> Result<Value, TranslateError> {
-        Err(no())
-    }
-    pub fn request_to_openai(req: &Value) -> Result<Value, TranslateError> {
-        Err(no())
-    }
-    pub fn response_to_openai_at(resp: &Value, created: u64) -> Value {
-        resp.clone()
-    }
-    pub fn response_to_anthropic(resp: &Value) -> Value {
-        resp.clone()
-    }
-    pub fn error_message(body: &[u8]) -> Option<String> {
-        None
-    }
-    pub struct StreamToOpenAi;
-    impl StreamToOpenAi {
-        pub fn with_created(c: u64) -> Self {
-            StreamToOpenAi
-        }
-        pub fn push(&mut self, ev: &SseEvent) -> Vec<SseEvent> {
-            vec![]
-        }
-        pub fn finish(&mut self) -> Vec<SseEvent> {
-            vec![]
-        }
-    }
-    pub struct StreamToAnthropic;
-    impl StreamToAnthropic {
-        pub fn new() -> Self {
-            StreamToAnthropic
-        }
-        pub fn push(&mut self, ev: &SseEvent) -> Vec<SseEvent> {
-            vec![]
-        }
-        pub fn finish(&mut self) -> Vec<SseEvent> {
-            vec![]
-        }
-    }
-}
+use crate::translate::anthropic as anth;
 
 /// Anthropic requires `max_tokens`; an OpenAI request without one gets this.
 pub const DEFAULT_MAX_TOKENS: u64 = 4096;

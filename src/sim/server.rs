@@ -473,9 +473,7 @@ async fn models(State(sh): State<Arc<Shared>>, headers: HeaderMap) -> Response {
 /// what the gateway probes a Gemini credential with, since the gRPC
 /// service has no cheap call.
 async fn gemini_models(State(sh): State<Arc<Shared>>, headers: HeaderMap) -> Response {
-    let key = headers
-        .get("x-goog-api-key")
-        .and_then(|v| v.to_str().ok());
+    let key = headers.get("x-goog-api-key").and_then(|v| v.to_str().ok());
     let fault = {
         let mut inner = sh.lock();
         let idx = match inner.caller(key, Instant::now()) {

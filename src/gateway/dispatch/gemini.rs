@@ -11,8 +11,8 @@ use futures_util::StreamExt;
 use tonic::transport::Channel;
 
 use super::*;
-use crate::gemini::v1beta::generative_service_client::GenerativeServiceClient;
 use crate::gemini::v1beta::GenerateContentRequest;
+use crate::gemini::v1beta::generative_service_client::GenerativeServiceClient;
 use crate::translate::{gemini as tr, write_events};
 use crate::upstream::gemini as up;
 
@@ -26,8 +26,18 @@ pub struct GeminiClients {
 }
 
 impl GeminiClients {
-    async fn get(&self, provider: usize, base_url: &str, connect: Duration) -> Result<Client, String> {
-        if let Some(c) = self.clients.lock().unwrap_or_else(|e| e.into_inner()).get(&provider) {
+    async fn get(
+        &self,
+        provider: usize,
+        base_url: &str,
+        connect: Duration,
+    ) -> Result<Client, String> {
+        if let Some(c) = self
+            .clients
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&provider)
+        {
             return Ok(c.clone());
         }
         let client = up::connect(base_url, connect).await?;
@@ -167,7 +177,10 @@ async fn stream(
                 return None;
             }
             match messages.message().await {
-                Ok(Some(m)) => Some((Ok(write_events(&translator.push(&m))), (messages, translator, false))),
+                Ok(Some(m)) => Some((
+                    Ok(write_events(&translator.push(&m))),
+                    (messages, translator, false),
+                )),
                 Ok(None) => {
                     let tail = write_events(&translator.finish());
                     Some((Ok(tail), (messages, translator, true)))

@@ -1,0 +1,371 @@
+//! Across formats, on real sockets: an OpenAI client in front of an
+//! Anthropic provider, an Anthropic client in front of an OpenAI provider,
+//! and Anthropic to Anthropic — streaming and not, each through 429
+//! rotation with no 429 reaching the client while a credential has room.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{config_toml, expected_text, key, start, start_sim};
+use serde_json::{Value, json};
+use tokenyard::sim::{Limit, SimAccount, SimConfig, SimHandle};
+use tokenyard::translate::{SseEvent, parse_events};
+
+/// Three keys that allow one, two and three requests a minute and keep
+/// quiet about it until they answer 429: six requests fit, and round-robin
+/// runs into at least one 429 on the way.
+async fn tight_sim() -> SimHandle {
+    let quiet = |label: &str, key: &str, requests: u32| {
+        let mut a = SimAccount::api_key(
+            label,
+            key,
+            Limit::Window {
+                requests,
+                window: Duration::from_secs(60),
+            },
+        );
+        a.advertise = false;
+        a
+    };
+    start_sim(SimConfig {
+        accounts: vec![
+            quiet("k1", "sk-fake-prov-1", 1),
+            quiet("k2", "sk-fake-prov-2", 2),
+            quiet("k3", "sk-fake-prov-3", 3),
+        ],
+        chunks: 3,
+        chunk_interval: Duration::from_millis(5),
+        ..SimConfig::default()
+    })
+    .await
+}
+
+/// A gateway whose one provider, of `kind`, is the sim.
+async fn gateway(sim: &SimHandle, kind: &str) -> tokenyard::gateway::Running {
+    let toml = config_toml(
+        sim,
+        &["main"],
+        &[
+            key("k1", "main", "sk-fake-prov-1"),
+            key("k2", "main", "sk-fake-prov-2"),
+            key("k3", "main", "sk-fake-prov-3"),
+        ],
+        "",
+        "",
+        "",
+    )
+    .replace("kind = \"openai\"", &format!("kind = {kind:?}"));
+    // Gemini is gRPC at the sim's root, not its `/v1` HTTP API.
+    let toml = if kind == "gemini" {
+        toml.replace(&sim.base_url(), &sim.gemini_url())
+    } else {
+        toml
+    };
+    start(common::parse(&toml, &std::env::temp_dir())).await
+}
+
+fn openai_body(stream: bool, n: u64) -> Value {
+    json!({
+        "model": "sim-small",
+        "messages": [
+            {"role": "system", "content": "be brief"},
+            {"role": "user", "content": "hello"}
+        ],
+        "stream": stream,
+        "max_tokens": n,
+    })
+}
+
+fn anthropic_body(stream: bool, n: u64) -> Value {
+    json!({
+        "model": "sim-small",
+        "max_tokens": n,
+        "system": "be brief",
+        "messages": [{"role": "user", "content": "hello"}],
+        "stream": stream,
+    })
+}
+
+async fn post_messages(gw: &tokenyard::gateway::Running, body: &Value) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(format!("http://{}/v1/messages", gw.addr))
+        .header("anthropic-version", "2023-06-01")
+        .header("x-api-key", "client-key-unused")
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// The text of an Anthropic SSE body, checking the event grammar: every
+/// event's name equals its data's `type`, in Anthropic's order.
+fn anthropic_stream_text(events: &[SseEvent]) -> String {
+    let names: Vec<&str> = events.iter().filter_map(|e| e.event.as_deref()).collect();
+    assert_eq!(names.first(), Some(&"message_start"), "{names:?}");
+    assert_eq!(names.last(), Some(&"message_stop"), "{names:?}");
+    assert!(names.contains(&"content_block_start"), "{names:?}");
+    assert!(names.contains(&"message_delta"), "{names:?}");
+    let mut text = String::new();
+    for e in events {
+        let v: Value = serde_json::from_str(&e.data).unwrap();
+        assert_eq!(Some(v["type"].as_str().unwrap()), e.event.as_deref());
+        if v["type"] == "content_block_delta" && v["delta"]["type"] == "text_delta" {
+            text.push_str(v["delta"]["text"].as_str().unwrap());
+        }
+    }
+    text
+}
+
+/// Every request the sim saw after a 429 on some key came to a different
+/// key or after that key's window: rotation happened, and the client saw
+/// no 429 (asserted by the callers on each answer).
+fn assert_rotated(sim: &SimHandle) {
+    let log = sim.log();
+    assert!(
+        log.iter().any(|r| r.status == 429),
+        "the sim never said 429: {log:?}"
+    );
+}
+
+#[tokio::test]
+async fn openai_client_to_anthropic_provider_rotates_on_429() {
+    let sim = tight_sim().await;
+    let gw = gateway(&sim, "anthropic").await;
+    let client = common::client();
+    // Six requests on keys of one, two and three: the first key runs out,
+    // and its 429 sends the request on to the next key.
+    for i in 0..6u64 {
+        let stream = i % 2 == 1;
+        let resp = common::post_chat(&client, &gw, &openai_body(stream, 3)).await;
+        assert_eq!(resp.status(), 200, "request {i}");
+        if stream {
+            let sse = common::read_sse(resp).await;
+            assert!(sse.done && sse.error.is_none(), "{sse:?}");
+            assert_eq!(sse.text, expected_text(3));
+            let first = &sse.events[0];
+            assert_eq!(first["object"], "chat.completion.chunk");
+            assert_eq!(first["choices"][0]["delta"]["role"], "assistant");
+            let last = sse
+                .events
+                .iter()
+                .rev()
+                .find(|e| !e["choices"][0]["finish_reason"].is_null());
+            assert_eq!(last.unwrap()["choices"][0]["finish_reason"], "stop");
+        } else {
+            let v: Value = resp.json().await.unwrap();
+            assert_eq!(v["object"], "chat.completion");
+            assert_eq!(v["choices"][0]["message"]["role"], "assistant");
+            assert_eq!(v["choices"][0]["message"]["content"], expected_text(3));
+            assert_eq!(v["choices"][0]["finish_reason"], "stop");
+            assert!(v["usage"]["total_tokens"].as_u64().is_some(), "{v}");
+        }
+    }
+    assert_rotated(&sim);
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn anthropic_client_to_openai_provider_rotates_on_429() {
+    let sim = tight_sim().await;
+    let gw = gateway(&sim, "openai").await;
+    for i in 0..6u64 {
+        let stream = i % 2 == 0;
+        let resp = post_messages(&gw, &anthropic_body(stream, 3)).await;
+        assert_eq!(resp.status(), 200, "request {i}");
+        if stream {
+            assert!(
+                resp.headers()["content-type"]
+                    .to_str()
+                    .unwrap()
+                    .starts_with("text/event-stream")
+            );
+            let body = resp.bytes().await.unwrap();
+            let events = parse_events(&body);
+            assert_eq!(anthropic_stream_text(&events), expected_text(3));
+        } else {
+            let v: Value = resp.json().await.unwrap();
+            assert_eq!(v["type"], "message");
+            assert_eq!(v["role"], "assistant");
+            assert_eq!(v["content"][0]["type"], "text");
+            assert_eq!(v["content"][0]["text"], expected_text(3));
+            // The OpenAI sim ends a capped answer with `length`, which
+            // is Anthropic's `max_tokens`.
+            let stop = v["stop_reason"].as_str().unwrap();
+            assert!(["end_turn", "max_tokens"].contains(&stop), "{v}");
+            assert!(v["usage"]["output_tokens"].as_u64().is_some(), "{v}");
+        }
+    }
+    assert_rotated(&sim);
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn anthropic_to_anthropic_passes_through_and_rotates() {
+    let sim = tight_sim().await;
+    let gw = gateway(&sim, "anthropic").await;
+    for i in 0..6u64 {
+        let stream = i % 2 == 0;
+        let resp = post_messages(&gw, &anthropic_body(stream, 3)).await;
+        assert_eq!(resp.status(), 200, "request {i}");
+        if stream {
+            let body = resp.bytes().await.unwrap();
+            let events = parse_events(&body);
+            // The provider's own events, including its pings.
+            assert!(events.iter().any(|e| e.event.as_deref() == Some("ping")));
+            assert_eq!(anthropic_stream_text(&events), expected_text(3));
+        } else {
+            let v: Value = resp.json().await.unwrap();
+            assert!(v["id"].as_str().unwrap().starts_with("msg_"), "{v}");
+            assert_eq!(v["content"][0]["text"], expected_text(3));
+        }
+    }
+    assert_rotated(&sim);
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn anthropic_clients_get_anthropic_errors() {
+    let sim = tight_sim().await;
+    let gw = gateway(&sim, "anthropic").await;
+    // No model.
+    let resp = post_messages(&gw, &json!({"max_tokens": 5, "messages": []})).await;
+    assert_eq!(resp.status(), 400);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["type"], "error");
+    assert_eq!(v["error"]["type"], "invalid_request_error");
+    // Not JSON.
+    let resp = reqwest::Client::new()
+        .post(format!("http://{}/v1/messages", gw.addr))
+        .body("{nope")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["type"], "error");
+
+    // Use up all six requests, then one more: 429 rate_limit_error with
+    // retry-after, in Anthropic's shape.
+    for _ in 0..6 {
+        let resp = post_messages(&gw, &anthropic_body(false, 1)).await;
+        assert_eq!(resp.status(), 200);
+    }
+    let resp = post_messages(&gw, &anthropic_body(false, 1)).await;
+    assert_eq!(resp.status(), 429);
+    assert!(resp.headers().contains_key("retry-after"));
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["type"], "error");
+    assert_eq!(v["error"]["type"], "rate_limit_error");
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn streamed_tool_calls_cross_from_anthropic_to_an_openai_client() {
+    let sim = tight_sim().await;
+    let gw = gateway(&sim, "anthropic").await;
+    let body = json!({
+        "model": "sim-small",
+        "stream": true,
+        "messages": [{"role": "user", "content": "what is the weather in Paris?"}],
+        "tools": [{
+            "type": "function",
+            "function": {
+                "name": "get_weather",
+                "description": "Weather for a city",
+                "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}
+            }
+        }]
+    });
+    let resp = common::post_chat(&common::client(), &gw, &body).await;
+    assert_eq!(resp.status(), 200);
+    let sse = common::read_sse(resp).await;
+    assert!(sse.done, "{sse:?}");
+    let mut id = None;
+    let mut name = None;
+    let mut args = String::new();
+    for e in &sse.events {
+        for call in e["choices"][0]["delta"]["tool_calls"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            assert_eq!(call["index"], 0);
+            if let Some(i) = call["id"].as_str() {
+                id = Some(i.to_string());
+            }
+            if let Some(n) = call["function"]["name"].as_str() {
+                name = Some(n.to_string());
+            }
+            args.push_str(call["function"]["arguments"].as_str().unwrap_or(""));
+        }
+    }
+    assert!(id.unwrap().starts_with("toolu_"));
+    assert_eq!(name.as_deref(), Some("get_weather"));
+    let args: Value = serde_json::from_str(&args).unwrap();
+    assert_eq!(args, json!({"city": "Paris"}));
+    let finish = sse.events.iter().find_map(|e| {
+        e["choices"][0]["finish_reason"]
+            .as_str()
+            .map(str::to_string)
+    });
+    assert_eq!(finish.as_deref(), Some("tool_calls"));
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn openai_client_to_gemini_grpc_provider_rotates_on_resource_exhausted() {
+    let sim = tight_sim().await;
+    let gw = gateway(&sim, "gemini").await;
+    let client = common::client();
+    for i in 0..6u64 {
+        let stream = i % 2 == 1;
+        let resp = common::post_chat(&client, &gw, &openai_body(stream, 3)).await;
+        assert_eq!(resp.status(), 200, "request {i}");
+        if stream {
+            let sse = common::read_sse(resp).await;
+            assert!(sse.done && sse.error.is_none(), "{sse:?}");
+            assert_eq!(sse.text, expected_text(3));
+            assert_eq!(sse.events[0]["choices"][0]["delta"]["role"], "assistant");
+        } else {
+            let v: Value = resp.json().await.unwrap();
+            assert_eq!(v["object"], "chat.completion");
+            assert_eq!(v["choices"][0]["message"]["content"], expected_text(3));
+            // The sim's Gemini reports MAX_TOKENS when the cap equals the
+            // pieces it had to give.
+            let finish = v["choices"][0]["finish_reason"].as_str().unwrap();
+            assert!(["stop", "length"].contains(&finish), "{v}");
+        }
+    }
+    assert_rotated(&sim);
+    // The refusals were gRPC RESOURCE_EXHAUSTED with a RetryInfo: the key
+    // cooled for that long, it was not failed.
+    let snap = gw.pool.snapshot();
+    let k1 = snap.credentials.iter().find(|c| c.name == "k1").unwrap();
+    assert_eq!(k1.state, tokenyard::events::State::Cooling, "{k1:?}");
+    assert_eq!(k1.failures, 0);
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn anthropic_client_to_gemini_grpc_provider() {
+    let sim = tight_sim().await;
+    let gw = gateway(&sim, "gemini").await;
+    for i in 0..4u64 {
+        let stream = i % 2 == 0;
+        let resp = post_messages(&gw, &anthropic_body(stream, 3)).await;
+        assert_eq!(resp.status(), 200, "request {i}");
+        if stream {
+            let body = resp.bytes().await.unwrap();
+            assert_eq!(
+                anthropic_stream_text(&parse_events(&body)),
+                expected_text(3)
+            );
+        } else {
+            let v: Value = resp.json().await.unwrap();
+            assert_eq!(v["type"], "message");
+            assert_eq!(v["content"][0]["text"], expected_text(3));
+        }
+    }
+    gw.stop().await;
+}
