@@ -369,3 +369,106 @@ async fn anthropic_client_to_gemini_grpc_provider() {
     }
     gw.stop().await;
 }
+
+#[tokio::test]
+async fn an_overloaded_anthropic_provider_moves_on_without_blaming_the_key() {
+    let sim = tight_sim().await;
+    let gw = gateway(&sim, "anthropic").await;
+    sim.set_fault("k1", Some(tokenyard::sim::KeyFault::Status(529)));
+    let resp = post_messages(&gw, &anthropic_body(false, 1)).await;
+    assert_eq!(resp.status(), 200, "the next credential answered");
+    assert_eq!(resp.headers()["x-tokenyard-attempts"], "2");
+    let snap = gw.pool.snapshot();
+    let k1 = snap.credentials.iter().find(|c| c.name == "k1").unwrap();
+    assert_eq!(k1.state, tokenyard::events::State::Ready, "no cooldown");
+    assert_eq!(k1.failures, 0, "no failure counted");
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn a_request_the_provider_cannot_express_is_a_400_naming_the_field() {
+    let sim = tight_sim().await;
+    let gw = gateway(&sim, "anthropic").await;
+    let mut body = openai_body(false, 1);
+    body["n"] = json!(2);
+    let resp = common::post_chat(&common::client(), &gw, &body).await;
+    assert_eq!(resp.status(), 400);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "untranslatable_request");
+    let msg = v["error"]["message"].as_str().unwrap();
+    assert!(
+        msg.starts_with("this request cannot be sent") && msg.contains("n:"),
+        "{msg}"
+    );
+    assert!(sim.log().is_empty(), "nothing reached the provider");
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn the_first_provider_in_config_order_that_matches_serves_the_model() {
+    let sim = tight_sim().await;
+    let toml = format!(
+        r#"listen = "127.0.0.1:0"
+
+[pool]
+tiers = ["main"]
+
+[[provider]]
+name = "claude-side"
+kind = "anthropic"
+base_url = "{base}"
+models = ["sim-large", "claude-*"]
+
+[[provider]]
+name = "openai-side"
+kind = "openai"
+base_url = "{base}"
+models = ["sim-*"]
+
+[[credential]]
+name = "a1"
+provider = "claude-side"
+api_key = "sk-fake-prov-3"
+
+[[credential]]
+name = "o1"
+provider = "openai-side"
+api_key = "sk-fake-prov-3"
+"#,
+        base = sim.base_url()
+    );
+    let gw = start(common::parse(&toml, &std::env::temp_dir())).await;
+    let client = common::client();
+    for model in ["sim-large", "sim-small"] {
+        let mut body = openai_body(false, 1);
+        body["model"] = json!(model);
+        let resp = common::post_chat(&client, &gw, &body).await;
+        assert_eq!(resp.status(), 200, "{model}");
+    }
+    let endpoints: Vec<_> = sim.log().iter().map(|r| r.endpoint).collect();
+    assert_eq!(
+        endpoints,
+        [
+            tokenyard::sim::Endpoint::Messages,
+            tokenyard::sim::Endpoint::ChatCompletions
+        ],
+        "sim-large matched the Anthropic provider first; sim-small only the OpenAI one"
+    );
+    // Every literal model name of every provider is listed once.
+    let models: Value = client
+        .get(format!("http://{}/v1/models", gw.addr))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ids: Vec<&str> = models["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["sim-large"], "globs cannot be listed");
+    gw.stop().await;
+}
