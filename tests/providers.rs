@@ -117,6 +117,61 @@ fn anthropic_stream_text(events: &[SseEvent]) -> String {
     text
 }
 
+/// Checks an OpenAI-format answer (stream or not) carries `expected_text(3)`
+/// whole and in order.
+async fn expect_openai(resp: reqwest::Response, stream: bool) {
+    assert_eq!(resp.status(), 200);
+    if stream {
+        let sse = common::read_sse(resp).await;
+        assert!(sse.done && sse.error.is_none(), "{sse:?}");
+        assert_eq!(sse.text, expected_text(3));
+        let first = &sse.events[0];
+        assert_eq!(first["object"], "chat.completion.chunk");
+        assert_eq!(first["choices"][0]["delta"]["role"], "assistant");
+        let finish = sse.events.iter().find_map(|e| {
+            e["choices"][0]["finish_reason"]
+                .as_str()
+                .map(str::to_string)
+        });
+        // A capped answer may end with `length` (`max_tokens`, MAX_TOKENS).
+        assert!(
+            matches!(finish.as_deref(), Some("stop" | "length")),
+            "{finish:?}"
+        );
+    } else {
+        let v: Value = resp.json().await.unwrap();
+        assert_eq!(v["object"], "chat.completion");
+        assert_eq!(v["choices"][0]["message"]["role"], "assistant");
+        assert_eq!(v["choices"][0]["message"]["content"], expected_text(3));
+        let finish = v["choices"][0]["finish_reason"].as_str().unwrap();
+        assert!(["stop", "length"].contains(&finish), "{v}");
+    }
+}
+
+/// Checks an Anthropic-format answer (stream or not) carries
+/// `expected_text(3)` whole and in order; returns the stream's events.
+async fn expect_anthropic(resp: reqwest::Response, stream: bool) -> Vec<SseEvent> {
+    assert_eq!(resp.status(), 200);
+    if stream {
+        let content_type = resp.headers()["content-type"].to_str().unwrap();
+        assert!(content_type.starts_with("text/event-stream"));
+        let events = parse_events(&resp.bytes().await.unwrap());
+        assert_eq!(anthropic_stream_text(&events), expected_text(3));
+        events
+    } else {
+        let v: Value = resp.json().await.unwrap();
+        assert_eq!(v["type"], "message");
+        assert_eq!(v["role"], "assistant");
+        assert!(v["id"].as_str().is_some_and(|id| !id.is_empty()), "{v}");
+        assert_eq!(v["content"][0]["type"], "text");
+        assert_eq!(v["content"][0]["text"], expected_text(3));
+        let stop = v["stop_reason"].as_str().unwrap();
+        assert!(["end_turn", "max_tokens"].contains(&stop), "{v}");
+        assert!(v["usage"]["output_tokens"].as_u64().is_some(), "{v}");
+        Vec::new()
+    }
+}
+
 /// Every request the sim saw after a 429 on some key came to a different
 /// key or after that key's window: rotation happened, and the client saw
 /// no 429 (asserted by the callers on each answer).
@@ -138,28 +193,7 @@ async fn openai_client_to_anthropic_provider_rotates_on_429() {
     for i in 0..6u64 {
         let stream = i % 2 == 1;
         let resp = common::post_chat(&client, &gw, &openai_body(stream, 3)).await;
-        assert_eq!(resp.status(), 200, "request {i}");
-        if stream {
-            let sse = common::read_sse(resp).await;
-            assert!(sse.done && sse.error.is_none(), "{sse:?}");
-            assert_eq!(sse.text, expected_text(3));
-            let first = &sse.events[0];
-            assert_eq!(first["object"], "chat.completion.chunk");
-            assert_eq!(first["choices"][0]["delta"]["role"], "assistant");
-            let last = sse
-                .events
-                .iter()
-                .rev()
-                .find(|e| !e["choices"][0]["finish_reason"].is_null());
-            assert_eq!(last.unwrap()["choices"][0]["finish_reason"], "stop");
-        } else {
-            let v: Value = resp.json().await.unwrap();
-            assert_eq!(v["object"], "chat.completion");
-            assert_eq!(v["choices"][0]["message"]["role"], "assistant");
-            assert_eq!(v["choices"][0]["message"]["content"], expected_text(3));
-            assert_eq!(v["choices"][0]["finish_reason"], "stop");
-            assert!(v["usage"]["total_tokens"].as_u64().is_some(), "{v}");
-        }
+        expect_openai(resp, stream).await;
     }
     assert_rotated(&sim);
     gw.stop().await;
@@ -172,29 +206,7 @@ async fn anthropic_client_to_openai_provider_rotates_on_429() {
     for i in 0..6u64 {
         let stream = i % 2 == 0;
         let resp = post_messages(&gw, &anthropic_body(stream, 3)).await;
-        assert_eq!(resp.status(), 200, "request {i}");
-        if stream {
-            assert!(
-                resp.headers()["content-type"]
-                    .to_str()
-                    .unwrap()
-                    .starts_with("text/event-stream")
-            );
-            let body = resp.bytes().await.unwrap();
-            let events = parse_events(&body);
-            assert_eq!(anthropic_stream_text(&events), expected_text(3));
-        } else {
-            let v: Value = resp.json().await.unwrap();
-            assert_eq!(v["type"], "message");
-            assert_eq!(v["role"], "assistant");
-            assert_eq!(v["content"][0]["type"], "text");
-            assert_eq!(v["content"][0]["text"], expected_text(3));
-            // The OpenAI sim ends a capped answer with `length`, which
-            // is Anthropic's `max_tokens`.
-            let stop = v["stop_reason"].as_str().unwrap();
-            assert!(["end_turn", "max_tokens"].contains(&stop), "{v}");
-            assert!(v["usage"]["output_tokens"].as_u64().is_some(), "{v}");
-        }
+        expect_anthropic(resp, stream).await;
     }
     assert_rotated(&sim);
     gw.stop().await;
@@ -207,18 +219,9 @@ async fn anthropic_to_anthropic_passes_through_and_rotates() {
     for i in 0..6u64 {
         let stream = i % 2 == 0;
         let resp = post_messages(&gw, &anthropic_body(stream, 3)).await;
-        assert_eq!(resp.status(), 200, "request {i}");
-        if stream {
-            let body = resp.bytes().await.unwrap();
-            let events = parse_events(&body);
-            // The provider's own events, including its pings.
-            assert!(events.iter().any(|e| e.event.as_deref() == Some("ping")));
-            assert_eq!(anthropic_stream_text(&events), expected_text(3));
-        } else {
-            let v: Value = resp.json().await.unwrap();
-            assert!(v["id"].as_str().unwrap().starts_with("msg_"), "{v}");
-            assert_eq!(v["content"][0]["text"], expected_text(3));
-        }
+        let events = expect_anthropic(resp, stream).await;
+        // The provider's own events pass through, its pings included.
+        assert!(!stream || events.iter().any(|e| e.event.as_deref() == Some("ping")));
     }
     assert_rotated(&sim);
     gw.stop().await;
@@ -321,21 +324,7 @@ async fn openai_client_to_gemini_grpc_provider_rotates_on_resource_exhausted() {
     for i in 0..6u64 {
         let stream = i % 2 == 1;
         let resp = common::post_chat(&client, &gw, &openai_body(stream, 3)).await;
-        assert_eq!(resp.status(), 200, "request {i}");
-        if stream {
-            let sse = common::read_sse(resp).await;
-            assert!(sse.done && sse.error.is_none(), "{sse:?}");
-            assert_eq!(sse.text, expected_text(3));
-            assert_eq!(sse.events[0]["choices"][0]["delta"]["role"], "assistant");
-        } else {
-            let v: Value = resp.json().await.unwrap();
-            assert_eq!(v["object"], "chat.completion");
-            assert_eq!(v["choices"][0]["message"]["content"], expected_text(3));
-            // The sim's Gemini reports MAX_TOKENS when the cap equals the
-            // pieces it had to give.
-            let finish = v["choices"][0]["finish_reason"].as_str().unwrap();
-            assert!(["stop", "length"].contains(&finish), "{v}");
-        }
+        expect_openai(resp, stream).await;
     }
     assert_rotated(&sim);
     // The refusals were gRPC RESOURCE_EXHAUSTED with a RetryInfo: the key
@@ -354,18 +343,7 @@ async fn anthropic_client_to_gemini_grpc_provider() {
     for i in 0..4u64 {
         let stream = i % 2 == 0;
         let resp = post_messages(&gw, &anthropic_body(stream, 3)).await;
-        assert_eq!(resp.status(), 200, "request {i}");
-        if stream {
-            let body = resp.bytes().await.unwrap();
-            assert_eq!(
-                anthropic_stream_text(&parse_events(&body)),
-                expected_text(3)
-            );
-        } else {
-            let v: Value = resp.json().await.unwrap();
-            assert_eq!(v["type"], "message");
-            assert_eq!(v["content"][0]["text"], expected_text(3));
-        }
+        expect_anthropic(resp, stream).await;
     }
     gw.stop().await;
 }
