@@ -450,3 +450,48 @@ api_key = "sk-fake-prov-3"
     assert_eq!(ids, ["sim-large"], "globs cannot be listed");
     gw.stop().await;
 }
+
+#[tokio::test]
+async fn refresh_token_credentials_reach_gemini_and_anthropic_as_bearer_tokens() {
+    for kind in ["gemini", "anthropic"] {
+        let sim = start_sim(SimConfig {
+            accounts: vec![SimAccount::refresh_token(
+                "oauth",
+                "rt-fake-prov-0001",
+                Limit::Unlimited,
+            )],
+            chunks: 3,
+            ..SimConfig::default()
+        })
+        .await;
+        let mut toml = config_toml(
+            &sim,
+            &["main"],
+            &[common::refresh("oauth", "main", "rt-fake-prov-0001")],
+            "",
+            "",
+            "",
+        )
+        .replace("kind = \"openai\"", &format!("kind = {kind:?}"));
+        if kind == "gemini" {
+            // Only the provider's URL moves; the token endpoint stays.
+            toml = toml.replace(
+                &format!("base_url = \"{}\"", sim.base_url()),
+                &format!("base_url = \"{}\"", sim.gemini_url()),
+            );
+        }
+        let gw = start(common::parse(&toml, &std::env::temp_dir())).await;
+        for stream in [false, true] {
+            let resp = common::post_chat(&common::client(), &gw, &openai_body(stream, 3)).await;
+            expect_openai(resp, stream).await;
+        }
+        assert_eq!(
+            sim.token_calls(),
+            1,
+            "{kind}: one refresh, then the cached token"
+        );
+        let labels: Vec<_> = sim.log().into_iter().filter_map(|r| r.label).collect();
+        assert_eq!(labels, ["oauth", "oauth"], "{kind}");
+        gw.stop().await;
+    }
+}

@@ -257,5 +257,21 @@ pub fn with_key<T>(message: T, key: &Secret) -> tonic::Request<T> {
     req
 }
 
+/// Wraps a message in a request carrying an OAuth access token (from a
+/// refresh-token credential) as `authorization: Bearer …`, marked sensitive.
+pub fn with_bearer<T>(message: T, token: &Secret) -> tonic::Request<T> {
+    let mut req = tonic::Request::new(message);
+    match MetadataValue::try_from(format!("Bearer {}", token.expose())) {
+        Ok(mut value) => {
+            value.set_sensitive(true);
+            req.metadata_mut().insert("authorization", value);
+        }
+        Err(_) => tracing::warn!(
+            "gemini: the access token has characters not allowed in gRPC metadata; sent without it"
+        ),
+    }
+    req
+}
+
 #[cfg(test)]
 mod tests;

@@ -101,7 +101,7 @@ async fn unary(
     created: u64,
 ) -> Step {
     let t0 = Instant::now();
-    let call = client.generate_content(up::with_key(request, token));
+    let call = client.generate_content(authed(request, lease, token));
     let answer = match tokio::time::timeout_at(deadline, call).await {
         Ok(Ok(resp)) => resp.into_inner(),
         Ok(Err(status)) => return refused(ctx, lease, t0, &status).await,
@@ -141,7 +141,7 @@ async fn stream(
     created: u64,
 ) -> Step {
     let t0 = Instant::now();
-    let call = client.stream_generate_content(up::with_key(request, token));
+    let call = client.stream_generate_content(authed(request, lease, token));
     let mut messages = match tokio::time::timeout_at(deadline, call).await {
         Ok(Ok(resp)) => resp.into_inner(),
         Ok(Err(status)) => return refused(ctx, lease, t0, &status).await,
@@ -222,6 +222,16 @@ async fn stream(
         response(StatusCode::OK, headers, Body::from_stream(body)),
         Some(ttfb),
     )
+}
+
+/// An API key goes in `x-goog-api-key`; an access token minted from a
+/// refresh token is a bearer token.
+fn authed<T>(message: T, lease: &Lease, token: &Secret) -> tonic::Request<T> {
+    if lease.refreshes() {
+        up::with_bearer(message, token)
+    } else {
+        up::with_key(message, token)
+    }
 }
 
 fn timed_out(ctx: &Ctx<'_>, lease: &Lease, t0: Instant) -> Step {
