@@ -4,7 +4,7 @@
 //! are checked against the event grammar and assembled.
 
 use super::*;
-use crate::translate::parse_events;
+use crate::translate::{SseEvent, parse_events};
 use proptest::prelude::*;
 use serde_json::{Value, json};
 
