@@ -3,7 +3,7 @@
 //! whatever is wrong.
 //!
 //! Parsing is split in two: serde reads the raw shape (unknown keys are
-//! errors, so a typo never silently does nothing), then [`RawConfig::resolve`]
+//! errors, so a typo never silently does nothing), then `RawConfig::resolve`
 //! checks meaning and turns references into [`Secret`]s.
 
 use std::collections::HashSet;
