@@ -139,6 +139,9 @@ pub struct PoolSettings {
     pub max_wait: Duration,
     /// Access tokens are refreshed this long before they expire.
     pub refresh_skew: Duration,
+    /// Requests one credential may have in flight at once; a credential at
+    /// its cap is passed over like a busy one.
+    pub max_in_flight: u32,
 }
 
 impl Default for PoolSettings {
@@ -152,6 +155,7 @@ impl Default for PoolSettings {
             max_attempts: 8,
             max_wait: Duration::ZERO,
             refresh_skew: Duration::from_secs(60),
+            max_in_flight: 256,
         }
     }
 }
@@ -169,6 +173,15 @@ pub struct GatewaySettings {
     /// Longest silence inside a committed stream before it is ended with an
     /// error event.
     pub stream_idle_timeout: Duration,
+    /// A request's whole life, waits and retries and streaming included;
+    /// past it the client gets a timeout error (or an error event).
+    pub request_timeout: Duration,
+    /// Client requests (`/v1/*`) in flight at once; beyond it, 503 with
+    /// `Retry-After` instead of an unbounded queue.
+    pub max_concurrency: u32,
+    /// Request line and header limits; beyond them, 414 and 431.
+    pub max_uri_bytes: usize,
+    pub max_header_bytes: usize,
 }
 
 impl Default for GatewaySettings {
@@ -180,6 +193,10 @@ impl Default for GatewaySettings {
             connect_timeout: Duration::from_secs(10),
             first_byte_timeout: Duration::from_secs(120),
             stream_idle_timeout: Duration::from_secs(120),
+            request_timeout: Duration::from_secs(600),
+            max_concurrency: 10_000,
+            max_uri_bytes: 8 * 1024,
+            max_header_bytes: 64 * 1024,
         }
     }
 }
@@ -360,6 +377,7 @@ struct RawPool {
     max_attempts: Option<i64>,
     max_wait: Option<String>,
     refresh_skew: Option<String>,
+    max_in_flight: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -371,6 +389,10 @@ struct RawGateway {
     connect_timeout: Option<String>,
     first_byte_timeout: Option<String>,
     stream_idle_timeout: Option<String>,
+    request_timeout: Option<String>,
+    max_concurrency: Option<i64>,
+    max_uri_bytes: Option<RawSize>,
+    max_header_bytes: Option<RawSize>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -633,6 +655,11 @@ impl RawConfig {
                 p.refresh_skew.as_ref(),
                 defaults.refresh_skew,
             )?,
+            max_in_flight: positive(
+                "pool.max_in_flight",
+                p.max_in_flight,
+                defaults.max_in_flight,
+            )?,
             tiers,
         };
         if pool.probe_interval.is_zero() {
@@ -667,11 +694,30 @@ impl RawConfig {
                 g.stream_idle_timeout.as_ref(),
                 gd.stream_idle_timeout,
             )?,
+            request_timeout: duration(
+                "gateway.request_timeout",
+                g.request_timeout.as_ref(),
+                gd.request_timeout,
+            )?,
+            max_concurrency: positive(
+                "gateway.max_concurrency",
+                g.max_concurrency,
+                gd.max_concurrency,
+            )?,
+            max_uri_bytes: match &g.max_uri_bytes {
+                Some(s) => size("gateway.max_uri_bytes", s)?,
+                None => gd.max_uri_bytes,
+            },
+            max_header_bytes: match &g.max_header_bytes {
+                Some(s) => size("gateway.max_header_bytes", s)?,
+                None => gd.max_header_bytes,
+            },
         };
         for (key, d) in [
             ("gateway.connect_timeout", gateway.connect_timeout),
             ("gateway.first_byte_timeout", gateway.first_byte_timeout),
             ("gateway.stream_idle_timeout", gateway.stream_idle_timeout),
+            ("gateway.request_timeout", gateway.request_timeout),
         ] {
             if d.is_zero() {
                 return Err(invalid(key, "must be greater than zero"));

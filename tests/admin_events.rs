@@ -310,6 +310,7 @@ async fn a_lagging_reader_gets_a_fresh_snapshot_and_keeps_its_stream() {
         config: Arc::new(cfg),
         shutdown: CancellationToken::new(),
         gemini: Default::default(),
+        in_flight: Default::default(),
     });
     let app = gateway::router(state.clone())
         .layer(MockConnectInfo(SocketAddr::from(([127, 0, 0, 1], 4000))));

@@ -743,6 +743,7 @@ fn app_with_peer(cfg: Config, peer: Peer) -> (axum::Router, PoolHandle) {
         config: Arc::new(cfg),
         shutdown: tokio_util::sync::CancellationToken::new(),
         gemini: Default::default(),
+        in_flight: Default::default(),
     });
     let app = gateway::router(state);
     let app = match peer {

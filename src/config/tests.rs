@@ -295,3 +295,50 @@ fn the_shipped_example_config_is_valid() {
     assert_eq!(c.credentials.len(), 3);
     assert_eq!(c.pool.tiers, ["primary", "backup", "fallback"]);
 }
+
+#[test]
+fn limits_have_defaults_and_refuse_nonsense() {
+    let c = parse(MINIMAL).unwrap();
+    assert_eq!(c.pool.max_in_flight, 256);
+    assert_eq!(c.gateway.max_concurrency, 10_000);
+    assert_eq!(c.gateway.request_timeout, Duration::from_secs(600));
+    assert_eq!(c.gateway.max_uri_bytes, 8 * 1024);
+    assert_eq!(c.gateway.max_header_bytes, 64 * 1024);
+    let c = parse(&format!(
+        "[pool]\nmax_in_flight = 4\n[gateway]\nmax_concurrency = 100\nrequest_timeout = \"90s\"\nmax_header_bytes = \"16KiB\"\n{MINIMAL}"
+    ))
+    .unwrap();
+    assert_eq!(c.pool.max_in_flight, 4);
+    assert_eq!(c.gateway.max_concurrency, 100);
+    assert_eq!(c.gateway.request_timeout, Duration::from_secs(90));
+    assert_eq!(c.gateway.max_header_bytes, 16 * 1024);
+    assert!(
+        err(&format!("[pool]\nmax_in_flight = 0\n{MINIMAL}")).starts_with("pool.max_in_flight:")
+    );
+    assert!(
+        err(&format!("[gateway]\nrequest_timeout = \"0s\"\n{MINIMAL}"))
+            .starts_with("gateway.request_timeout: must be greater than zero")
+    );
+    assert!(
+        err(&format!("[gateway]\nmax_concurrency = -3\n{MINIMAL}"))
+            .starts_with("gateway.max_concurrency:")
+    );
+}
+
+#[test]
+fn provider_kinds_and_their_default_urls() {
+    let c = parse(&format!(
+        "{}\n[[provider]]\nname = \"claude\"\nkind = \"anthropic\"\n\n[[provider]]\nname = \"gem\"\nkind = \"gemini\"\n",
+        MINIMAL.replace("api_key = \"env:KEY_A\"", "api_key = \"env:KEY_A\"\nprovider = \"openai\"")
+    ))
+    .unwrap();
+    assert_eq!(c.providers[1].base_url, "https://api.anthropic.com/v1");
+    assert_eq!(
+        c.providers[2].base_url,
+        "https://generativelanguage.googleapis.com"
+    );
+    assert!(
+        err(&MINIMAL.replace("base_url = \"https://api.openai.com/v1/\"\n", ""))
+            .starts_with("provider[0].base_url: is missing")
+    );
+}

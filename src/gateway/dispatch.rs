@@ -72,7 +72,43 @@ struct Ctx<'a> {
     record: RequestRecord,
 }
 
+/// Runs a request to its answer within `gateway.request_timeout` (a stream's
+/// relay keeps the same deadline after the head went out).
 pub async fn dispatch(state: &AppState, req: Inbound) -> Response {
+    let limit = state.config.gateway.request_timeout;
+    let format = req.conversion.client;
+    let (model, stream) = (req.model.clone(), req.stream);
+    let at_ms = unix_ms(SystemTime::now());
+    match tokio::time::timeout(limit, run(state, req)).await {
+        Ok(resp) => resp,
+        Err(_) => {
+            let error = ApiError::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "timeout_error",
+                format!(
+                    "no answer within the gateway's request deadline of {} (gateway.request_timeout)",
+                    human(limit)
+                ),
+            )
+            .code("request_timeout");
+            state.pool.finish(RequestRecord {
+                id: state.pool.next_request_id(),
+                at_ms,
+                model,
+                stream,
+                path: Vec::new(),
+                attempts: 0,
+                status: 504,
+                latency_ms: limit.as_secs_f64() * 1000.0,
+                ttfb_ms: None,
+                error: Some(error.message.clone()),
+            });
+            error.into_response_as(format)
+        }
+    }
+}
+
+async fn run(state: &AppState, req: Inbound) -> Response {
     let pool = &state.pool;
     let settings = pool.settings();
     let started = Instant::now();
@@ -111,6 +147,9 @@ pub async fn dispatch(state: &AppState, req: Inbound) -> Response {
         ready.as_mut().enable();
         let lease = match pool.lease(req.provider, &tried) {
             Ok(l) => l,
+            // Every credential that could serve is at its concurrency cap:
+            // shed the request now rather than queue it without bound.
+            Err(u) if u.busy => break GiveUp::Busy,
             Err(u) => match u.retry_at {
                 Some(at) if at <= wait_until => {
                     // Waiters are woken one at a time (by a recovery, or by
@@ -152,6 +191,13 @@ pub async fn dispatch(state: &AppState, req: Inbound) -> Response {
     let recovery = || pool.earliest_recovery(req.provider);
     let attempts = ctx.record.attempts;
     let error = match (give_up, last, broken) {
+        (GiveUp::Busy, _, _) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "server_error",
+            "every credential for this model is at its concurrency cap (pool.max_in_flight); retry shortly",
+        )
+        .code("credentials_busy")
+        .retry_after(1),
         (GiveUp::Unavailable(retry_at), _, _) => exhausted(retry_at, attempts),
         (GiveUp::Attempts, Some(Failure::RateLimited), _) | (_, _, None) => {
             exhausted(recovery(), attempts)
@@ -166,6 +212,7 @@ pub async fn dispatch(state: &AppState, req: Inbound) -> Response {
 
 #[derive(Clone, Copy)]
 enum GiveUp {
+    Busy,
     Attempts,
     AllTried,
     Unavailable(Option<Instant>),
@@ -412,6 +459,7 @@ async fn send_once(ctx: &mut Ctx<'_>, lease: &Lease, token: &Secret) -> Step {
                 upstream_body,
                 ctx.req.conversion.reframe(unix_secs()),
                 gw.stream_idle_timeout,
+                ctx.started + gw.request_timeout,
             );
             out_headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
             let resp = response(status, out_headers, Body::from_stream(stream));

@@ -39,6 +39,9 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// gRPC channels to Gemini providers, made on first use.
     pub gemini: dispatch::GeminiClients,
+    /// Client requests in flight (`gateway.max_concurrency`), made on first
+    /// use from the config.
+    pub in_flight: std::sync::OnceLock<Arc<tokio::sync::Semaphore>>,
 }
 
 /// The whole HTTP surface, without sockets (tests drive it with `oneshot`).
@@ -47,7 +50,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/chat/completions", post(chat))
         .route("/v1/messages", post(messages))
         .route("/v1/models", get(models))
-        .route_layer(middleware::from_fn_with_state(state.clone(), client_auth));
+        .route_layer(middleware::from_fn_with_state(state.clone(), client_auth))
+        .route_layer(middleware::from_fn_with_state(state.clone(), shed));
     let admin =
         admin::routes().route_layer(middleware::from_fn_with_state(state.clone(), admin::guard));
     Router::new()
@@ -56,6 +60,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/healthz", get(healthz))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            request_limits,
+        ))
         .with_state(state)
 }
 
@@ -113,6 +121,75 @@ fn format_of(path: &str) -> Format {
     } else {
         Format::OpenAi
     }
+}
+
+/// Load shedding: beyond `gateway.max_concurrency` client requests in flight
+/// (streams count until they end), the next one gets 503 with
+/// `Retry-After` at once instead of waiting in an unbounded queue.
+async fn shed(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let limit = state.config.gateway.max_concurrency as usize;
+    let sem = state
+        .in_flight
+        .get_or_init(|| Arc::new(tokio::sync::Semaphore::new(limit)));
+    let Ok(permit) = sem.clone().try_acquire_owned() else {
+        return ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "server_error",
+            format!(
+                "the gateway is at its limit of {limit} requests in flight (gateway.max_concurrency); retry shortly"
+            ),
+        )
+        .code("overloaded")
+        .retry_after(1)
+        .into_response_as(format_of(req.uri().path()));
+    };
+    let resp = next.run(req).await;
+    // The permit lives as long as the response body, so a stream holds its
+    // place until it ends.
+    let (parts, body) = resp.into_parts();
+    let body = Body::from_stream(futures_util::StreamExt::map(
+        body.into_data_stream(),
+        move |chunk| {
+            let _held = &permit;
+            chunk
+        },
+    ));
+    Response::from_parts(parts, body)
+}
+
+/// Oversized request lines and headers are refused before anything reads
+/// them: 414 and 431, in the client's format.
+async fn request_limits(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let g = &state.config.gateway;
+    let format = format_of(req.uri().path());
+    let uri_len = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
+    if uri_len > g.max_uri_bytes {
+        return ApiError::new(
+            StatusCode::URI_TOO_LONG,
+            "invalid_request_error",
+            format!("the request URL is longer than {} bytes", g.max_uri_bytes),
+        )
+        .code("uri_too_long")
+        .into_response_as(format);
+    }
+    let header_bytes: usize = req
+        .headers()
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum();
+    if header_bytes > g.max_header_bytes {
+        return ApiError::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "invalid_request_error",
+            format!(
+                "the request headers are larger than {} bytes",
+                g.max_header_bytes
+            ),
+        )
+        .code("headers_too_large")
+        .into_response_as(format);
+    }
+    next.run(req).await
 }
 
 async fn client_auth(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
@@ -315,6 +392,7 @@ pub fn start(
         config: Arc::new(config),
         shutdown: shutdown.clone(),
         gemini: Default::default(),
+        in_flight: Default::default(),
     });
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
     let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {

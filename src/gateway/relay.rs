@@ -178,6 +178,8 @@ struct Relay {
     reframe: Box<dyn Reframe>,
     buffer: EventBuffer,
     idle: Duration,
+    /// The request's overall deadline (`gateway.request_timeout`).
+    deadline: Instant,
     finish: Finish,
     over: bool,
 }
@@ -195,6 +197,7 @@ pub fn relay(
     upstream: Upstream,
     mut reframe: Box<dyn Reframe>,
     idle: Duration,
+    deadline: Instant,
 ) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
     let state = Relay {
         first: Some(reframe.events(first)),
@@ -202,6 +205,7 @@ pub fn relay(
         reframe,
         buffer,
         idle,
+        deadline,
         finish: Finish {
             pool,
             lease: Some(lease),
@@ -221,7 +225,8 @@ pub fn relay(
             if r.over {
                 return None;
             }
-            match tokio::time::timeout(r.idle, r.upstream.next()).await {
+            let until = (Instant::now() + r.idle).min(r.deadline);
+            match tokio::time::timeout_at(until, r.upstream.next()).await {
                 Ok(Some(Ok(chunk))) => {
                     if let Some(whole) = r.buffer.push(chunk) {
                         let out = r.reframe.events(whole);
@@ -254,10 +259,17 @@ pub fn relay(
                 }
                 Err(_) => {
                     r.over = true;
-                    let msg = format!(
-                        "the upstream sent nothing for {}; the response is incomplete",
-                        human(r.idle)
-                    );
+                    let msg = if Instant::now() >= r.deadline {
+                        format!(
+                            "the request reached its deadline after {}; the response is incomplete",
+                            human(r.finish.started.elapsed())
+                        )
+                    } else {
+                        format!(
+                            "the upstream sent nothing for {}; the response is incomplete",
+                            human(r.idle)
+                        )
+                    };
                     r.finish.end(Some(msg.clone()));
                     return Some((Ok(r.reframe.error(&msg)), r));
                 }

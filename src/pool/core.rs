@@ -159,6 +159,9 @@ pub struct Unavailable {
     pub retry_at: Option<Instant>,
     /// Some credential is ready but was already tried by this request.
     pub tried_ready: bool,
+    /// Some credential is ready but at its `max_in_flight` cap: the pool is
+    /// busy, not limited, and the request is shed rather than queued.
+    pub busy: bool,
 }
 
 /// The pool's state machine: credentials, tier cursors, the operator's
@@ -200,7 +203,10 @@ impl Core {
 
     fn usable(&self, i: usize, provider: usize, tried: &[usize], now: Instant) -> bool {
         let c = &self.creds[i];
-        c.provider == provider && c.state(now) == State::Ready && !tried.contains(&i)
+        c.provider == provider
+            && c.state(now) == State::Ready
+            && !tried.contains(&i)
+            && c.in_flight < self.settings.max_in_flight
     }
 
     /// Picks the credential for the next attempt: the operator's use-next
@@ -252,12 +258,17 @@ impl Core {
     fn unavailable(&self, provider: usize, tried: &[usize], now: Instant) -> Unavailable {
         let mut retry_at: Option<Instant> = None;
         let mut tried_ready = false;
+        let mut busy = false;
         for (i, c) in self.creds.iter().enumerate() {
             if c.provider != provider {
                 continue;
             }
             if c.state(now) == State::Ready && tried.contains(&i) {
                 tried_ready = true;
+                continue;
+            }
+            if c.state(now) == State::Ready && c.in_flight >= self.settings.max_in_flight {
+                busy = true;
                 continue;
             }
             if let Some(at) = c.recovers_at(now) {
@@ -267,6 +278,7 @@ impl Core {
         Unavailable {
             retry_at,
             tried_ready,
+            busy,
         }
     }
 

@@ -211,6 +211,7 @@ async fn stream(
         rest,
         ctx.req.conversion.reframe(created),
         gw.stream_idle_timeout,
+        ctx.started + gw.request_timeout,
     );
     let mut headers = HeaderMap::new();
     headers.insert(

@@ -1,0 +1,185 @@
+//! Limits that keep the gateway standing: load shedding (global and per
+//! credential) with 503 and `Retry-After` instead of unbounded queues, the
+//! total request deadline, and request line and header sizes.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{config_toml, key, read_sse, start, start_sim};
+use serde_json::Value;
+use tokenyard::sim::{Limit, SimConfig, SimHandle};
+
+/// A sim whose streams take about a second: 10 chunks, 100 ms apart.
+async fn slow_sim(keys: usize) -> SimHandle {
+    start_sim(SimConfig {
+        chunks: 10,
+        chunk_interval: Duration::from_millis(100),
+        ..SimConfig::with_api_keys(keys, Limit::Unlimited)
+    })
+    .await
+}
+
+async fn gateway(
+    sim: &SimHandle,
+    keys: usize,
+    pool: &str,
+    gw: &str,
+) -> tokenyard::gateway::Running {
+    let creds: Vec<_> = ["key-1", "key-2", "key-3"][..keys]
+        .iter()
+        .zip(["sk-sim-1", "sk-sim-2", "sk-sim-3"])
+        .map(|(n, k)| key(n, "main", k))
+        .collect();
+    let toml = config_toml(sim, &["main"], &creds, "", pool, gw);
+    start(common::parse(&toml, &std::env::temp_dir())).await
+}
+
+fn body(stream: bool) -> Value {
+    common::chat_body(stream, 10)
+}
+
+#[tokio::test]
+async fn beyond_max_concurrency_requests_are_shed_with_retry_after() {
+    let sim = slow_sim(3).await;
+    let gw = gateway(&sim, 3, "", "max_concurrency = 2").await;
+    let client = common::client();
+    // Two streams hold both places until they end.
+    let a = common::post_chat(&client, &gw, &body(true)).await;
+    let b = common::post_chat(&client, &gw, &body(true)).await;
+    assert_eq!((a.status().as_u16(), b.status().as_u16()), (200, 200));
+
+    let started = Instant::now();
+    let shed = common::post_chat(&client, &gw, &body(false)).await;
+    assert_eq!(shed.status(), 503);
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "shed at once, not queued"
+    );
+    assert_eq!(shed.headers()["retry-after"], "1");
+    let v: Value = shed.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "overloaded");
+
+    // When the streams end, their places are free again.
+    for s in [a, b] {
+        let sse = read_sse(s).await;
+        assert!(sse.done && sse.error.is_none());
+    }
+    let ok = common::post_chat(&client, &gw, &body(false)).await;
+    assert_eq!(ok.status(), 200);
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn a_credential_at_its_cap_is_passed_over_then_requests_are_shed() {
+    let sim = slow_sim(2).await;
+    let gw = gateway(&sim, 2, "max_in_flight = 1", "").await;
+    let client = common::client();
+    let a = common::post_chat(&client, &gw, &body(true)).await;
+    // key-1 is busy: the second request goes to key-2.
+    let b = common::post_chat(&client, &gw, &body(true)).await;
+    assert_eq!((a.status().as_u16(), b.status().as_u16()), (200, 200));
+    assert_ne!(
+        a.headers()["x-tokenyard-credential"],
+        b.headers()["x-tokenyard-credential"]
+    );
+    // Both at their cap: shed, not queued, and no credential is blamed.
+    let shed = common::post_chat(&client, &gw, &body(false)).await;
+    assert_eq!(shed.status(), 503);
+    assert_eq!(shed.headers()["retry-after"], "1");
+    let v: Value = shed.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "credentials_busy");
+    for s in [a, b] {
+        assert!(read_sse(s).await.done);
+    }
+    let snap = gw.pool.snapshot();
+    assert!(
+        snap.credentials
+            .iter()
+            .all(|c| c.failures == 0 && c.in_flight == 0)
+    );
+    assert_eq!(
+        common::post_chat(&client, &gw, &body(false)).await.status(),
+        200
+    );
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn the_request_deadline_bounds_waits_and_streams() {
+    let sim = start_sim(SimConfig {
+        latency: Duration::from_secs(3),
+        ..SimConfig::with_api_keys(1, Limit::Unlimited)
+    })
+    .await;
+    let gw = gateway(&sim, 1, "", "request_timeout = \"400ms\"").await;
+    let client = common::client();
+    let started = Instant::now();
+    let resp = common::post_chat(&client, &gw, &body(false)).await;
+    assert_eq!(resp.status(), 504);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "request_timeout");
+    gw.stop().await;
+
+    // A stream past the deadline ends with an error event, not a hang.
+    let sim = slow_sim(1).await;
+    let gw = gateway(&sim, 1, "", "request_timeout = \"450ms\"").await;
+    let started = Instant::now();
+    let resp = common::post_chat(&client, &gw, &body(true)).await;
+    assert_eq!(resp.status(), 200);
+    let sse = read_sse(resp).await;
+    assert!(started.elapsed() < Duration::from_millis(900));
+    let err = sse.error.expect("an error event at the deadline");
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("deadline"),
+        "{err}"
+    );
+    assert!(sse.done, "[DONE] follows the error event");
+    assert!(!sse.text.is_empty() && sse.text.len() < common::expected_text(10).len());
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn oversized_urls_and_headers_get_414_and_431_in_the_clients_format() {
+    let sim = slow_sim(1).await;
+    let gw = gateway(
+        &sim,
+        1,
+        "",
+        "max_uri_bytes = 256\nmax_header_bytes = \"1KiB\"",
+    )
+    .await;
+    let client = common::client();
+    let long = format!("http://{}/v1/chat/completions?{}", gw.addr, "x".repeat(300));
+    let resp = client.post(long).json(&body(false)).send().await.unwrap();
+    assert_eq!(resp.status(), 414);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "uri_too_long");
+
+    let resp = client
+        .post(format!("http://{}/v1/messages", gw.addr))
+        .header("x-padding", "p".repeat(2000))
+        .json(&serde_json::json!({"model": "sim-small", "max_tokens": 1, "messages": []}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 431);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["type"], "error", "Anthropic's shape on /v1/messages");
+    assert_eq!(v["error"]["type"], "invalid_request_error");
+
+    assert!(sim.log().is_empty(), "nothing reached the provider");
+    assert_eq!(
+        common::post_chat(&client, &gw, &body(false)).await.status(),
+        200
+    );
+    gw.stop().await;
+}
