@@ -289,11 +289,22 @@ fn the_shipped_example_config_is_valid() {
         &text,
         "assets/tokenyard.example.toml",
         Path::new("."),
-        &env(&[("OPENAI_KEY_A", "sk-a-123"), ("OPENAI_KEY_B", "sk-b-456")]),
+        &env(&[
+            ("OPENAI_KEY_A", "sk-a-123"),
+            ("OPENAI_KEY_B", "sk-b-456"),
+            ("ANTHROPIC_KEY_A", "sk-ant-789"),
+            ("GEMINI_KEY_A", "gm-012"),
+        ]),
     )
     .unwrap();
-    assert_eq!(c.credentials.len(), 3);
+    assert_eq!(c.credentials.len(), 5);
     assert_eq!(c.pool.tiers, ["primary", "backup", "fallback"]);
+    let kinds: Vec<_> = c.providers.iter().map(|p| p.kind.as_str()).collect();
+    assert_eq!(kinds, ["anthropic", "gemini", "openai"]);
+    // claude-* and gemini-* go to their own kinds; the rest to OpenAI.
+    assert_eq!(c.route("claude-sonnet-4"), Some(0));
+    assert_eq!(c.route("gemini-2.5-flash"), Some(1));
+    assert_eq!(c.route("gpt-4o"), Some(2));
 }
 
 #[test]
