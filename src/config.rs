@@ -179,6 +179,9 @@ pub struct GatewaySettings {
     /// Client requests (`/v1/*`) in flight at once; beyond it, 503 with
     /// `Retry-After` instead of an unbounded queue.
     pub max_concurrency: u32,
+    /// How long a client may take to send its request body (slow-loris
+    /// guard); then 408.
+    pub body_timeout: Duration,
     /// Request line and header limits; beyond them, 414 and 431.
     pub max_uri_bytes: usize,
     pub max_header_bytes: usize,
@@ -195,6 +198,7 @@ impl Default for GatewaySettings {
             stream_idle_timeout: Duration::from_secs(120),
             request_timeout: Duration::from_secs(600),
             max_concurrency: 10_000,
+            body_timeout: Duration::from_secs(30),
             max_uri_bytes: 8 * 1024,
             max_header_bytes: 64 * 1024,
         }
@@ -391,6 +395,7 @@ struct RawGateway {
     stream_idle_timeout: Option<String>,
     request_timeout: Option<String>,
     max_concurrency: Option<i64>,
+    body_timeout: Option<String>,
     max_uri_bytes: Option<RawSize>,
     max_header_bytes: Option<RawSize>,
 }
@@ -704,6 +709,11 @@ impl RawConfig {
                 g.max_concurrency,
                 gd.max_concurrency,
             )?,
+            body_timeout: duration(
+                "gateway.body_timeout",
+                g.body_timeout.as_ref(),
+                gd.body_timeout,
+            )?,
             max_uri_bytes: match &g.max_uri_bytes {
                 Some(s) => size("gateway.max_uri_bytes", s)?,
                 None => gd.max_uri_bytes,
@@ -718,6 +728,7 @@ impl RawConfig {
             ("gateway.first_byte_timeout", gateway.first_byte_timeout),
             ("gateway.stream_idle_timeout", gateway.stream_idle_timeout),
             ("gateway.request_timeout", gateway.request_timeout),
+            ("gateway.body_timeout", gateway.body_timeout),
         ] {
             if d.is_zero() {
                 return Err(invalid(key, "must be greater than zero"));

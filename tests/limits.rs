@@ -183,3 +183,53 @@ async fn oversized_urls_and_headers_get_414_and_431_in_the_clients_format() {
     );
     gw.stop().await;
 }
+
+#[tokio::test]
+async fn a_slow_loris_body_gets_408_and_does_not_hold_the_gateway() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let sim = slow_sim(1).await;
+    let gw = gateway(&sim, 1, "", "body_timeout = \"300ms\"").await;
+    let mut tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    tcp.write_all(
+        b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{\"model\":",
+    )
+    .await
+    .unwrap();
+    // Meanwhile other clients are served.
+    let ok = common::post_chat(&common::client(), &gw, &body(false)).await;
+    assert_eq!(ok.status(), 200);
+    let started = Instant::now();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut answer)).await;
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(text.contains("body_timeout"), "{text}");
+    assert!(started.elapsed() < Duration::from_secs(2));
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn deeply_nested_json_is_a_clear_400() {
+    let sim = slow_sim(1).await;
+    let gw = gateway(&sim, 1, "", "").await;
+    let nested = format!(
+        "{{\"model\":\"sim-small\",\"messages\":{}{}}}",
+        "[".repeat(100_000),
+        "]".repeat(100_000)
+    );
+    for path in ["chat/completions", "messages"] {
+        let resp = common::client()
+            .post(format!("http://{}/v1/{path}", gw.addr))
+            .header("content-type", "application/json")
+            .body(nested.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 400, "{path}");
+        let v: Value = resp.json().await.unwrap();
+        let message = v["error"]["message"].as_str().unwrap();
+        assert!(message.contains("deeper than 64"), "{v}");
+    }
+    assert!(sim.log().is_empty());
+    gw.stop().await;
+}

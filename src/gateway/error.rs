@@ -80,7 +80,7 @@ impl ApiError {
     /// Anthropic's error type for this error's status.
     pub fn anthropic_kind(&self) -> &'static str {
         match self.status.as_u16() {
-            400 | 405 | 414 | 415 | 422 | 431 => "invalid_request_error",
+            400 | 405 | 408 | 414 | 415 | 422 | 431 => "invalid_request_error",
             401 => "authentication_error",
             403 => "permission_error",
             404 => "not_found_error",

@@ -218,7 +218,12 @@ struct ChatPeek<'a> {
     stream: Option<bool>,
 }
 
-async fn read_body(headers: &HeaderMap, body: Body, max: usize) -> Result<Bytes, ApiError> {
+async fn read_body(
+    headers: &HeaderMap,
+    body: Body,
+    max: usize,
+    timeout: std::time::Duration,
+) -> Result<Bytes, ApiError> {
     let too_large = || {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -235,7 +240,22 @@ async fn read_body(headers: &HeaderMap, body: Body, max: usize) -> Result<Bytes,
     {
         return Err(too_large());
     }
-    axum::body::to_bytes(body, max).await.map_err(|e| {
+    // A client that trickles its body (slow loris) holds a connection and
+    // a concurrency place; it gets a bounded time to finish.
+    let read = tokio::time::timeout(timeout, axum::body::to_bytes(body, max))
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "invalid_request_error",
+                format!(
+                    "the request body did not arrive within {} (gateway.body_timeout)",
+                    human(timeout)
+                ),
+            )
+            .code("body_timeout")
+        })?;
+    read.map_err(|e| {
         let is_limit = std::error::Error::source(&e)
             .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
         if is_limit {
@@ -261,6 +281,40 @@ async fn messages(State(state): State<Arc<AppState>>, headers: HeaderMap, body: 
     }
 }
 
+/// Deeper than this is hostile, not a chat request; serde_json's own limit
+/// is 128, but skipping a field does not check it, so such a body would
+/// otherwise go upstream on a credential's account.
+const MAX_JSON_DEPTH: usize = 64;
+
+/// Whether `body` opens more than `limit` arrays/objects at once (strings,
+/// escapes included, are skipped). One pass, no allocation.
+fn nesting_exceeds(body: &[u8], limit: usize) -> bool {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for &b in body {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > limit {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
+}
+
 /// Reads and checks a client request in `format`, routes its model, and
 /// converts the body for the provider when the formats differ.
 async fn inbound(
@@ -269,7 +323,8 @@ async fn inbound(
     body: Body,
     format: Format,
 ) -> Result<dispatch::Inbound, ApiError> {
-    let body = read_body(&headers, body, state.config.gateway.max_body).await?;
+    let g = &state.config.gateway;
+    let body = read_body(&headers, body, g.max_body, g.body_timeout).await?;
     // serde skips the fields it does not need without checking their UTF-8,
     // and would read a struct from a JSON array: check both here so nothing
     // malformed is sent upstream on a credential's account.
@@ -282,6 +337,12 @@ async fn inbound(
         return Err(
             ApiError::bad_request("the request body must be a JSON object").code("invalid_json"),
         );
+    }
+    if nesting_exceeds(&body, MAX_JSON_DEPTH) {
+        return Err(ApiError::bad_request(format!(
+            "the request body nests JSON deeper than {MAX_JSON_DEPTH} levels"
+        ))
+        .code("invalid_json"));
     }
     let peek: ChatPeek<'_> = serde_json::from_slice(&body).map_err(|e| {
         let what = if e.is_data() {
@@ -439,4 +500,44 @@ pub fn start(
         notes,
         task,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::nesting_exceeds;
+
+    #[test]
+    fn nesting_counts_structure_not_strings() {
+        assert!(!nesting_exceeds(br#"{"a":[[1],[2]]}"#, 3));
+        assert!(nesting_exceeds(br#"{"a":[[1],[2]]}"#, 2));
+        // Brackets and escaped quotes inside strings do not count.
+        assert!(!nesting_exceeds(br#"{"a":"[[[[\"{{{{"}"#, 1));
+        assert!(!nesting_exceeds(b"", 0));
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// Agrees with the real nesting of any JSON value serde writes.
+        #[test]
+        fn nesting_agrees_with_serde(depth in 0usize..100, wrap in prop::bool::ANY, text in ".*") {
+            let mut v = serde_json::Value::String(text);
+            for i in 0..depth {
+                v = if (i % 2 == 0) == wrap {
+                    serde_json::json!([v])
+                } else {
+                    serde_json::json!({ "k": v })
+                };
+            }
+            let bytes = serde_json::to_vec(&v).unwrap();
+            prop_assert_eq!(nesting_exceeds(&bytes, 64), depth > 64);
+        }
+
+        #[test]
+        fn nesting_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+            let _ = nesting_exceeds(&bytes, 64);
+        }
+    }
 }
