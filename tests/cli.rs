@@ -708,3 +708,63 @@ async fn an_unwritable_log_file_is_a_clear_error() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn kill_9_right_after_an_acknowledged_disable_loses_nothing() {
+    let sim = common::start_sim(SimConfig::with_api_keys(2, Limit::Unlimited)).await;
+    let home = tempfile::tempdir().unwrap();
+    let dir = home.path();
+    let state = dir.join("state.json");
+    let cfg = write(
+        dir,
+        "tokenyard.toml",
+        &format!(
+            "listen = \"127.0.0.1:0\"\nstate_file = {:?}\n\n[[provider]]\nname = \"sim\"\nkind = \"openai\"\nbase_url = \"{}\"\n\n[[credential]]\nname = \"key-1\"\napi_key = \"sk-sim-1\"\n\n[[credential]]\nname = \"key-2\"\napi_key = \"sk-sim-2\"\n",
+            state.display().to_string(),
+            sim.base_url()
+        ),
+    );
+    let client = common::client();
+    // Five crashes in a row, each right after the gateway said yes; the
+    // disabled flag flips every round and must be what the next run sees.
+    for round in 0..5 {
+        let mut cmd = tokenyard(dir);
+        cmd.args(["serve", "--no-tui", "--config"]).arg(&cfg);
+        let mut gw = spawn_until(cmd, "listening on").await;
+        let base = url_in(&gw.line);
+        let root = base.trim_end_matches("/v1");
+        let pool: serde_json::Value = client
+            .get(format!("{root}/admin/pool"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let key_1 = &pool["credentials"][0];
+        let expect = if round % 2 == 0 { "ready" } else { "disabled" };
+        assert_eq!(key_1["state"], expect, "round {round}: {pool}");
+        // Some traffic, then the action, then SIGKILL at once.
+        let resp = client
+            .post(format!("{base}/chat/completions"))
+            .json(&common::chat_body(false, 1))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        let action = if round % 2 == 0 { "disable" } else { "enable" };
+        let resp = client
+            .post(format!("{root}/admin/credentials/key-1/{action}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        gw.child.start_kill().unwrap();
+        let status = gw.child.wait().await.unwrap();
+        assert!(!status.success(), "killed, not exited");
+    }
+    // The file is whole JSON after every crash (written atomically).
+    let text = std::fs::read_to_string(&state).unwrap();
+    serde_json::from_str::<serde_json::Value>(&text).expect("the state file is whole");
+    sim.shutdown().await;
+}

@@ -512,6 +512,13 @@ impl PoolHandle {
                 }
             }
         };
+        // An acknowledged operator action survives a crash the moment after:
+        // write it now rather than after the writer's debounce.
+        if matches!(cmd, Command::Disable(_) | Command::Enable(_))
+            && let Err(e) = self.save().await
+        {
+            self.notice(Level::Error, e.to_string());
+        }
         self.notice(Level::Info, format!("operator: {message}"));
         Ok(message)
     }
