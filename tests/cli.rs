@@ -768,3 +768,154 @@ async fn kill_9_right_after_an_acknowledged_disable_loses_nothing() {
     serde_json::from_str::<serde_json::Value>(&text).expect("the state file is whole");
     sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn kill_9_at_random_moments_under_load_keeps_cooldowns_and_rotated_tokens() {
+    let quiet = |label: &str, key: &str| {
+        let mut a = SimAccount::api_key(
+            label,
+            key,
+            Limit::Window {
+                requests: 3,
+                window: Duration::from_secs(20),
+            },
+        );
+        a.advertise = false;
+        a
+    };
+    let sim = common::start_sim(SimConfig {
+        accounts: vec![
+            quiet("k1", "sk-fake-crash-1"),
+            quiet("k2", "sk-fake-crash-2"),
+            SimAccount::refresh_token("oauth", "rt-fake-crash-0", Limit::Unlimited),
+        ],
+        // Short-lived access tokens and rotating refresh tokens: refreshes
+        // (and rotations) happen during the load, right up to the kill.
+        access_token_ttl: Duration::from_millis(200),
+        rotate_refresh_tokens: true,
+        ..SimConfig::default()
+    })
+    .await;
+    let home = tempfile::tempdir().unwrap();
+    let dir = home.path();
+    let state = dir.join("state.json");
+    let cfg = write(
+        dir,
+        "tokenyard.toml",
+        &format!(
+            "listen = \"127.0.0.1:0\"\nstate_file = {:?}\n\n[pool]\nrefresh_skew = \"0s\"\n\n\
+             [[provider]]\nname = \"sim\"\nkind = \"openai\"\nbase_url = \"{}\"\n\n\
+             [[credential]]\nname = \"k1\"\napi_key = \"sk-fake-crash-1\"\n\n\
+             [[credential]]\nname = \"k2\"\napi_key = \"sk-fake-crash-2\"\n\n\
+             [[credential]]\nname = \"oauth\"\nrefresh_token = \"rt-fake-crash-0\"\ntoken_url = \"{}\"\n",
+            state.display().to_string(),
+            sim.base_url(),
+            sim.token_url()
+        ),
+    );
+    let client = common::client();
+    // Cooldowns the last crash left in the file, to find again after restart.
+    let mut expected: Vec<(String, u64)> = Vec::new();
+    let mut restored_cooldowns = 0;
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    for round in 0..4 {
+        let mut cmd = tokenyard(dir);
+        cmd.args(["serve", "--no-tui", "--config"]).arg(&cfg);
+        let mut gw = spawn_until(cmd, "listening on").await;
+        let base = url_in(&gw.line);
+        let root = base.trim_end_matches("/v1").to_string();
+        let pool: serde_json::Value = client
+            .get(format!("{root}/admin/pool"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        for (name, until) in &expected {
+            let c = pool["credentials"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|c| c["name"] == name.as_str())
+                .unwrap();
+            assert_eq!(
+                c["state"], "cooling",
+                "round {round}: {name} after the crash: {c}"
+            );
+            let restored = c["until_ms"].as_u64().unwrap();
+            assert!(
+                restored.abs_diff(*until) <= 1_000,
+                "round {round}: {name} {restored} vs {until}"
+            );
+            restored_cooldowns += 1;
+        }
+        // The refresh token the last run rotated to still works: a forced
+        // refresh succeeds (the sim revoked every older one).
+        let resp = client
+            .post(format!("{root}/admin/credentials/oauth/refresh"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            resp.status(),
+            200,
+            "round {round}: {}",
+            resp.text().await.unwrap()
+        );
+
+        // Load from eight clients, then SIGKILL at a random moment.
+        let load: Vec<_> = (0..8)
+            .map(|_| {
+                let (client, base) = (client.clone(), base.clone());
+                tokio::spawn(async move {
+                    loop {
+                        let _ = client
+                            .post(format!("{base}/chat/completions"))
+                            .json(&common::chat_body(false, 1))
+                            .send()
+                            .await;
+                    }
+                })
+            })
+            .collect();
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        tokio::time::sleep(Duration::from_millis(300 + seed % 700)).await;
+        gw.child.start_kill().unwrap();
+        let _ = gw.child.wait().await;
+        for l in load {
+            l.abort();
+        }
+
+        // Whatever the moment, the file is whole; its cooldowns are what
+        // the next run must restore.
+        let text = std::fs::read_to_string(&state).unwrap();
+        let file: serde_json::Value = serde_json::from_str(&text).expect("a whole state file");
+        let now = tokenyard::events::unix_ms(std::time::SystemTime::now());
+        expected = file["credentials"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .filter_map(|(name, c)| {
+                let until = c["cooldown"]["until_ms"].as_u64()?;
+                (until > now + 2_000).then(|| (name.clone(), until))
+            })
+            .collect();
+    }
+    assert!(
+        sim.token_calls() > 8,
+        "refreshes (and rotations) happened during the load too: {}",
+        sim.token_calls()
+    );
+    assert!(
+        restored_cooldowns > 0,
+        "some crash left a cooldown to restore"
+    );
+    println!(
+        "restored {restored_cooldowns} cooldown(s); {} token calls",
+        sim.token_calls()
+    );
+    sim.shutdown().await;
+}
