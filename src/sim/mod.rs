@@ -448,6 +448,11 @@ impl SimHandle {
             .and_then(|a| a.refresh_token.clone())
     }
 
+    /// Every access token minted so far (for tests that check none leaked).
+    pub fn issued_access_tokens(&self) -> Vec<String> {
+        self.shared.lock().issued_access_tokens()
+    }
+
     /// Every access token minted so far is expired from now on.
     pub fn expire_access_tokens(&self) {
         self.shared.lock().expire_access_tokens(Instant::now());

@@ -350,6 +350,10 @@ impl Inner {
         );
     }
 
+    pub fn issued_access_tokens(&self) -> Vec<String> {
+        self.access_tokens.keys().cloned().collect()
+    }
+
     pub fn expire_access_tokens(&mut self, now: Instant) {
         for t in self.access_tokens.values_mut() {
             t.expires_at = t.expires_at.min(now);
