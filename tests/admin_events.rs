@@ -28,9 +28,9 @@ use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
 // Long, distinctive secrets, so that a leak of any of them is unmistakable.
-const KEY_1: &str = "sk-fake-events-0001-aaaaaaaaaaaaaaaa-k1x1";
-const KEY_2: &str = "sk-fake-events-0002-bbbbbbbbbbbbbbbb-k2x2";
-const ADMIN_KEY: &str = "adm-fake-events-0003-cccccccccccccccc-a1x1";
+const KEY_1: &str = "sk-fake-events-0001-not-a-real-key-k1x1";
+const KEY_2: &str = "sk-fake-events-0002-not-a-real-key-k2x2";
+const ADMIN_KEY: &str = "adm-fake-events-0003-not-a-real-key-a1x1";
 const ALL_SECRETS: &[&str] = &[KEY_1, KEY_2, ADMIN_KEY];
 
 /// The longest any single wait in these tests may take.
@@ -446,7 +446,7 @@ async fn a_refused_admin_key_is_reported_as_such() {
     let sim = sim().await;
     let gw = common::start(config(&sim, &admin_top())).await;
 
-    let wrong = "adm-fake-wrong-0000000000000000-zzzz";
+    let wrong = "adm-fake-wrong-not-a-real-key-zzzz";
     let (reason, stop) = first_disconnect(&remote(&gw, Some(wrong))).await;
     assert!(reason.contains("refused the key"), "{reason}");
     assert!(

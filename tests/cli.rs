@@ -13,9 +13,9 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::task::JoinHandle;
 
-const KEY_A: &str = "sk-fake-cli-0001-aaaaaaaaaaaaaaaaaaaa-abcd";
-const KEY_B: &str = "sk-fake-cli-0002-bbbbbbbbbbbbbbbbbbbb-wxyz";
-const RT_C: &str = "rt-fake-cli-0003-cccccccccccccccccccc-rtok";
+const KEY_A: &str = "sk-fake-cli-0001-not-a-real-key-abcd";
+const KEY_B: &str = "sk-fake-cli-0002-not-a-real-key-wxyz";
+const RT_C: &str = "rt-fake-cli-0003-not-a-real-key-rtok";
 
 /// The binary with a clean environment: no config found by accident, XDG
 /// dirs and the working directory inside `home`.

@@ -21,12 +21,12 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tower::ServiceExt;
 
 // Long, distinctive secrets, so that a leak of any of them is unmistakable.
-const KEY_1: &str = "sk-fake-surface-0001-aaaaaaaaaaaaaaaa-k1x1";
-const KEY_2: &str = "sk-fake-surface-0002-bbbbbbbbbbbbbbbb-k2x2";
-const KEY_3: &str = "sk-fake-surface-0003-cccccccccccccccc-k3x3";
-const RT_1: &str = "rt-fake-surface-0004-dddddddddddddddd-r1x1";
+const KEY_1: &str = "sk-fake-surface-0001-not-a-real-key-k1x1";
+const KEY_2: &str = "sk-fake-surface-0002-not-a-real-key-k2x2";
+const KEY_3: &str = "sk-fake-surface-0003-not-a-real-key-k3x3";
+const RT_1: &str = "rt-fake-surface-0004-not-a-real-key-r1x1";
 const CLIENT_KEY: &str = "ck-test-123456789";
-const ADMIN_KEY: &str = "adm-fake-surface-0005-eeeeeeeeeeeeeee-a1x1";
+const ADMIN_KEY: &str = "adm-fake-surface-0005-not-a-real-key-a1x1";
 
 const ALL_SECRETS: &[&str] = &[KEY_1, KEY_2, KEY_3, RT_1, CLIENT_KEY, ADMIN_KEY];
 

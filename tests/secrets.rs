@@ -10,12 +10,12 @@ use std::time::Duration;
 
 use tokenyard::sim::{Limit, SimAccount, SimConfig};
 
-const KEY_OPENAI: &str = "sk-fake-SWEEP-openai-7d41c9";
-const KEY_ANTHROPIC: &str = "sk-fake-SWEEP-anthropic-2b8e10";
-const KEY_GEMINI: &str = "gm-fake-SWEEP-gemini-91f3aa";
-const REFRESH: &str = "rt-fake-SWEEP-refresh-5c0d72";
-const CLIENT_KEY: &str = "ck-fake-SWEEP-client-0e6b43";
-const ADMIN_KEY: &str = "ak-fake-SWEEP-admin-a19f05";
+const KEY_OPENAI: &str = "sk-fake-SWEEP-openai-key";
+const KEY_ANTHROPIC: &str = "sk-fake-SWEEP-anthropic-key";
+const KEY_GEMINI: &str = "gm-fake-SWEEP-gemini-key";
+const REFRESH: &str = "rt-fake-SWEEP-refresh-token";
+const CLIENT_KEY: &str = "ck-fake-SWEEP-client-key";
+const ADMIN_KEY: &str = "ak-fake-SWEEP-admin-key";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_secret_appears_in_any_output_at_trace_level() {

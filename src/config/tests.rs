@@ -15,7 +15,7 @@ fn parse(text: &str) -> Result<Config, ConfigError> {
         text,
         "test.toml",
         Path::new("/nonexistent"),
-        &env(&[("KEY_A", "sk-aaaaaaaaaaaa1111")]),
+        &env(&[("KEY_A", "sk-fake-config-key-1111")]),
     )
 }
 
@@ -50,11 +50,11 @@ fn minimal_config_gets_defaults() {
     let cred = &c.credentials[0];
     assert_eq!((cred.provider, cred.tier), (0, 0));
     match &cred.auth {
-        AuthSpec::ApiKey(k) => assert_eq!(k.expose(), "sk-aaaaaaaaaaaa1111"),
+        AuthSpec::ApiKey(k) => assert_eq!(k.expose(), "sk-fake-config-key-1111"),
         other => panic!("{other:?}"),
     }
     // Debug output of the whole config never shows the key.
-    assert!(!format!("{c:?}").contains("sk-aaaaaaaaaaaa1111"));
+    assert!(!format!("{c:?}").contains("sk-fake-config-key-1111"));
 }
 
 #[test]
