@@ -316,13 +316,7 @@ fn decide(
     } else {
         0
     };
-    let cut = match (inner.accounts[idx].fault, drawn) {
-        (Some(KeyFault::ResetAfterChunks(n)), _) => Some(Cut::Reset(n.min(events))),
-        (Some(KeyFault::StallAfterChunks(n)), _) => Some(Cut::Stall(n.min(events))),
-        (_, Some(Drawn::Reset)) => Some(Cut::Reset(inner.draw_cut(events))),
-        (_, Some(Drawn::Stall)) => Some(Cut::Stall(inner.draw_cut(events))),
-        _ => None,
-    };
+    let cut = Cut::choose(&mut inner, idx, drawn, events);
     req.status = 200;
     req.fault = cut.map(Cut::as_fault);
     inner.record(req, Some(idx), false);

@@ -58,6 +58,7 @@ use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::server::NamedService;
 use tonic::{Code, Request, Response, Status};
 
+use super::server::Cut;
 use super::state::{Account, Caller, Drawn, Inner, Refusal, Shared};
 use super::{Endpoint, KeyFault, SimRequest};
 use crate::gemini::v1beta as pb;
@@ -83,22 +84,6 @@ const RESET_MARK: &str = "x-sim-reset";
 /// Pause before a reset, so the messages before it leave first (h2 drops
 /// what is still queued on a stream it resets).
 const FLUSH_GRACE: Duration = Duration::from_millis(20);
-
-/// Where a fault cuts an admitted answer: after this many messages.
-#[derive(Debug, Clone, Copy)]
-enum Cut {
-    Reset(usize),
-    Stall(usize),
-}
-
-impl Cut {
-    fn as_fault(self) -> KeyFault {
-        match self {
-            Cut::Reset(n) => KeyFault::ResetAfterChunks(n),
-            Cut::Stall(n) => KeyFault::StallAfterChunks(n),
-        }
-    }
-}
 
 fn reset_status() -> Status {
     let mut md = MetadataMap::new();
@@ -294,13 +279,7 @@ fn decide(
         prompt_tokens: params.prompt_tokens,
     };
     let events = if stream { plan.messages() } else { 0 };
-    let cut = match (inner.accounts[idx].fault, drawn) {
-        (Some(KeyFault::ResetAfterChunks(n)), _) => Some(Cut::Reset(n.min(events))),
-        (Some(KeyFault::StallAfterChunks(n)), _) => Some(Cut::Stall(n.min(events))),
-        (_, Some(Drawn::Reset)) => Some(Cut::Reset(inner.draw_cut(events))),
-        (_, Some(Drawn::Stall)) => Some(Cut::Stall(inner.draw_cut(events))),
-        _ => None,
-    };
+    let cut = Cut::choose(&mut inner, idx, drawn, events);
     log.status = 200;
     log.fault = cut.map(Cut::as_fault);
     inner.record(log, Some(idx), false);

@@ -21,7 +21,7 @@ use serde_json::{Value, json};
 use tokio::time::Instant;
 
 use super::anthropic;
-use super::state::{Caller, Drawn, Refusal, Shared};
+use super::state::{Caller, Drawn, Inner, Refusal, Shared};
 use super::wire::{self, Completion};
 use super::{Endpoint, KeyFault, SimRequest, TokenCall, TokenFailure, TokenOutcome};
 
@@ -127,7 +127,8 @@ fn content_len(content: Option<&Value>) -> usize {
     }
 }
 
-/// Where a fault cuts an admitted answer: after this many SSE data events.
+/// Where a fault cuts an admitted answer: after this many stream events
+/// (SSE data events, or gRPC messages for Gemini).
 #[derive(Debug, Clone, Copy)]
 pub(super) enum Cut {
     Reset(usize),
@@ -135,6 +136,24 @@ pub(super) enum Cut {
 }
 
 impl Cut {
+    /// Where this answer of `events` stream events is cut, if at all: the
+    /// account's own fault first, else a fault drawn at random. Every
+    /// endpoint (OpenAI, Anthropic, Gemini) cuts the same way.
+    pub(super) fn choose(
+        inner: &mut Inner,
+        idx: usize,
+        drawn: Option<Drawn>,
+        events: usize,
+    ) -> Option<Cut> {
+        match (inner.accounts[idx].fault, drawn) {
+            (Some(KeyFault::ResetAfterChunks(n)), _) => Some(Cut::Reset(n.min(events))),
+            (Some(KeyFault::StallAfterChunks(n)), _) => Some(Cut::Stall(n.min(events))),
+            (_, Some(Drawn::Reset)) => Some(Cut::Reset(inner.draw_cut(events))),
+            (_, Some(Drawn::Stall)) => Some(Cut::Stall(inner.draw_cut(events))),
+            _ => None,
+        }
+    }
+
     pub(super) fn as_fault(self) -> KeyFault {
         match self {
             Cut::Reset(n) => KeyFault::ResetAfterChunks(n),
@@ -325,13 +344,7 @@ fn decide(
     } else {
         0
     };
-    let cut = match (inner.accounts[idx].fault, drawn) {
-        (Some(KeyFault::ResetAfterChunks(n)), _) => Some(Cut::Reset(n.min(events))),
-        (Some(KeyFault::StallAfterChunks(n)), _) => Some(Cut::Stall(n.min(events))),
-        (_, Some(Drawn::Reset)) => Some(Cut::Reset(inner.draw_cut(events))),
-        (_, Some(Drawn::Stall)) => Some(Cut::Stall(inner.draw_cut(events))),
-        _ => None,
-    };
+    let cut = Cut::choose(&mut inner, idx, drawn, events);
     req.status = 200;
     req.fault = cut.map(Cut::as_fault);
     inner.record(req, Some(idx), false);
