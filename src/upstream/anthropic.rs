@@ -135,22 +135,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-
-    fn settings() -> PoolSettings {
-        PoolSettings {
-            default_cooldown: Duration::from_secs(60),
-            quota_cooldown: Duration::from_secs(3600),
-            ..PoolSettings::default()
-        }
-    }
-
-    fn h(pairs: &[(&'static str, &str)]) -> HeaderMap {
-        let mut m = HeaderMap::new();
-        for (k, v) in pairs {
-            m.insert(*k, HeaderValue::from_str(v).unwrap());
-        }
-        m
-    }
+    use crate::upstream::test_support::{h, settings};
 
     /// 2026-11-26T12:00:00Z.
     fn now() -> SystemTime {

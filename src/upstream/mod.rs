@@ -5,6 +5,8 @@ pub mod anthropic;
 pub mod gemini;
 pub mod hints;
 pub mod openai;
+#[cfg(test)]
+mod test_support;
 
 use std::time::{Duration, SystemTime};
 

@@ -126,23 +126,8 @@ pub fn classify(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::upstream::test_support::{h, settings};
     use std::time::Duration;
-
-    fn settings() -> PoolSettings {
-        PoolSettings {
-            default_cooldown: Duration::from_secs(60),
-            quota_cooldown: Duration::from_secs(3600),
-            ..PoolSettings::default()
-        }
-    }
-
-    fn h(pairs: &[(&'static str, &str)]) -> HeaderMap {
-        let mut m = HeaderMap::new();
-        for (k, v) in pairs {
-            m.insert(*k, HeaderValue::from_str(v).unwrap());
-        }
-        m
-    }
 
     const RATE: &[u8] = br#"{"error":{"message":"Rate limit reached","type":"requests","param":null,"code":"rate_limit_exceeded"}}"#;
     const QUOTA: &[u8] = br#"{"error":{"message":"You exceeded your current quota","type":"insufficient_quota","param":null,"code":"insufficient_quota"}}"#;

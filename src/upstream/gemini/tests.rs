@@ -6,14 +6,7 @@ use tonic::Code;
 
 use super::*;
 use crate::gemini::rpc;
-
-fn settings() -> PoolSettings {
-    PoolSettings {
-        default_cooldown: Duration::from_secs(60),
-        quota_cooldown: Duration::from_secs(3600),
-        ..PoolSettings::default()
-    }
-}
+use crate::upstream::test_support::settings;
 
 fn any<M: prost::Message>(type_url: &str, m: &M) -> prost_types::Any {
     prost_types::Any {
