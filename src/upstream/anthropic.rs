@@ -10,7 +10,7 @@ use std::time::SystemTime;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 
-use super::{Outcome, forward_request_header, hints};
+use super::{Outcome, hints};
 use crate::config::{PoolSettings, Provider};
 use crate::secret::Secret;
 
@@ -56,16 +56,7 @@ pub async fn send_messages(
     body: Bytes,
     client_headers: &HeaderMap,
 ) -> Result<reqwest::Response, reqwest::Error> {
-    let mut headers = HeaderMap::with_capacity(client_headers.len() + 3);
-    for (name, value) in client_headers {
-        if forward_request_header(name.as_str()) {
-            headers.append(name.clone(), value.clone());
-        }
-    }
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    let mut headers = super::upstream_headers(client_headers);
     auth_headers(&mut headers, token, auth);
     http.post(format!("{}/messages", provider.base_url))
         .headers(headers)

@@ -130,6 +130,23 @@ pub fn forward_request_header(name: &str) -> bool {
     !DROP_REQUEST.contains(&name) && !name.starts_with("x-tokenyard-")
 }
 
+/// The headers a JSON request upstream starts with: the client's that may
+/// be forwarded, and `content-type: application/json`. The adapter adds
+/// its own auth.
+pub fn upstream_headers(client_headers: &HeaderMap) -> HeaderMap {
+    let mut headers = HeaderMap::with_capacity(client_headers.len() + 3);
+    for (name, value) in client_headers {
+        if forward_request_header(name.as_str()) {
+            headers.append(name.clone(), value.clone());
+        }
+    }
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    headers
+}
+
 /// Whether an upstream response header goes back to the client. The
 /// per-credential `x-ratelimit-*` numbers describe one key of the pool, not
 /// the gateway, so they stay here; so do cookies and account identifiers.

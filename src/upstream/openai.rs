@@ -7,7 +7,7 @@ use std::time::SystemTime;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 
-use super::{Outcome, forward_request_header, hints};
+use super::{Outcome, hints};
 use crate::config::{PoolSettings, Provider};
 use crate::secret::Secret;
 
@@ -18,16 +18,7 @@ pub async fn send_chat(
     body: Bytes,
     client_headers: &HeaderMap,
 ) -> Result<reqwest::Response, reqwest::Error> {
-    let mut headers = HeaderMap::with_capacity(client_headers.len() + 2);
-    for (name, value) in client_headers {
-        if forward_request_header(name.as_str()) {
-            headers.append(name.clone(), value.clone());
-        }
-    }
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    let mut headers = super::upstream_headers(client_headers);
     let mut auth = HeaderValue::from_str(&format!("Bearer {}", token.expose()))
         .unwrap_or_else(|_| HeaderValue::from_static("Bearer invalid"));
     auth.set_sensitive(true);
