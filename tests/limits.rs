@@ -233,3 +233,18 @@ async fn deeply_nested_json_is_a_clear_400() {
     assert!(sim.log().is_empty());
     gw.stop().await;
 }
+
+#[tokio::test]
+async fn whole_answers_keep_their_content_length() {
+    let sim = slow_sim(1).await;
+    let gw = gateway(&sim, 1, "", "").await;
+    let resp = common::post_chat(&common::client(), &gw, &body(false)).await;
+    assert_eq!(resp.status(), 200);
+    let len: usize = resp.headers()["content-length"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(resp.bytes().await.unwrap().len(), len);
+    gw.stop().await;
+}

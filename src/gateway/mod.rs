@@ -144,8 +144,15 @@ async fn shed(State(state): State<Arc<AppState>>, req: Request, next: Next) -> R
         .into_response_as(format_of(req.uri().path()));
     };
     let resp = next.run(req).await;
-    // The permit lives as long as the response body, so a stream holds its
-    // place until it ends.
+    // A whole body is already in memory: the request's work is done, and
+    // the response keeps its content-length. A stream holds its place
+    // until it ends: the permit lives as long as its body.
+    if axum::body::HttpBody::size_hint(resp.body())
+        .exact()
+        .is_some()
+    {
+        return resp;
+    }
     let (parts, body) = resp.into_parts();
     let body = Body::from_stream(futures_util::StreamExt::map(
         body.into_data_stream(),
