@@ -162,7 +162,7 @@ async fn run(state: &AppState, req: Inbound) -> Response {
                     continue;
                 }
                 _ if u.tried_ready => break GiveUp::AllTried,
-                other => break GiveUp::Unavailable(other),
+                retry_at => break GiveUp::Unavailable(retry_at, u.limited),
             },
         };
         if let Some((from, note)) = moving_on.take() {
@@ -198,7 +198,8 @@ async fn run(state: &AppState, req: Inbound) -> Response {
         )
         .code("credentials_busy")
         .retry_after(1),
-        (GiveUp::Unavailable(retry_at), _, _) => exhausted(retry_at, attempts),
+        (GiveUp::Unavailable(Some(at), false), _, _) => broken_upstream(at, attempts),
+        (GiveUp::Unavailable(retry_at, _), _, _) => exhausted(retry_at, attempts),
         (GiveUp::Attempts, Some(Failure::RateLimited), _) | (_, _, None) => {
             exhausted(recovery(), attempts)
         }
@@ -215,7 +216,30 @@ enum GiveUp {
     Busy,
     Attempts,
     AllTried,
-    Unavailable(Option<Instant>),
+    /// When some credential recovers, and whether any is rate limited
+    /// (rather than failed).
+    Unavailable(Option<Instant>, bool),
+}
+
+/// 503 when every credential that could serve has failed and waits for its
+/// probe: the upstream is down or erroring, which a 429 would misreport.
+fn broken_upstream(probe_at: Instant, attempts: u32) -> ApiError {
+    let wait = probe_at.saturating_duration_since(Instant::now());
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "server_error",
+        format!(
+            "every credential for this model has failed against its upstream \
+             (after {attempts} attempt(s)); the next probe is in {}",
+            human(wait)
+        ),
+    )
+    .code("upstream_unavailable")
+    .retry_after(ceil_secs(wait).max(1))
+}
+
+fn ceil_secs(d: Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
 }
 
 /// 429 when nothing can serve (with `Retry-After` = the earliest recovery),
@@ -224,7 +248,7 @@ fn exhausted(retry_at: Option<Instant>, attempts: u32) -> ApiError {
     match retry_at {
         Some(at) => {
             let wait = at.saturating_duration_since(Instant::now());
-            let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            let secs = ceil_secs(wait);
             ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 "rate_limit_error",
@@ -248,6 +272,7 @@ fn exhausted(retry_at: Option<Instant>, attempts: u32) -> ApiError {
 
 fn answer_error(ctx: &mut Ctx<'_>, error: ApiError) -> Response {
     ctx.record.status = error.status.as_u16();
+    ctx.record.code = error.code.map(str::to_string);
     let mut resp = error.into_response_as(ctx.req.conversion.client);
     finish(ctx, &mut resp, None);
     resp

@@ -162,6 +162,10 @@ pub struct Unavailable {
     /// Some credential is ready but at its `max_in_flight` cap: the pool is
     /// busy, not limited, and the request is shed rather than queued.
     pub busy: bool,
+    /// Some credential is cooling or exhausted. When none is, the wait is
+    /// for failed credentials' probes: the upstream is broken, not limiting
+    /// us, and the client is told so rather than handed a 429.
+    pub limited: bool,
 }
 
 /// The pool's state machine: credentials, tier cursors, the operator's
@@ -259,6 +263,7 @@ impl Core {
         let mut retry_at: Option<Instant> = None;
         let mut tried_ready = false;
         let mut busy = false;
+        let mut limited = false;
         for (i, c) in self.creds.iter().enumerate() {
             if c.provider != provider {
                 continue;
@@ -271,6 +276,7 @@ impl Core {
                 busy = true;
                 continue;
             }
+            limited |= matches!(c.state(now), State::Cooling | State::Exhausted);
             if let Some(at) = c.recovers_at(now) {
                 retry_at = Some(retry_at.map_or(at, |r| r.min(at)));
             }
@@ -279,6 +285,7 @@ impl Core {
             retry_at,
             tried_ready,
             busy,
+            limited,
         }
     }
 

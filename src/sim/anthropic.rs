@@ -275,11 +275,10 @@ fn decide(
         let body = wire::status_body(status, &request_id);
         return (Decision::Fail(status, body), request_id);
     }
-    let account = &mut inner.accounts[idx];
-    match account.check(now) {
+    match inner.admit(idx, now) {
         Ok(()) => {}
         Err(Refusal::RateLimited { wait, limit }) => {
-            let hints = account.hints;
+            let hints = inner.accounts[idx].hints;
             let mut resp = json_response(429, wire::rate_limited(limit, &request_id));
             wire::hint_headers(resp.headers_mut(), hints, wait, limit, wall);
             req.status = 429;

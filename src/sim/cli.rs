@@ -43,6 +43,13 @@ pub struct SimArgs {
     /// Probability of a stall (connection held open, silent) mid-answer.
     #[arg(long, default_value_t = 0.0, value_parser = probability)]
     pub stall_rate: f64,
+    /// Probability of a rate-limit burst per request: a 429 with retry
+    /// hints, after which the account stays limited for --burst-wait.
+    #[arg(long, default_value_t = 0.0, value_parser = probability)]
+    pub burst_rate: f64,
+    /// How long a rate-limit burst keeps an account limited.
+    #[arg(long, default_value = "1s")]
+    pub burst_wait: humantime::Duration,
     /// Seed for the fault dice.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -113,6 +120,8 @@ impl SimArgs {
                 error_5xx: self.error_rate,
                 reset_mid_stream: self.reset_rate,
                 stall_mid_stream: self.stall_rate,
+                rate_limit: self.burst_rate,
+                rate_limit_wait: (*self.burst_wait, *self.burst_wait),
                 seed: self.seed,
             },
             ..SimConfig::default()

@@ -242,11 +242,10 @@ fn decide(
         inner.record(log, Some(idx), false);
         return Decision::Fail(wire::fault_status(status));
     }
-    let account = &mut inner.accounts[idx];
-    match account.check(now) {
+    match inner.admit(idx, now) {
         Ok(()) => {}
         Err(Refusal::RateLimited { wait, limit }) => {
-            let status = wire::rate_limited(&params.model, limit, wait, account.hints);
+            let status = wire::rate_limited(&params.model, limit, wait, inner.accounts[idx].hints);
             log.status = 429;
             log.retry_after = Some(wait);
             inner.record(log, Some(idx), false);

@@ -205,6 +205,14 @@ pub struct Faults {
     pub error_5xx: f64,
     pub reset_mid_stream: f64,
     pub stall_mid_stream: f64,
+    /// Rate-limit bursts: an admitted request is refused with a rate-limit
+    /// 429 as if the account's budget had just run out, and the account
+    /// stays limited for a wait drawn from `rate_limit_wait`, which its
+    /// retry hints announce. Drawn before the other faults, from the same
+    /// seeded RNG.
+    pub rate_limit: f64,
+    /// Shortest and longest wait of a rate-limit burst.
+    pub rate_limit_wait: (Duration, Duration),
     pub seed: u64,
 }
 

@@ -297,11 +297,10 @@ fn decide(
             request_id,
         );
     }
-    let account = &mut inner.accounts[idx];
-    match account.check(now) {
+    match inner.admit(idx, now) {
         Ok(()) => {}
         Err(Refusal::RateLimited { wait, limit }) => {
-            let hints = account.hints;
+            let hints = inner.accounts[idx].hints;
             let body = wire::rate_limited(&params.model, limit, wait);
             let mut resp = json_response(429, body);
             wire::hint_headers(resp.headers_mut(), hints, wait, limit, SystemTime::now());

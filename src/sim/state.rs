@@ -74,6 +74,7 @@ impl Shared {
                     refresh_token,
                     window_start: None,
                     used: 0,
+                    blocked_until: None,
                 }
             })
             .collect();
@@ -162,6 +163,8 @@ pub(crate) struct Account {
     window_start: Option<Instant>,
     /// Requests admitted in the current window (Window) or ever (Total).
     used: u32,
+    /// Limited by a rate-limit burst until then, whatever the window says.
+    blocked_until: Option<Instant>,
     pub stats: AccountStats,
 }
 
@@ -189,9 +192,26 @@ impl Account {
         }
     }
 
+    /// The request budget rate-limit headers announce.
+    fn header_limit(&self) -> u32 {
+        match self.limit {
+            Limit::Window { requests, .. } | Limit::Total { requests } => requests,
+            Limit::Unlimited => UNMETERED.limit,
+        }
+    }
+
     /// Would the limiter let a request through at `now`?
     pub fn check(&mut self, now: Instant) -> Result<(), Refusal> {
         self.roll(now);
+        if let Some(until) = self.blocked_until {
+            if until > now {
+                return Err(Refusal::RateLimited {
+                    wait: until - now,
+                    limit: self.header_limit(),
+                });
+            }
+            self.blocked_until = None;
+        }
         match self.limit {
             Limit::Unlimited => Ok(()),
             Limit::Total { requests } if self.used >= requests => Err(Refusal::Quota),
@@ -273,6 +293,29 @@ impl Inner {
     pub fn next_id(&mut self) -> u64 {
         self.next_id += 1;
         self.next_id
+    }
+
+    /// The limiter's verdict on a request for account `idx`, with a
+    /// rate-limit burst drawn (and started) when the limiter says yes.
+    pub fn admit(&mut self, idx: usize, now: Instant) -> Result<(), Refusal> {
+        self.accounts[idx].check(now)?;
+        let p = self.faults.rate_limit;
+        if p <= 0.0 || self.rng.random::<f64>() >= p {
+            return Ok(());
+        }
+        let (lo, hi) = self.faults.rate_limit_wait;
+        let (lo, hi) = (lo.as_millis() as u64, hi.as_millis() as u64);
+        let wait = Duration::from_millis(if hi > lo {
+            self.rng.random_range(lo..=hi)
+        } else {
+            lo
+        });
+        let account = &mut self.accounts[idx];
+        account.blocked_until = Some(now + wait);
+        Err(Refusal::RateLimited {
+            wait,
+            limit: account.header_limit(),
+        })
     }
 
     /// Draws at most one random fault for an admitted request. The
@@ -384,6 +427,7 @@ mod tests {
             refresh_token: None,
             window_start: None,
             used: 0,
+            blocked_until: None,
             stats: AccountStats::default(),
         }
     }

@@ -552,6 +552,7 @@ async fn random_faults_repeat_with_the_seed() {
             reset_mid_stream: 0.3,
             stall_mid_stream: 0.0,
             seed,
+            ..Faults::default()
         };
         let sim = sim(cfg).await;
         let mut seen = Vec::new();
@@ -568,4 +569,34 @@ async fn random_faults_repeat_with_the_seed() {
     assert!(a.iter().any(|&(s, _)| s >= 500));
     assert!(a.iter().any(|&(s, ok)| s == 200 && !ok));
     assert!(a.iter().any(|&(s, ok)| s == 200 && ok));
+}
+
+#[tokio::test]
+async fn a_rate_limit_burst_holds_the_account_for_the_hinted_wait() {
+    let mut cfg = one_key(Limit::Unlimited);
+    cfg.faults = Faults {
+        rate_limit: 1.0,
+        rate_limit_wait: (Duration::from_millis(400), Duration::from_millis(400)),
+        ..Faults::default()
+    };
+    let sim = sim(cfg).await;
+    let first = post(&sim, Some("sk-sim-aaaa-1234"), plain("sim-small")).await;
+    assert_eq!(first.status(), 429);
+    assert_eq!(first.headers()["retry-after-ms"], "400");
+    let body: serde_json::Value = first.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "rate_limit_exceeded");
+    // Still inside the burst: refused by the block itself, with what is left.
+    let second = post(&sim, Some("sk-sim-aaaa-1234"), plain("sim-small")).await;
+    assert_eq!(second.status(), 429);
+    let left: u64 = second.headers()["retry-after-ms"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..400).contains(&left), "{left} ms left");
+    let log = sim.log();
+    assert_eq!(log.len(), 2);
+    assert_eq!(log[0].retry_after, Some(Duration::from_millis(400)));
+    assert!(log[1].retry_after.unwrap() < Duration::from_millis(400));
+    sim.shutdown().await;
 }

@@ -1,0 +1,243 @@
+//! The chaos suite's verdicts, computed after the run from what the sim saw
+//! (every upstream request, with its arrival time and the exact wait of
+//! every 429), what the gateway published (state changes, stamped when the
+//! test received them) and what each client got.
+//!
+//! Arrival times are taken at the sim, so a request the gateway had already
+//! sent when a 429 came back for the same key can land just after it. Every
+//! check therefore allows `SLACK` at the edges of a window; the windows
+//! themselves (0.1–1.5 s of cooling, seconds of being disabled) are far
+//! wider.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use tokenyard::events::State;
+use tokenyard::sim::{HintStyle, SimRequest, TokenCall, TokenOutcome};
+use tokio::time::Instant;
+
+use super::client::{End, Outcome};
+
+pub const SLACK: Duration = Duration::from_millis(50);
+
+/// What the test knows about one credential.
+#[derive(Debug, Clone)]
+pub struct Account {
+    pub name: &'static str,
+    /// The models it serves (its provider's).
+    pub model: &'static str,
+    pub hints: HintStyle,
+    /// Announces its hints to the millisecond (else whole seconds or an
+    /// HTTP date, which the gateway rounds up).
+    pub precise: bool,
+    /// Its token endpoint never works: it can never serve.
+    pub broken: bool,
+}
+
+/// A window during which a credential must not be sent anything.
+#[derive(Debug, Clone, Copy)]
+pub struct Window {
+    pub from: Instant,
+    pub to: Instant,
+}
+
+impl Window {
+    fn strictly_inside(&self, t: Instant) -> bool {
+        t > self.from + SLACK && t + SLACK < self.to
+    }
+    fn covers(&self, t: Instant) -> bool {
+        t + SLACK >= self.from && t <= self.to + SLACK
+    }
+}
+
+/// Every window in which each credential was cooling by the provider's own
+/// word, from the sim's log: `(lower, upper)`, where `lower` is what the
+/// hint asked for at the least (the exact wait; for a hint-less 429 the
+/// gateway's `default_cooldown`) and `upper` the most a faithful reading of
+/// the hint may wait (rounded up to the second where the hint is).
+pub fn cooldowns(
+    log: &[SimRequest],
+    accounts: &[Account],
+    default_cooldown: Duration,
+) -> HashMap<&'static str, Vec<(Window, Window)>> {
+    let mut out: HashMap<&'static str, Vec<(Window, Window)>> = HashMap::new();
+    for r in log {
+        let (Some(label), 429, Some(exact)) = (r.label.as_deref(), r.status, r.retry_after) else {
+            continue;
+        };
+        let Some(a) = accounts.iter().find(|a| a.name == label) else {
+            continue;
+        };
+        let (lower, upper) = match a.hints {
+            HintStyle::None => (default_cooldown, default_cooldown),
+            _ if a.precise => (exact, exact + Duration::from_millis(5)),
+            _ => (exact, exact + Duration::from_secs(1)),
+        };
+        out.entry(a.name).or_default().push((
+            Window {
+                from: r.at,
+                to: r.at + lower,
+            },
+            Window {
+                from: r.at,
+                to: r.at + upper,
+            },
+        ));
+    }
+    out
+}
+
+/// Intervals in which the gateway said a credential was `failed`, from its
+/// event feed.
+pub fn failed_windows(
+    states: &[(Instant, String, State)],
+    end: Instant,
+) -> HashMap<String, Vec<Window>> {
+    let mut open: HashMap<String, Instant> = HashMap::new();
+    let mut out: HashMap<String, Vec<Window>> = HashMap::new();
+    for (at, name, state) in states {
+        match (state, open.get(name)) {
+            (State::Failed, None) => {
+                open.insert(name.clone(), *at);
+            }
+            (State::Failed, Some(_)) => {}
+            (_, Some(&from)) => {
+                open.remove(name);
+                out.entry(name.clone())
+                    .or_default()
+                    .push(Window { from, to: *at });
+            }
+            (_, None) => {}
+        }
+    }
+    for (name, from) in open {
+        out.entry(name).or_default().push(Window { from, to: end });
+    }
+    out
+}
+
+/// Requests the sim received on a credential the gateway had been told
+/// was cooling, or had disabled or marked failed.
+pub fn requests_to_unusable(
+    log: &[SimRequest],
+    accounts: &[Account],
+    cooling: &HashMap<&'static str, Vec<(Window, Window)>>,
+    disabled: &HashMap<&'static str, Window>,
+    failed: &HashMap<String, Vec<Window>>,
+) -> Vec<String> {
+    let mut bad = Vec::new();
+    for r in log {
+        let Some(label) = r.label.as_deref() else {
+            continue;
+        };
+        let Some(a) = accounts.iter().find(|a| a.name == label) else {
+            continue;
+        };
+        if a.broken {
+            bad.push(format!(
+                "{label}: a request with no valid token reached the sim"
+            ));
+            continue;
+        }
+        for (lower, _) in cooling.get(a.name).into_iter().flatten() {
+            if lower.strictly_inside(r.at) {
+                bad.push(format!(
+                    "{label}: request {:?} into a {:?} cooldown",
+                    r.at - lower.from,
+                    lower.to - lower.from
+                ));
+            }
+        }
+        if let Some(w) = disabled.get(a.name)
+            && w.strictly_inside(r.at)
+        {
+            bad.push(format!("{label}: request while disabled"));
+        }
+        for w in failed.get(label).into_iter().flatten() {
+            if w.strictly_inside(r.at) {
+                bad.push(format!("{label}: request while failed"));
+            }
+        }
+    }
+    bad
+}
+
+/// Client 429s answered while some credential for the model could have
+/// served: not cooling by any hint's upper reading, not disabled, not
+/// failed, not broken.
+pub fn needless_429s(
+    outcomes: &[Outcome],
+    accounts: &[Account],
+    cooling: &HashMap<&'static str, Vec<(Window, Window)>>,
+    disabled: &HashMap<&'static str, Window>,
+    failed: &HashMap<String, Vec<Window>>,
+) -> Vec<String> {
+    let mut bad = Vec::new();
+    for o in outcomes {
+        if !matches!(o.end, End::Error(429, _)) {
+            continue;
+        }
+        let t = o.done;
+        let free: Vec<&str> = accounts
+            .iter()
+            .filter(|a| a.model == o.ask.model && !a.broken)
+            .filter(|a| {
+                let cool = cooling
+                    .get(a.name)
+                    .into_iter()
+                    .flatten()
+                    .any(|(_, upper)| upper.covers(t));
+                let off = disabled.get(a.name).is_some_and(|w| w.covers(t));
+                let down = failed
+                    .get(a.name)
+                    .into_iter()
+                    .flatten()
+                    .any(|w| w.covers(t));
+                !(cool || off || down)
+            })
+            .map(|a| a.name)
+            .collect();
+        if !free.is_empty() {
+            bad.push(format!(
+                "429 for {} while {free:?} had capacity",
+                o.ask.model
+            ));
+        }
+    }
+    bad
+}
+
+/// Token calls for a healthy refresh-token credential: every call must
+/// succeed (a lost rotated token shows as `invalid_grant`), and no two may
+/// fall in one access token's lifetime (`min_gap` = its lifetime less the
+/// refresh skew).
+pub fn refresh_problems(calls: &[TokenCall], label: &str, min_gap: Duration) -> Vec<String> {
+    let mut bad = Vec::new();
+    let mine: Vec<&TokenCall> = calls
+        .iter()
+        .filter(|c| c.label.as_deref() == Some(label))
+        .collect();
+    for c in &mine {
+        if c.outcome != TokenOutcome::Issued {
+            bad.push(format!("{label}: token call answered {:?}", c.outcome));
+        }
+    }
+    for pair in mine.windows(2) {
+        let gap = pair[1].at - pair[0].at;
+        if gap + SLACK < min_gap {
+            bad.push(format!(
+                "{label}: two refreshes {gap:?} apart, within one token's life"
+            ));
+        }
+    }
+    bad
+}
+
+/// `p`-th percentile (0–100) of a sample, in ms.
+pub fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() - 1) as f64 * p / 100.0).round() as usize;
+    sorted[i].as_secs_f64() * 1000.0
+}
