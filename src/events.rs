@@ -8,6 +8,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::gateway::error::Format;
+
 /// Wall-clock milliseconds since the Unix epoch.
 pub fn unix_ms(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
@@ -133,6 +135,15 @@ pub struct RequestRecord {
     pub ttfb_ms: Option<f64>,
     /// Why it did not succeed, or why a committed stream was cut.
     pub error: Option<String>,
+    /// The wire format the client spoke (`None` in records from versions
+    /// that did not keep it).
+    #[serde(default)]
+    pub format: Option<Format>,
+    /// tokenyard's own error code when it answered with an error of its
+    /// own (`pool_exhausted`, `request_timeout`, …), so counting those needs
+    /// no parsing of `error`.
+    #[serde(default)]
+    pub code: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -10,6 +10,7 @@ pub mod demo;
 pub mod events;
 pub mod gateway;
 pub mod gemini;
+pub mod metrics;
 pub mod pool;
 pub mod report;
 pub mod secret;

@@ -1,6 +1,6 @@
-//! The admin API: the pool snapshot, the live event stream and the
-//! operator's commands. Guarded by `admin_key` when one is configured, else
-//! open to loopback peers only.
+//! The admin API: the pool snapshot, the live event stream, the Prometheus
+//! metrics and the operator's commands. Guarded by `admin_key` when one is
+//! configured, else open to loopback peers only.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -32,6 +32,8 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/admin/events", get(events))
         .route("/admin/credentials/{name}/{action}", post(credential))
         .route("/admin/rotate", post(rotate))
+        // Behind the same guard: the series name every credential.
+        .route("/metrics", get(metrics))
 }
 
 fn presented_admin_key(headers: &HeaderMap) -> Option<&str> {
@@ -65,6 +67,26 @@ pub async fn guard(State(state): State<Arc<AppState>>, req: Request, next: Next)
 
 async fn pool(State(state): State<Arc<AppState>>) -> Response {
     axum::Json(state.pool.snapshot()).into_response()
+}
+
+/// `GET /metrics`: Prometheus series in the OpenMetrics text format.
+async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    match state.pool.metrics().encode(state.pool.snapshot()) {
+        Ok(text) => (
+            [(
+                http::header::CONTENT_TYPE,
+                HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
+            )],
+            text,
+        )
+            .into_response(),
+        Err(_) => ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "server_error",
+            "could not encode the metrics",
+        )
+        .into_response(),
+    }
 }
 
 /// `GET /admin/events`: the pool as server-sent events, for a dashboard in

@@ -102,6 +102,8 @@ pub async fn dispatch(state: &AppState, req: Inbound) -> Response {
                 latency_ms: limit.as_secs_f64() * 1000.0,
                 ttfb_ms: None,
                 error: Some(error.message.clone()),
+                format: Some(format),
+                code: error.code.map(str::to_string),
             });
             error.into_response_as(format)
         }
@@ -127,6 +129,8 @@ async fn run(state: &AppState, req: Inbound) -> Response {
             latency_ms: 0.0,
             ttfb_ms: None,
             error: None,
+            format: Some(req.conversion.client),
+            code: None,
         },
     };
     let wait_until = started + settings.max_wait;

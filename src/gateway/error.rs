@@ -70,10 +70,21 @@ impl ApiError {
 }
 
 /// The wire format a client speaks (and, for HTTP providers, an upstream).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Format {
     OpenAi,
     Anthropic,
+}
+
+impl Format {
+    /// `openai` or `anthropic`, as in request records and metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Format::OpenAi => "openai",
+            Format::Anthropic => "anthropic",
+        }
+    }
 }
 
 impl ApiError {

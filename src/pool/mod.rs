@@ -29,6 +29,7 @@ use crate::events::{
     Command, CredentialKind, CredentialView, Event, Level, PoolSnapshot, RequestRecord, State,
     human, unix_ms,
 };
+use crate::metrics::{CredentialInfo, Metrics};
 use crate::secret::Secret;
 
 /// Events buffered per subscriber before it lags. A lagging subscriber
@@ -76,6 +77,9 @@ struct Inner {
     state_file: Option<PathBuf>,
     started: SystemTime,
     request_ids: AtomicU64,
+    /// This pool's Prometheus series (one registry per pool, so gateways
+    /// in one process stay apart); bumped by `record` and `finish`.
+    metrics: Metrics,
 }
 
 /// One credential taken for one attempt. Dropping it releases the
@@ -151,6 +155,11 @@ impl PoolHandle {
             .map(|c| TokenSlot::new(&c.auth))
             .collect();
         let (events, _) = broadcast::channel(EVENT_CAPACITY);
+        let metrics = Metrics::new(config.credentials.iter().map(|c| CredentialInfo {
+            name: &c.name,
+            provider: &config.providers[c.provider].name,
+            refreshes: c.auth.refreshes(),
+        }));
         let inner = Inner {
             core: Mutex::new(core),
             specs: config.credentials.clone(),
@@ -170,6 +179,7 @@ impl PoolHandle {
             },
             started: SystemTime::now(),
             request_ids: AtomicU64::new(1),
+            metrics,
         };
         let pool = PoolHandle {
             inner: Arc::new(inner),
@@ -217,6 +227,11 @@ impl PoolHandle {
 
     pub fn http(&self) -> &reqwest::Client {
         &self.inner.http
+    }
+
+    /// This pool's Prometheus series (`GET /metrics`).
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
     }
 
     pub fn next_request_id(&self) -> u64 {
@@ -274,6 +289,7 @@ impl PoolHandle {
             }
             (before, after, failures_before != c.failures)
         };
+        self.inner.metrics.attempt(i, verdict);
         self.changed(i, before, after, failures_changed);
     }
 
@@ -290,6 +306,7 @@ impl PoolHandle {
             }
             core.totals
         };
+        self.inner.metrics.request(&record);
         self.publish(Event::Request {
             request: record,
             totals,

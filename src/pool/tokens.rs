@@ -224,6 +224,7 @@ impl PoolHandle {
             }
             Err(e) => {
                 lock(&slot.cache).last = Some((now, Err(e.clone())));
+                self.inner.metrics.refresh_failed(i);
                 let (before, after) = {
                     let mut core = lock(&self.inner.core);
                     core.totals.refresh_failures += 1;

@@ -129,6 +129,8 @@ pub fn request(id: u64, at_ms: u64, path: &[&str], status: u16) -> RequestRecord
         latency_ms: 200.0 + id as f64 * 13.0,
         ttfb_ms: (status == 200).then_some(90.0 + id as f64),
         error: None,
+        format: Some(crate::events::Format::OpenAi),
+        code: None,
     }
 }
 

@@ -1,0 +1,614 @@
+//! Prometheus metrics for `GET /metrics`, in the OpenMetrics text format.
+//!
+//! Two kinds of series, kept apart on purpose:
+//!
+//! - **Counted as it happens** (requests, upstream attempts and 429s,
+//!   refresh failures per credential, the latency histograms): the pool
+//!   calls [`Metrics::attempt`], [`Metrics::request`] and
+//!   [`Metrics::refresh_failed`] on the hot path. Each is an atomic add on a
+//!   counter made up front (credentials are indexed, not looked up by name)
+//!   or, for requests, one label lookup in a `Family`; nothing is formatted.
+//! - **Read at scrape time** from [`PoolSnapshot`] (credential states,
+//!   cooldown remaining, refreshes per credential and the refresh totals):
+//!   these are numbers the pool already keeps, so they are encoded straight
+//!   from the snapshot rather than mirrored event by event, and agree with
+//!   the admin API and the dashboard by construction.
+//!
+//! Each pool owns its own [`Registry`] (no global recorder), so several
+//! gateways in one process — the test suite — never share a series.
+//! Labels are credential and provider names, never secrets.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::sync::{Arc, RwLock};
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::text::{encode_eof, encode_registry};
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
+
+use crate::events::{CredentialKind, PoolSnapshot, RequestRecord, State};
+use crate::pool::Verdict;
+
+/// What `GET /metrics` answers with.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Every series name starts with this (and `_`).
+const PREFIX: &str = "tokenyard";
+
+/// Histogram buckets in seconds, 1 ms to 10 min in 1-2.5-5 steps: a cached
+/// non-stream answer lands in the first few, a long generation in the last.
+const LATENCY_BUCKETS: [f64; 17] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+    300.0, 600.0,
+];
+
+/// Distinct `model` label values kept before new ones are counted as
+/// [`OTHER_MODEL`]. The model comes from the client, and a provider whose
+/// `models` is `*` accepts any: without a cap a client could grow this
+/// process's memory and the Prometheus server's series without bound.
+const MAX_MODELS: usize = 64;
+/// Longer model names are counted as [`OTHER_MODEL`] too.
+const MAX_MODEL_LEN: usize = 128;
+const OTHER_MODEL: &str = "_other";
+
+const STATES: [State; 5] = [
+    State::Ready,
+    State::Cooling,
+    State::Exhausted,
+    State::Failed,
+    State::Disabled,
+];
+
+/// The labels of a client request.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    /// `openai` or `anthropic`: the API the client called.
+    format: &'static str,
+    model: Arc<str>,
+    /// The status the client got (499: it went away mid-stream).
+    status: u16,
+}
+
+/// The labels of every per-credential series.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CredentialLabels {
+    credential: Arc<str>,
+    provider: Arc<str>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StreamLabel {
+    /// Kept apart because a stream's duration is the whole generation,
+    /// while a plain answer's is one round trip: mixed, the quantiles of
+    /// either would mean nothing.
+    stream: bool,
+}
+
+/// One credential of the pool, as [`Metrics::new`] needs it.
+pub struct CredentialInfo<'a> {
+    pub name: &'a str,
+    pub provider: &'a str,
+    /// Whether it has a refresh token (only those get refresh series).
+    pub refreshes: bool,
+}
+
+/// The gateway's metrics: the registry and handles to the series that the
+/// hot path bumps.
+pub struct Metrics {
+    registry: Registry,
+    /// Per credential, in the pool's order (a lease's index), so an attempt
+    /// costs an atomic add and no lookup.
+    attempts: Vec<Counter>,
+    upstream_429: Vec<Counter>,
+    /// `None` for credentials without a refresh token.
+    refresh_failures: Vec<Option<Counter>>,
+    requests: Family<RequestLabels, Counter>,
+    models: ModelLabels,
+    /// Indexed by `stream as usize`.
+    duration: [Histogram; 2],
+    ttfb: [Histogram; 2],
+    client_429: Counter,
+    pool_exhausted: Counter,
+}
+
+fn histogram() -> Histogram {
+    Histogram::new(LATENCY_BUCKETS)
+}
+
+impl Metrics {
+    pub fn new<'a>(credentials: impl IntoIterator<Item = CredentialInfo<'a>>) -> Metrics {
+        let mut registry = Registry::with_prefix(PREFIX);
+
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "requests",
+            "Client requests finished, by the API the client called (format), model and the status it got",
+            requests.clone(),
+        );
+
+        let attempts_family = Family::<CredentialLabels, Counter>::default();
+        let upstream_429_family = Family::<CredentialLabels, Counter>::default();
+        let refresh_failures_family = Family::<CredentialLabels, Counter>::default();
+        let (mut attempts, mut upstream_429, mut refresh_failures) = (vec![], vec![], vec![]);
+        for c in credentials {
+            let labels = CredentialLabels {
+                credential: c.name.into(),
+                provider: c.provider.into(),
+            };
+            // Made now, so every credential shows 0 from the first scrape
+            // and the hot path indexes instead of hashing names.
+            attempts.push(attempts_family.get_or_create_owned(&labels));
+            upstream_429.push(upstream_429_family.get_or_create_owned(&labels));
+            refresh_failures.push(
+                c.refreshes
+                    .then(|| refresh_failures_family.get_or_create_owned(&labels)),
+            );
+        }
+        registry.register(
+            "upstream_attempts",
+            "Requests sent to providers, by credential (a client request may take several)",
+            attempts_family,
+        );
+        registry.register(
+            "upstream_429",
+            "Rate-limit answers from providers (429, quota exhausted, Gemini RESOURCE_EXHAUSTED), by credential",
+            upstream_429_family,
+        );
+        registry.register(
+            "credential_refresh_failures",
+            "Failed access-token refreshes, by credential (refresh-token credentials only)",
+            refresh_failures_family,
+        );
+
+        let duration_family =
+            Family::<StreamLabel, Histogram>::new_with_constructor(histogram as fn() -> Histogram);
+        let ttfb_family =
+            Family::<StreamLabel, Histogram>::new_with_constructor(histogram as fn() -> Histogram);
+        let by_stream = |f: &Family<StreamLabel, Histogram, fn() -> Histogram>| {
+            [false, true].map(|stream| f.get_or_create_owned(&StreamLabel { stream }))
+        };
+        let duration = by_stream(&duration_family);
+        let ttfb = by_stream(&ttfb_family);
+        registry.register_with_unit(
+            "request_duration",
+            "Time from a client request's arrival to its last byte (a stream: until it ended)",
+            Unit::Seconds,
+            duration_family,
+        );
+        registry.register_with_unit(
+            "time_to_first_byte",
+            "Time from a client request's arrival until its answer began (requests that got one)",
+            Unit::Seconds,
+            ttfb_family,
+        );
+
+        let client_429 = Counter::default();
+        registry.register(
+            "client_429",
+            "429 answers clients received from the gateway",
+            client_429.clone(),
+        );
+        let pool_exhausted = Counter::default();
+        registry.register(
+            "pool_exhausted",
+            "Client requests answered 429 pool_exhausted: every credential that could serve was rate limited or unavailable",
+            pool_exhausted.clone(),
+        );
+
+        Metrics {
+            registry,
+            attempts,
+            upstream_429,
+            refresh_failures,
+            requests,
+            models: ModelLabels::default(),
+            duration,
+            ttfb,
+            client_429,
+            pool_exhausted,
+        }
+    }
+
+    /// One upstream attempt on credential `index` and what it said (called
+    /// where the pool counts its own `attempts` and `upstream_429`).
+    pub fn attempt(&self, index: usize, verdict: &Verdict) {
+        if let Some(c) = self.attempts.get(index) {
+            c.inc();
+        }
+        if matches!(
+            verdict,
+            Verdict::RateLimited { .. } | Verdict::QuotaExhausted { .. }
+        ) && let Some(c) = self.upstream_429.get(index)
+        {
+            c.inc();
+        }
+    }
+
+    /// A refresh of credential `index` failed.
+    pub fn refresh_failed(&self, index: usize) {
+        if let Some(Some(c)) = self.refresh_failures.get(index) {
+            c.inc();
+        }
+    }
+
+    /// One finished client request.
+    pub fn request(&self, r: &RequestRecord) {
+        let labels = RequestLabels {
+            format: r.format.map_or("unknown", |f| f.as_str()),
+            model: self.models.get(&r.model),
+            status: r.status,
+        };
+        self.requests.get_or_create(&labels).inc();
+        let stream = usize::from(r.stream);
+        self.duration[stream].observe(r.latency_ms / 1000.0);
+        if let Some(ttfb) = r.ttfb_ms {
+            self.ttfb[stream].observe(ttfb / 1000.0);
+        }
+        if r.status == 429 {
+            self.client_429.inc();
+        }
+        if r.code.as_deref() == Some("pool_exhausted") {
+            self.pool_exhausted.inc();
+        }
+    }
+
+    /// The whole exposition: the counted series, then those read from
+    /// `snapshot`, then `# EOF`.
+    pub fn encode(&self, snapshot: PoolSnapshot) -> Result<String, fmt::Error> {
+        let mut out = String::with_capacity(16 * 1024);
+        encode_registry(&mut out, &self.registry)?;
+        let mut live = Registry::with_prefix(PREFIX);
+        live.register_collector(Box::new(PoolSeries(snapshot)));
+        encode_registry(&mut out, &live)?;
+        encode_eof(&mut out)?;
+        Ok(out)
+    }
+}
+
+/// Interned `model` label values: a request for a model seen before costs a
+/// read lock and a hash, no allocation.
+struct ModelLabels {
+    seen: RwLock<HashSet<Arc<str>>>,
+    other: Arc<str>,
+}
+
+impl Default for ModelLabels {
+    fn default() -> Self {
+        ModelLabels {
+            seen: RwLock::default(),
+            other: OTHER_MODEL.into(),
+        }
+    }
+}
+
+impl ModelLabels {
+    fn get(&self, model: &str) -> Arc<str> {
+        if model.len() > MAX_MODEL_LEN {
+            return self.other.clone();
+        }
+        // A panic elsewhere cannot leave this set half-written: keep going.
+        if let Some(m) = self
+            .seen
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(model)
+        {
+            return m.clone();
+        }
+        let mut seen = self.seen.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(m) = seen.get(model) {
+            return m.clone();
+        }
+        if seen.len() >= MAX_MODELS {
+            return self.other.clone();
+        }
+        let m: Arc<str> = model.into();
+        seen.insert(m.clone());
+        m
+    }
+}
+
+/// The series read from one pool snapshot at scrape time.
+#[derive(Debug)]
+struct PoolSeries(PoolSnapshot);
+
+impl Collector for PoolSeries {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
+        let snap = &self.0;
+        let creds = &snap.credentials;
+
+        // One series per credential and state, 1 for the current one. A
+        // single series with a `state` label would vanish and reappear under
+        // another label set on every change, which breaks `rate`, alerts
+        // (`{state="failed"} == 1`) and graphs; five stable series also let
+        // `sum by (state)` count the pool.
+        let mut m = encoder.encode_descriptor(
+            "credential_state",
+            "1 for the state the credential is in (ready, cooling, exhausted, failed, disabled), 0 for the others.",
+            None,
+            MetricType::Gauge,
+        )?;
+        for c in creds {
+            for s in STATES {
+                let labels = [
+                    ("credential", c.name.as_str()),
+                    ("provider", c.provider.as_str()),
+                    ("state", s.as_str()),
+                ];
+                ConstGauge::new(i64::from(c.state == s)).encode(m.encode_family(&labels)?)?;
+            }
+        }
+
+        let unit = Unit::Seconds;
+        let mut m = encoder.encode_descriptor(
+            "credential_cooldown_remaining",
+            "Until a cooling or exhausted credential is back by itself; 0 in any other state.",
+            Some(&unit),
+            MetricType::Gauge,
+        )?;
+        for c in creds {
+            let remaining = match (c.state, c.until_ms) {
+                (State::Cooling | State::Exhausted, Some(until)) => {
+                    until.saturating_sub(snap.at_ms) as f64 / 1000.0
+                }
+                _ => 0.0,
+            };
+            let labels = [
+                ("credential", c.name.as_str()),
+                ("provider", c.provider.as_str()),
+            ];
+            ConstGauge::new(remaining).encode(m.encode_family(&labels)?)?;
+        }
+
+        let mut m = encoder.encode_descriptor(
+            "credential_refreshes",
+            "Successful access-token refreshes, by credential (refresh-token credentials only).",
+            None,
+            MetricType::Counter,
+        )?;
+        for c in creds
+            .iter()
+            .filter(|c| c.kind == CredentialKind::RefreshToken)
+        {
+            let labels = [
+                ("credential", c.name.as_str()),
+                ("provider", c.provider.as_str()),
+            ];
+            ConstCounter::new(c.refreshes).encode(m.encode_family(&labels)?)?;
+        }
+
+        let totals = [
+            (
+                "refreshes",
+                "Successful access-token refreshes, all credentials.",
+                snap.totals.refreshes,
+            ),
+            (
+                "refresh_failures",
+                "Failed access-token refreshes, all credentials.",
+                snap.totals.refresh_failures,
+            ),
+        ];
+        for (name, help, value) in totals {
+            let m = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            ConstCounter::new(value).encode(m)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::Format;
+    use crate::tui::fixtures;
+
+    /// `name{labels}` → value: every sample line of an exposition.
+    fn samples(text: &str) -> std::collections::BTreeMap<String, f64> {
+        text.lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+            .map(|l| {
+                let (series, value) = l.rsplit_once(' ').expect("a sample line has a value");
+                (series.to_string(), value.parse().expect("a numeric value"))
+            })
+            .collect()
+    }
+
+    fn metrics() -> Metrics {
+        Metrics::new([
+            CredentialInfo {
+                name: "team-a",
+                provider: "openai",
+                refreshes: false,
+            },
+            CredentialInfo {
+                name: "oauth-1",
+                provider: "openai",
+                refreshes: true,
+            },
+        ])
+    }
+
+    fn record(format: Format, stream: bool, status: u16, code: Option<&str>) -> RequestRecord {
+        let mut r = fixtures::request(1, fixtures::NOW_MS, &["team-a"], status);
+        r.format = Some(format);
+        r.stream = stream;
+        r.model = "gpt-4o".into();
+        r.latency_ms = 1500.0;
+        r.ttfb_ms = (status == 200).then_some(20.0);
+        r.code = code.map(str::to_string);
+        r
+    }
+
+    fn scrape(m: &Metrics) -> (String, std::collections::BTreeMap<String, f64>) {
+        let text = m.encode(fixtures::cooling()).unwrap();
+        let s = samples(&text);
+        (text, s)
+    }
+
+    #[test]
+    fn attempts_and_429s_are_counted_per_credential() {
+        let m = metrics();
+        let limited = Verdict::RateLimited {
+            wait: std::time::Duration::from_secs(1),
+            reason: "429".into(),
+        };
+        m.attempt(0, &Verdict::Success { hold: None });
+        m.attempt(0, &limited);
+        m.attempt(
+            1,
+            &Verdict::QuotaExhausted {
+                wait: std::time::Duration::from_secs(1),
+                reason: "quota".into(),
+            },
+        );
+        m.attempt(1, &Verdict::Neutral);
+        m.attempt(7, &limited); // out of range: ignored, no panic
+        let (_, s) = scrape(&m);
+        let key = |name: &str, cred: &str| {
+            format!("tokenyard_{name}_total{{credential=\"{cred}\",provider=\"openai\"}}")
+        };
+        assert_eq!(s[&key("upstream_attempts", "team-a")], 2.0);
+        assert_eq!(s[&key("upstream_attempts", "oauth-1")], 2.0);
+        assert_eq!(s[&key("upstream_429", "team-a")], 1.0);
+        assert_eq!(s[&key("upstream_429", "oauth-1")], 1.0);
+    }
+
+    #[test]
+    fn requests_are_counted_by_format_model_and_status() {
+        let m = metrics();
+        m.request(&record(Format::OpenAi, false, 200, None));
+        m.request(&record(Format::OpenAi, true, 200, None));
+        m.request(&record(Format::Anthropic, true, 200, None));
+        m.request(&record(Format::OpenAi, false, 429, Some("pool_exhausted")));
+        m.request(&record(
+            Format::Anthropic,
+            false,
+            503,
+            Some("no_credentials"),
+        ));
+        let (_, s) = scrape(&m);
+        let req = |f: &str, status: u16| {
+            s[&format!(
+                "tokenyard_requests_total{{format=\"{f}\",model=\"gpt-4o\",status=\"{status}\"}}"
+            )]
+        };
+        assert_eq!(req("openai", 200), 2.0);
+        assert_eq!(req("anthropic", 200), 1.0);
+        assert_eq!(req("openai", 429), 1.0);
+        assert_eq!(req("anthropic", 503), 1.0);
+        assert_eq!(s["tokenyard_client_429_total"], 1.0);
+        assert_eq!(s["tokenyard_pool_exhausted_total"], 1.0);
+        // Every request has a duration; only answered ones a first byte.
+        let count = |name: &str, stream: bool| {
+            s[&format!("tokenyard_{name}_seconds_count{{stream=\"{stream}\"}}")]
+        };
+        assert_eq!(count("request_duration", false), 3.0);
+        assert_eq!(count("request_duration", true), 2.0);
+        assert_eq!(count("time_to_first_byte", false), 1.0);
+        assert_eq!(count("time_to_first_byte", true), 2.0);
+        // 1.5 s falls in the 2.5 s bucket, not the 1 s one.
+        let bucket = |le: &str| {
+            s[&format!("tokenyard_request_duration_seconds_bucket{{le=\"{le}\",stream=\"true\"}}")]
+        };
+        assert_eq!(bucket("1.0"), 0.0);
+        assert_eq!(bucket("2.5"), 2.0);
+        assert_eq!(bucket("600.0"), 2.0);
+        assert_eq!(bucket("+Inf"), 2.0);
+    }
+
+    #[test]
+    fn state_cooldown_and_refresh_series_come_from_the_snapshot() {
+        let m = metrics();
+        m.refresh_failed(1);
+        m.refresh_failed(0); // a static key: no series
+        let (text, s) = scrape(&m);
+        let state = |cred: &str, state: &str| {
+            s[&format!(
+                "tokenyard_credential_state{{credential=\"{cred}\",provider=\"openai\",state=\"{state}\"}}"
+            )]
+        };
+        // fixtures::cooling: team-a cooling 42 s, backup-2 disabled.
+        assert_eq!(state("team-a", "cooling"), 1.0);
+        assert_eq!(state("team-a", "ready"), 0.0);
+        assert_eq!(state("backup-2", "disabled"), 1.0);
+        assert_eq!(state("oauth-1", "ready"), 1.0);
+        let per_state: f64 = s
+            .iter()
+            .filter(|(k, _)| k.starts_with("tokenyard_credential_state{"))
+            .map(|(_, v)| v)
+            .sum();
+        assert_eq!(per_state, 6.0, "exactly one state per credential");
+        let cooldown = |cred: &str| {
+            s[&format!(
+                "tokenyard_credential_cooldown_remaining_seconds{{credential=\"{cred}\",provider=\"openai\"}}"
+            )]
+        };
+        assert_eq!(cooldown("team-a"), 42.0);
+        assert_eq!(cooldown("team-b"), 8.5);
+        assert_eq!(cooldown("oauth-1"), 0.0);
+        assert_eq!(cooldown("backup-2"), 0.0);
+        assert_eq!(s["tokenyard_refreshes_total"], 3.0);
+        assert_eq!(s["tokenyard_refresh_failures_total"], 0.0);
+        assert_eq!(
+            s["tokenyard_credential_refreshes_total{credential=\"oauth-1\",provider=\"openai\"}"],
+            0.0
+        );
+        assert!(!text.contains("tokenyard_credential_refreshes_total{credential=\"team-a\""));
+        assert_eq!(
+            s["tokenyard_credential_refresh_failures_total{credential=\"oauth-1\",provider=\"openai\"}"],
+            1.0
+        );
+        assert!(!text.contains("refresh_failures_total{credential=\"team-a\""));
+        assert!(text.ends_with("# EOF\n"));
+        assert_eq!(text.matches("# EOF").count(), 1);
+        // Masked secrets are in the snapshot; none reaches the exposition.
+        assert!(!text.contains("f00d"));
+    }
+
+    #[test]
+    fn model_labels_are_capped() {
+        let m = metrics();
+        for i in 0..MAX_MODELS + 10 {
+            let mut r = record(Format::OpenAi, false, 200, None);
+            r.model = format!("model-{i}");
+            m.request(&r);
+        }
+        let mut r = record(Format::OpenAi, false, 200, None);
+        r.model = "x".repeat(MAX_MODEL_LEN + 1);
+        m.request(&r);
+        // A model seen before the cap still gets its own series.
+        let mut r = record(Format::OpenAi, false, 200, None);
+        r.model = "model-0".into();
+        m.request(&r);
+        let (_, s) = scrape(&m);
+        let models: HashSet<&str> = s
+            .keys()
+            .filter_map(|k| k.strip_prefix("tokenyard_requests_total{"))
+            .filter_map(|k| k.split("model=\"").nth(1)?.split('"').next())
+            .collect();
+        assert_eq!(models.len(), MAX_MODELS + 1);
+        assert_eq!(
+            s["tokenyard_requests_total{format=\"openai\",model=\"_other\",status=\"200\"}"],
+            11.0
+        );
+        assert_eq!(
+            s["tokenyard_requests_total{format=\"openai\",model=\"model-0\",status=\"200\"}"],
+            2.0
+        );
+    }
+
+    #[test]
+    fn separate_registries_stay_separate() {
+        let (a, b) = (metrics(), metrics());
+        a.request(&record(Format::OpenAi, false, 429, Some("pool_exhausted")));
+        assert_eq!(scrape(&a).1["tokenyard_client_429_total"], 1.0);
+        assert_eq!(scrape(&b).1["tokenyard_client_429_total"], 0.0);
+    }
+}
