@@ -456,6 +456,16 @@ impl SimHandle {
             .and_then(|a| a.refresh_token.clone())
     }
 
+    /// Makes `token` this account's valid refresh token, as a provider's
+    /// reuse grace would: for a test whose gateway died after the sim
+    /// rotated a token but before the answer reached it.
+    ///
+    /// # Panics
+    /// If no account has this label.
+    pub fn set_refresh_token(&self, label: &str, token: &str) {
+        self.shared.lock().account_mut(label).refresh_token = Some(token.to_owned());
+    }
+
     /// Every access token minted so far (for tests that check none leaked).
     pub fn issued_access_tokens(&self) -> Vec<String> {
         self.shared.lock().issued_access_tokens()
