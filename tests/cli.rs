@@ -905,7 +905,11 @@ async fn kill_9_at_random_moments_under_load_keeps_cooldowns_and_rotated_tokens(
             .unwrap_or("rt-fake-crash-0")
             .to_string();
         if sim.current_refresh_token("oauth").as_deref() != Some(saved.as_str()) {
-            let last = sim.token_log().last().cloned().expect("a rotation happened");
+            let last = sim
+                .token_log()
+                .last()
+                .cloned()
+                .expect("a rotation happened");
             assert!(
                 last.rotated && killed_at - last.at < Duration::from_millis(500),
                 "round {round}: the saved refresh token is stale, and no rotation was in flight at the kill"
