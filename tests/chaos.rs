@@ -209,11 +209,14 @@ async fn start_sim(seed: u64) -> SimHandle {
             access_token_ttl: TOKEN_TTL,
             rotate_refresh_tokens: true,
             faults: Faults {
+                // 429s are drawn first; the rest share what is left, so of
+                // all drawn answers 30 % are 429, 5 % 5xx, 2 % resets and
+                // 1 % stalls.
                 rate_limit: 0.30,
                 rate_limit_wait: (Duration::from_millis(100), Duration::from_millis(1500)),
-                error_5xx: 0.05,
-                reset_mid_stream: 0.02,
-                stall_mid_stream: 0.01,
+                error_5xx: 0.05 / 0.7,
+                reset_mid_stream: 0.02 / 0.7,
+                stall_mid_stream: 0.01 / 0.7,
                 seed,
             },
             ..SimConfig::default()
@@ -588,6 +591,14 @@ struct Figures {
     client_errors: HashMap<(u16, String), usize>,
     upstream: usize,
     upstream_429: usize,
+    /// 429s for requests that reached an account already limited: sent
+    /// before the gateway heard of the limit, or after a hint-less 429's
+    /// default cooldown ran out first.
+    upstream_429_limited: usize,
+    /// Of those, on the account whose 429s carry no hint.
+    upstream_429_limited_hintless: usize,
+    /// How long after the limit began those others arrived: p50, max (ms).
+    echo_delay_ms: (f64, f64),
     upstream_5xx: usize,
     resets: usize,
     stalls: usize,
@@ -623,6 +634,27 @@ impl Figures {
                 .filter(|r| r.status == 200 && r.fault.as_ref().is_some_and(f))
                 .count()
         };
+        // Per account: when its current limit began and ends.
+        let mut limited_until: HashMap<&str, (Instant, Instant)> = HashMap::new();
+        let mut echo_delays = Vec::new();
+        let mut upstream_429_limited = 0;
+        let mut upstream_429_limited_hintless = 0;
+        for r in log {
+            if let (429, Some(label), Some(wait)) = (r.status, r.label.as_deref(), r.retry_after) {
+                let (since, until) = limited_until.entry(label).or_insert((r.at, r.at));
+                if r.at < *until {
+                    upstream_429_limited += 1;
+                    if label == "k-none" {
+                        upstream_429_limited_hintless += 1;
+                    } else {
+                        echo_delays.push(r.at - *since);
+                    }
+                } else {
+                    *since = r.at;
+                }
+                *until = (*until).max(r.at + wait);
+            }
+        }
         let mut token_calls = HashMap::new();
         for c in tokens {
             let label = c.label.clone().unwrap_or_else(|| "(unknown)".into());
@@ -638,6 +670,15 @@ impl Figures {
             client_errors,
             upstream: log.len(),
             upstream_429: log.iter().filter(|r| r.status == 429).count(),
+            upstream_429_limited,
+            upstream_429_limited_hintless,
+            echo_delay_ms: {
+                echo_delays.sort();
+                (
+                    checks::percentile(&echo_delays, 50.0),
+                    checks::percentile(&echo_delays, 100.0),
+                )
+            },
             upstream_5xx: log.iter().filter(|r| r.status >= 500).count(),
             resets: fault(|f| matches!(f, sim::KeyFault::ResetAfterChunks(_))),
             stalls: fault(|f| matches!(f, sim::KeyFault::StallAfterChunks(_))),
@@ -665,10 +706,14 @@ impl Figures {
             self.requests as f64 / self.secs
         );
         println!(
-            "  upstream: {} requests; 429 {} ({:.1} %), 5xx {} ({:.1} %), resets {} ({:.1} %), stalls {} ({:.1} %)",
+            "  upstream: {} requests; 429 {} ({:.1} %; {} of them to an account already limited: {} on the hint-less one, the rest sent before the gateway heard, arriving p50 {:.1} ms / max {:.1} ms after the limit began), 5xx {} ({:.1} %), resets {} ({:.1} %), stalls {} ({:.1} %)",
             self.upstream,
             self.upstream_429,
             pct(self.upstream_429),
+            self.upstream_429_limited,
+            self.upstream_429_limited_hintless,
+            self.echo_delay_ms.0,
+            self.echo_delay_ms.1,
             self.upstream_5xx,
             pct(self.upstream_5xx),
             self.resets,
