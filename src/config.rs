@@ -215,6 +215,10 @@ pub struct Config {
     pub admin_key: Option<Secret>,
     /// `None` keeps state in memory only (the demo, tests).
     pub state_file: Option<PathBuf>,
+    /// `[state] backend = "redis"`: pool state shared with other replicas
+    /// through Redis (the state file, if any, is still written as the local
+    /// fallback). `None` for the default file backend.
+    pub shared: Option<SharedSettings>,
     pub pool: PoolSettings,
     pub gateway: GatewaySettings,
     pub providers: Vec<Provider>,
@@ -222,6 +226,17 @@ pub struct Config {
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8787";
+
+/// Where replicas share pool state.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SharedSettings {
+    /// `redis://` or `rediss://` (TLS), without a password.
+    pub url: String,
+    /// From `password` (`env:`/`file:` or literal); kept out of the URL.
+    pub password: Option<Secret>,
+    /// Key prefix, so several clusters can share one Redis.
+    pub namespace: String,
+}
 
 impl Config {
     /// Reads and validates a config file. Relative `file:` references and a
@@ -360,6 +375,7 @@ pub struct RawConfig {
     client_keys: Vec<String>,
     admin_key: Option<String>,
     state_file: Option<String>,
+    state: Option<RawState>,
     #[serde(default)]
     pool: RawPool,
     #[serde(default)]
@@ -368,6 +384,15 @@ pub struct RawConfig {
     providers: Vec<RawProvider>,
     #[serde(default, rename = "credential")]
     credentials: Vec<RawCredential>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawState {
+    backend: Option<String>,
+    url: Option<String>,
+    password: Option<String>,
+    namespace: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -618,6 +643,62 @@ impl RawConfig {
             Some("") => return Err(invalid("state_file", "is empty")),
             Some(p) => Some(r.path(p)),
             None => default_state_file(),
+        };
+
+        let shared = match &self.state {
+            None => None,
+            Some(s) => match s.backend.as_deref().unwrap_or("file") {
+                "file" => {
+                    if s.url.is_some() || s.password.is_some() {
+                        return Err(invalid("state.url", "only applies to backend = \"redis\""));
+                    }
+                    None
+                }
+                "redis" => {
+                    let Some(url) = s.url.as_deref() else {
+                        return Err(invalid(
+                            "state.url",
+                            "is required for backend = \"redis\" (redis://host:6379 or rediss://… for TLS)",
+                        ));
+                    };
+                    let parsed = url::Url::parse(url)
+                        .map_err(|e| invalid("state.url", format!("is not a URL ({e})")))?;
+                    if !matches!(parsed.scheme(), "redis" | "rediss") {
+                        return Err(invalid(
+                            "state.url",
+                            format!(
+                                "must start with redis:// or rediss://, not {}://",
+                                parsed.scheme()
+                            ),
+                        ));
+                    }
+                    if parsed.password().is_some() {
+                        return Err(invalid(
+                            "state.url",
+                            "must not hold a password; set state.password (env:/file: work)",
+                        ));
+                    }
+                    let namespace = s.namespace.clone().unwrap_or_else(|| "tokenyard".into());
+                    if namespace.is_empty() || namespace.contains(char::is_whitespace) {
+                        return Err(invalid("state.namespace", "must be a non-empty word"));
+                    }
+                    Some(SharedSettings {
+                        url: url.to_owned(),
+                        password: s
+                            .password
+                            .as_deref()
+                            .map(|v| r.secret("state.password", v))
+                            .transpose()?,
+                        namespace,
+                    })
+                }
+                other => {
+                    return Err(invalid(
+                        "state.backend",
+                        format!("{other:?} is not a backend; use \"file\" or \"redis\""),
+                    ));
+                }
+            },
         };
 
         let defaults = PoolSettings::default();
@@ -891,6 +972,7 @@ impl RawConfig {
             client_keys,
             admin_key,
             state_file,
+            shared,
             pool,
             gateway,
             providers,

@@ -353,3 +353,34 @@ fn provider_kinds_and_their_default_urls() {
             .starts_with("provider[0].base_url: is missing")
     );
 }
+
+#[test]
+fn redis_state_backend_is_parsed_and_checked() {
+    let c = parse(&format!(
+        "[state]\nbackend = \"redis\"\nurl = \"rediss://cache.internal:6380/2\"\npassword = \"env:KEY_A\"\nnamespace = \"blue\"\n{MINIMAL}"
+    ))
+    .unwrap();
+    let shared = c.shared.expect("redis backend");
+    assert_eq!(shared.url, "rediss://cache.internal:6380/2");
+    assert_eq!(shared.namespace, "blue");
+    assert!(!format!("{shared:?}").contains("sk-fake-config-key-1111"));
+    assert!(parse(MINIMAL).unwrap().shared.is_none());
+    let file = parse(&format!("[state]\nbackend = \"file\"\n{MINIMAL}")).unwrap();
+    assert!(file.shared.is_none());
+
+    for (state, want) in [
+        ("backend = \"redis\"", "state.url: is required"),
+        ("backend = \"etcd\"", "state.backend: \"etcd\" is not a backend"),
+        ("backend = \"redis\"\nurl = \"http://x\"", "must start with redis://"),
+        (
+            "backend = \"redis\"\nurl = \"redis://:hunter2@x\"",
+            "must not hold a password",
+        ),
+        ("url = \"redis://x\"", "only applies to backend = \"redis\""),
+        ("backend = \"redis\"\nurl = \"redis://x\"\nnamespace = \"\"", "state.namespace"),
+    ] {
+        let e = err(&format!("[state]\n{state}\n{MINIMAL}"));
+        assert!(e.contains(want), "{state}: {e}");
+        assert!(!e.contains("hunter2"), "{e}");
+    }
+}
