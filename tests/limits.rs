@@ -248,3 +248,43 @@ async fn whole_answers_keep_their_content_length() {
     assert_eq!(resp.bytes().await.unwrap().len(), len);
     gw.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_does_not_wait_on_a_failed_credentials_running_probe() {
+    // An upstream that accepts connections and never answers: attempts time
+    // out, the credential fails, and its probe hangs for the probe timeout.
+    let hole = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = hole.local_addr().unwrap();
+    let held = tokio::spawn(async move {
+        let mut conns = Vec::new();
+        while let Ok((c, _)) = hole.accept().await {
+            conns.push(c);
+        }
+    });
+    let toml = format!(
+        "listen = \"127.0.0.1:0\"\n[pool]\nmax_failures = 1\nprobe_interval = \"200ms\"\n\
+         [gateway]\nfirst_byte_timeout = \"200ms\"\n\
+         [[provider]]\nname = \"hole\"\nkind = \"openai\"\nbase_url = \"http://{addr}/v1\"\nmodels = [\"sim-small\"]\n\
+         [[credential]]\nname = \"only\"\napi_key = \"sk-fake-hole-not-a-real-key\"\n"
+    );
+    let gw = start(common::parse(&toml, &std::env::temp_dir())).await;
+    let client = common::client();
+    let first = common::post_chat(&client, &gw, &body(false)).await;
+    assert!(
+        first.status().is_server_error(),
+        "the first attempt times out: {}",
+        first.status()
+    );
+    // Let the probe start (and hang), then ask again: the answer must come
+    // at once, not when the probe gives up.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let started = Instant::now();
+    let second = common::post_chat(&client, &gw, &body(false)).await;
+    let took = started.elapsed();
+    assert_eq!(second.status(), 503);
+    let v: Value = second.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "upstream_unavailable", "{v}");
+    assert!(took < Duration::from_secs(5), "answered after {took:?}");
+    gw.stop().await;
+    held.abort();
+}

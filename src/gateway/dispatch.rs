@@ -155,7 +155,10 @@ async fn run(state: &AppState, req: Inbound) -> Response {
             // shed the request now rather than queue it without bound.
             Err(u) if u.busy => break GiveUp::Busy,
             Err(u) => match u.retry_at {
-                Some(at) if at <= wait_until => {
+                // Only with time left to wait: a failed credential whose
+                // probe is due (or running) "recovers" in the past, and
+                // with `max_wait` spent that would spin until the probe ends.
+                Some(at) if at <= wait_until && Instant::now() < wait_until => {
                     // Waiters are woken one at a time (by a recovery, or by
                     // a success that shows capacity), not all at the moment
                     // a cooldown ends: a herd would only earn more 429s.
