@@ -679,8 +679,13 @@ impl RawConfig {
                         ));
                     }
                     let namespace = s.namespace.clone().unwrap_or_else(|| "tokenyard".into());
-                    if namespace.is_empty() || namespace.contains(char::is_whitespace) {
-                        return Err(invalid("state.namespace", "must be a non-empty word"));
+                    if namespace.is_empty()
+                        || namespace.contains(|c: char| c.is_whitespace() || c == '{' || c == '}')
+                    {
+                        return Err(invalid(
+                            "state.namespace",
+                            "must be a non-empty word without spaces or braces",
+                        ));
                     }
                     Some(SharedSettings {
                         url: url.to_owned(),

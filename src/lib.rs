@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod pool;
 pub mod report;
 pub mod secret;
+pub mod shared;
 pub mod sim;
 pub mod translate;
 pub mod tui;

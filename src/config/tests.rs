@@ -378,6 +378,7 @@ fn redis_state_backend_is_parsed_and_checked() {
         ),
         ("url = \"redis://x\"", "only applies to backend = \"redis\""),
         ("backend = \"redis\"\nurl = \"redis://x\"\nnamespace = \"\"", "state.namespace"),
+        ("backend = \"redis\"\nurl = \"redis://x\"\nnamespace = \"a{b}\"", "state.namespace"),
     ] {
         let e = err(&format!("[state]\n{state}\n{MINIMAL}"));
         assert!(e.contains(want), "{state}: {e}");
