@@ -95,6 +95,9 @@ pub fn http_client(settings: &GatewaySettings) -> reqwest::Client {
         .tcp_nodelay(true)
         .pool_idle_timeout(Duration::from_secs(90))
         .pool_max_idle_per_host(1024)
+        // A provider that redirects is misconfigured; following would send
+        // the credential somewhere nobody chose.
+        .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("tokenyard/", env!("CARGO_PKG_VERSION")))
         .build()
         .expect("the HTTP client settings are static and valid")
