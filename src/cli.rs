@@ -204,8 +204,25 @@ async fn serve(args: ServeArgs, dashboard: bool) -> anyhow::Result<ExitCode> {
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let shutdown = shutdown_on_signal();
+    // A config from a file can be reloaded (SIGHUP, the admin API, and
+    // the watcher on a change); the environment quick start cannot.
+    let from = (config.source != "environment").then(|| gateway::ReloadFrom {
+        path: PathBuf::from(&config.source),
+        listen_override: args.listen,
+        watch: true,
+    });
+    // Before anything is printed: from then on SIGHUP reloads and never
+    // ends the process (its default).
+    let hangups = hangup_signals();
     let report_config = config.clone();
-    let running = gateway::start(config, listener, shutdown.clone())?;
+    let running = gateway::start_with(config, listener, shutdown.clone(), from)?;
+    if let Some(hangups) = hangups {
+        tokio::spawn(reload_on_hangup(
+            hangups,
+            running.reloader(),
+            shutdown.clone(),
+        ));
+    }
     let startup = report::startup(
         &report_config,
         running.addr,
@@ -238,6 +255,53 @@ async fn serve(args: ServeArgs, dashboard: bool) -> anyhow::Result<ExitCode> {
     eprintln!("tokenyard: stopped; state saved");
     outcome?;
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(unix)]
+type Hangups = tokio::signal::unix::Signal;
+#[cfg(not(unix))]
+type Hangups = ();
+
+/// SIGHUP, where there is one.
+fn hangup_signals() -> Option<Hangups> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::hangup()) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::warn!("cannot listen for SIGHUP ({e}); reload with POST /admin/reload");
+                None
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        None
+    }
+}
+
+/// Reloads the config on every SIGHUP until `shutdown`. The outcome is
+/// logged here and published as a notice (the dashboard's log pane).
+async fn reload_on_hangup(
+    mut hangups: Hangups,
+    reloader: gateway::ReloadHandle,
+    shutdown: CancellationToken,
+) {
+    loop {
+        #[cfg(unix)]
+        let next = hangups.recv();
+        #[cfg(not(unix))]
+        let next = std::future::pending::<Option<()>>();
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            got = next => if got.is_none() { return },
+        }
+        match reloader.reload("SIGHUP").await {
+            Ok(summary) => tracing::debug!("SIGHUP reload: {}", summary.line()),
+            Err(e) => tracing::debug!("SIGHUP reload refused: {e}"),
+        }
+    }
 }
 
 async fn attach(args: AttachArgs) -> anyhow::Result<ExitCode> {

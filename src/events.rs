@@ -163,6 +163,10 @@ pub enum Event {
         to: Option<String>,
         reason: String,
     },
+    /// The pool's make-up changed (a config reload added, removed or
+    /// changed credentials): the whole pool, which replaces what a
+    /// subscriber knew — removed credentials included.
+    Reloaded { snapshot: Box<PoolSnapshot> },
     /// Something the operator should read (refresh failed, state restored…).
     Notice {
         at_ms: u64,

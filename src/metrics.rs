@@ -4,8 +4,8 @@
 //!
 //! - **Counted as it happens** (requests, upstream attempts and 429s,
 //!   refresh failures per credential, the latency histograms): the pool
-//!   calls [`Metrics::attempt`], [`Metrics::request`] and
-//!   [`Metrics::refresh_failed`] on the hot path. Each is an atomic add on a
+//!   calls [`CredentialSeries::attempt`], [`Metrics::request`] and
+//!   [`CredentialSeries::refresh_failed`] on the hot path. Each is an atomic add on a
 //!   counter made up front (credentials are indexed, not looked up by name)
 //!   or, for requests, one label lookup in a `Family`; nothing is formatted.
 //! - **Read at scrape time** from [`PoolSnapshot`] (credential states,
@@ -99,15 +99,18 @@ pub struct CredentialInfo<'a> {
 }
 
 /// The gateway's metrics: the registry and handles to the series that the
-/// hot path bumps.
+/// hot path bumps. One per pool and kept across config reloads, so the
+/// global series and those of unchanged credentials count on without a
+/// reset; the per-credential handles live in [`CredentialSeries`], one per
+/// pool generation.
 pub struct Metrics {
     registry: Registry,
-    /// Per credential, in the pool's order (a lease's index), so an attempt
-    /// costs an atomic add and no lookup.
-    attempts: Vec<Counter>,
-    upstream_429: Vec<Counter>,
-    /// `None` for credentials without a refresh token.
-    refresh_failures: Vec<Option<Counter>>,
+    /// The per-credential families; a generation takes its handles from
+    /// them ([`Metrics::credentials`]) and a reload drops the series of
+    /// credentials that went ([`Metrics::forget`]).
+    attempts: Family<CredentialLabels, Counter>,
+    upstream_429: Family<CredentialLabels, Counter>,
+    refresh_failures: Family<CredentialLabels, Counter>,
     requests: Family<RequestLabels, Counter>,
     models: ModelLabels,
     /// Indexed by `stream as usize`.
@@ -117,12 +120,31 @@ pub struct Metrics {
     pool_exhausted: Counter,
 }
 
+/// One generation's handles to its credentials' series, in the pool's
+/// order (a lease's index), so an attempt costs an atomic add and no
+/// lookup. Handles of the same labels are the same counter: a credential
+/// that a reload left alone keeps counting where it was.
+pub struct CredentialSeries {
+    attempts: Vec<Counter>,
+    upstream_429: Vec<Counter>,
+    /// `None` for credentials without a refresh token.
+    refresh_failures: Vec<Option<Counter>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
 fn histogram() -> Histogram {
     Histogram::new(LATENCY_BUCKETS)
 }
 
 impl Metrics {
-    pub fn new<'a>(credentials: impl IntoIterator<Item = CredentialInfo<'a>>) -> Metrics {
+    /// The registry and the global series, with no credential yet (see
+    /// [`Metrics::credentials`]).
+    pub fn new() -> Metrics {
         let mut registry = Registry::with_prefix(PREFIX);
 
         let requests = Family::<RequestLabels, Counter>::default();
@@ -135,35 +157,20 @@ impl Metrics {
         let attempts_family = Family::<CredentialLabels, Counter>::default();
         let upstream_429_family = Family::<CredentialLabels, Counter>::default();
         let refresh_failures_family = Family::<CredentialLabels, Counter>::default();
-        let (mut attempts, mut upstream_429, mut refresh_failures) = (vec![], vec![], vec![]);
-        for c in credentials {
-            let labels = CredentialLabels {
-                credential: c.name.into(),
-                provider: c.provider.into(),
-            };
-            // Made now, so every credential shows 0 from the first scrape
-            // and the hot path indexes instead of hashing names.
-            attempts.push(attempts_family.get_or_create_owned(&labels));
-            upstream_429.push(upstream_429_family.get_or_create_owned(&labels));
-            refresh_failures.push(
-                c.refreshes
-                    .then(|| refresh_failures_family.get_or_create_owned(&labels)),
-            );
-        }
         registry.register(
             "upstream_attempts",
             "Requests sent to providers, by credential (a client request may take several)",
-            attempts_family,
+            attempts_family.clone(),
         );
         registry.register(
             "upstream_429",
             "Rate-limit answers from providers (429, quota exhausted, Gemini RESOURCE_EXHAUSTED), by credential",
-            upstream_429_family,
+            upstream_429_family.clone(),
         );
         registry.register(
             "credential_refresh_failures",
             "Failed access-token refreshes, by credential (refresh-token credentials only)",
-            refresh_failures_family,
+            refresh_failures_family.clone(),
         );
 
         let duration_family =
@@ -203,9 +210,9 @@ impl Metrics {
 
         Metrics {
             registry,
-            attempts,
-            upstream_429,
-            refresh_failures,
+            attempts: attempts_family,
+            upstream_429: upstream_429_family,
+            refresh_failures: refresh_failures_family,
             requests,
             models: ModelLabels::default(),
             duration,
@@ -215,26 +222,45 @@ impl Metrics {
         }
     }
 
-    /// One upstream attempt on credential `index` and what it said (called
-    /// where the pool counts its own `attempts` and `upstream_429`).
-    pub fn attempt(&self, index: usize, verdict: &Verdict) {
-        if let Some(c) = self.attempts.get(index) {
-            c.inc();
+    /// Handles to the series of `credentials`, in that order. Made now, so
+    /// every credential shows 0 from the first scrape and the hot path
+    /// indexes instead of hashing names; a credential whose series exist
+    /// already gets the same counters back.
+    pub fn credentials<'a>(
+        &self,
+        credentials: impl IntoIterator<Item = CredentialInfo<'a>>,
+    ) -> CredentialSeries {
+        let (mut attempts, mut upstream_429, mut refresh_failures) = (vec![], vec![], vec![]);
+        for c in credentials {
+            let labels = CredentialLabels {
+                credential: c.name.into(),
+                provider: c.provider.into(),
+            };
+            attempts.push(self.attempts.get_or_create_owned(&labels));
+            upstream_429.push(self.upstream_429.get_or_create_owned(&labels));
+            refresh_failures.push(
+                c.refreshes
+                    .then(|| self.refresh_failures.get_or_create_owned(&labels)),
+            );
         }
-        if matches!(
-            verdict,
-            Verdict::RateLimited { .. } | Verdict::QuotaExhausted { .. }
-        ) && let Some(c) = self.upstream_429.get(index)
-        {
-            c.inc();
+        CredentialSeries {
+            attempts,
+            upstream_429,
+            refresh_failures,
         }
     }
 
-    /// A refresh of credential `index` failed.
-    pub fn refresh_failed(&self, index: usize) {
-        if let Some(Some(c)) = self.refresh_failures.get(index) {
-            c.inc();
-        }
+    /// Drops the series of a credential a reload removed (or changed, so
+    /// that it starts again from 0). Handles still held by an older
+    /// generation keep working; they just no longer show.
+    pub fn forget(&self, credential: &str, provider: &str) {
+        let labels = CredentialLabels {
+            credential: credential.into(),
+            provider: provider.into(),
+        };
+        self.attempts.remove(&labels);
+        self.upstream_429.remove(&labels);
+        self.refresh_failures.remove(&labels);
     }
 
     /// One finished client request.
@@ -268,6 +294,30 @@ impl Metrics {
         encode_registry(&mut out, &live)?;
         encode_eof(&mut out)?;
         Ok(out)
+    }
+}
+
+impl CredentialSeries {
+    /// One upstream attempt on credential `index` and what it said (called
+    /// where the pool counts its own `attempts` and `upstream_429`).
+    pub fn attempt(&self, index: usize, verdict: &Verdict) {
+        if let Some(c) = self.attempts.get(index) {
+            c.inc();
+        }
+        if matches!(
+            verdict,
+            Verdict::RateLimited { .. } | Verdict::QuotaExhausted { .. }
+        ) && let Some(c) = self.upstream_429.get(index)
+        {
+            c.inc();
+        }
+    }
+
+    /// A refresh of credential `index` failed.
+    pub fn refresh_failed(&self, index: usize) {
+        if let Some(Some(c)) = self.refresh_failures.get(index) {
+            c.inc();
+        }
     }
 }
 
@@ -420,8 +470,8 @@ mod tests {
             .collect()
     }
 
-    fn metrics() -> Metrics {
-        Metrics::new([
+    fn infos() -> [CredentialInfo<'static>; 2] {
+        [
             CredentialInfo {
                 name: "team-a",
                 provider: "openai",
@@ -432,7 +482,13 @@ mod tests {
                 provider: "openai",
                 refreshes: true,
             },
-        ])
+        ]
+    }
+
+    fn metrics() -> Metrics {
+        let m = Metrics::new();
+        m.credentials(infos());
+        m
     }
 
     fn record(format: Format, stream: bool, status: u16, code: Option<&str>) -> RequestRecord {
@@ -454,22 +510,23 @@ mod tests {
 
     #[test]
     fn attempts_and_429s_are_counted_per_credential() {
-        let m = metrics();
+        let m = Metrics::new();
+        let c = m.credentials(infos());
         let limited = Verdict::RateLimited {
             wait: std::time::Duration::from_secs(1),
             reason: "429".into(),
         };
-        m.attempt(0, &Verdict::Success { hold: None });
-        m.attempt(0, &limited);
-        m.attempt(
+        c.attempt(0, &Verdict::Success { hold: None });
+        c.attempt(0, &limited);
+        c.attempt(
             1,
             &Verdict::QuotaExhausted {
                 wait: std::time::Duration::from_secs(1),
                 reason: "quota".into(),
             },
         );
-        m.attempt(1, &Verdict::Neutral);
-        m.attempt(7, &limited); // out of range: ignored, no panic
+        c.attempt(1, &Verdict::Neutral);
+        c.attempt(7, &limited); // out of range: ignored, no panic
         let (_, s) = scrape(&m);
         let key = |name: &str, cred: &str| {
             format!("tokenyard_{name}_total{{credential=\"{cred}\",provider=\"openai\"}}")
@@ -525,9 +582,10 @@ mod tests {
 
     #[test]
     fn state_cooldown_and_refresh_series_come_from_the_snapshot() {
-        let m = metrics();
-        m.refresh_failed(1);
-        m.refresh_failed(0); // a static key: no series
+        let m = Metrics::new();
+        let c = m.credentials(infos());
+        c.refresh_failed(1);
+        c.refresh_failed(0); // a static key: no series
         let (text, s) = scrape(&m);
         let state = |cred: &str, state: &str| {
             s[&format!(
@@ -602,6 +660,48 @@ mod tests {
             s["tokenyard_requests_total{format=\"openai\",model=\"model-0\",status=\"200\"}"],
             2.0
         );
+    }
+
+    #[test]
+    fn a_reload_keeps_counting_unchanged_credentials_and_drops_removed_ones() {
+        let m = Metrics::new();
+        let old = m.credentials(infos());
+        old.attempt(0, &Verdict::Neutral);
+        old.attempt(1, &Verdict::Neutral);
+        // The next generation: team-a stays, oauth-1 goes, team-b comes.
+        m.forget("oauth-1", "openai");
+        let new = m.credentials([
+            CredentialInfo {
+                name: "team-b",
+                provider: "openai",
+                refreshes: false,
+            },
+            CredentialInfo {
+                name: "team-a",
+                provider: "openai",
+                refreshes: false,
+            },
+        ]);
+        new.attempt(1, &Verdict::Neutral);
+        // An attempt that was in flight across the reload lands too.
+        old.attempt(0, &Verdict::Neutral);
+        let (text, s) = scrape(&m);
+        let key = |cred: &str| {
+            format!(
+                "tokenyard_upstream_attempts_total{{credential=\"{cred}\",provider=\"openai\"}}"
+            )
+        };
+        assert_eq!(s[&key("team-a")], 3.0);
+        assert_eq!(s[&key("team-b")], 0.0);
+        // (The snapshot's series still name it: the fixture is not reloaded.)
+        for series in [
+            "upstream_attempts",
+            "upstream_429",
+            "credential_refresh_failures",
+        ] {
+            let gone = format!("tokenyard_{series}_total{{credential=\"oauth-1\"");
+            assert!(!text.contains(&gone), "{text}");
+        }
     }
 
     #[test]

@@ -170,7 +170,7 @@ pub fn event_line(event: &Event) -> Option<(Level, String)> {
             Some((level, line))
         }
         Event::Notice { level, message, .. } => Some((*level, message.clone())),
-        Event::Request { .. } => None,
+        Event::Request { .. } | Event::Reloaded { .. } => None,
     }
 }
 
@@ -207,6 +207,14 @@ pub async fn log_events(pool: PoolHandle, stop: CancellationToken) {
             }
             Ok(Event::Credential { credential })
                 if states.get(&credential.name) == Some(&credential.state) => {}
+            // The reload's notice says what changed; start over from the
+            // new pool so added and removed credentials are known.
+            Ok(Event::Reloaded { snapshot }) => {
+                states.clear();
+                for c in snapshot.credentials {
+                    states.insert(c.name, c.state);
+                }
+            }
             Ok(e) => {
                 if let Event::Credential { credential } = &e {
                     states.insert(credential.name.clone(), credential.state);

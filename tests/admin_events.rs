@@ -305,13 +305,7 @@ async fn a_lagging_reader_gets_a_fresh_snapshot_and_keeps_its_stream() {
     let cfg = config(&sim, "");
     let http = tokenyard::upstream::http_client(&cfg.gateway);
     let (pool, _notes) = PoolHandle::new(&cfg, http);
-    let state = Arc::new(AppState {
-        pool: pool.clone(),
-        config: Arc::new(cfg),
-        shutdown: CancellationToken::new(),
-        gemini: Default::default(),
-        in_flight: Default::default(),
-    });
+    let state = Arc::new(AppState::new(pool.clone(), CancellationToken::new()));
     let app = gateway::router(state.clone())
         .layer(MockConnectInfo(SocketAddr::from(([127, 0, 0, 1], 4000))));
     let req = http::Request::get("/admin/events")

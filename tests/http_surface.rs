@@ -738,13 +738,10 @@ enum Peer {
 fn app_with_peer(cfg: Config, peer: Peer) -> (axum::Router, PoolHandle) {
     let http = tokenyard::upstream::http_client(&cfg.gateway);
     let (pool, _notes) = PoolHandle::new(&cfg, http);
-    let state = Arc::new(AppState {
-        pool: pool.clone(),
-        config: Arc::new(cfg),
-        shutdown: tokio_util::sync::CancellationToken::new(),
-        gemini: Default::default(),
-        in_flight: Default::default(),
-    });
+    let state = Arc::new(AppState::new(
+        pool.clone(),
+        tokio_util::sync::CancellationToken::new(),
+    ));
     let app = gateway::router(state);
     let app = match peer {
         Peer::Unknown => app,

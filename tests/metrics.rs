@@ -467,13 +467,10 @@ async fn a_client_429_is_counted_as_pool_exhausted() {
 fn app_from(config: tokenyard::config::Config, peer: SocketAddr) -> axum::Router {
     let http = tokenyard::upstream::http_client(&config.gateway);
     let (pool, _notes) = PoolHandle::new(&config, http);
-    let state = Arc::new(AppState {
+    let state = Arc::new(AppState::new(
         pool,
-        config: Arc::new(config),
-        shutdown: tokio_util::sync::CancellationToken::new(),
-        gemini: Default::default(),
-        in_flight: Default::default(),
-    });
+        tokio_util::sync::CancellationToken::new(),
+    ));
     gateway::router(state).layer(axum::Extension(ConnectInfo(peer)))
 }
 

@@ -370,15 +370,27 @@ fn redis_state_backend_is_parsed_and_checked() {
 
     for (state, want) in [
         ("backend = \"redis\"", "state.url: is required"),
-        ("backend = \"etcd\"", "state.backend: \"etcd\" is not a backend"),
-        ("backend = \"redis\"\nurl = \"http://x\"", "must start with redis://"),
+        (
+            "backend = \"etcd\"",
+            "state.backend: \"etcd\" is not a backend",
+        ),
+        (
+            "backend = \"redis\"\nurl = \"http://x\"",
+            "must start with redis://",
+        ),
         (
             "backend = \"redis\"\nurl = \"redis://:hunter2@x\"",
             "must not hold a password",
         ),
         ("url = \"redis://x\"", "only applies to backend = \"redis\""),
-        ("backend = \"redis\"\nurl = \"redis://x\"\nnamespace = \"\"", "state.namespace"),
-        ("backend = \"redis\"\nurl = \"redis://x\"\nnamespace = \"a{b}\"", "state.namespace"),
+        (
+            "backend = \"redis\"\nurl = \"redis://x\"\nnamespace = \"\"",
+            "state.namespace",
+        ),
+        (
+            "backend = \"redis\"\nurl = \"redis://x\"\nnamespace = \"a{b}\"",
+            "state.namespace",
+        ),
     ] {
         let e = err(&format!("[state]\n{state}\n{MINIMAL}"));
         assert!(e.contains(want), "{state}: {e}");

@@ -32,6 +32,7 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/admin/events", get(events))
         .route("/admin/credentials/{name}/{action}", post(credential))
         .route("/admin/rotate", post(rotate))
+        .route("/admin/reload", post(reload))
         // Behind the same guard: the series name every credential.
         .route("/metrics", get(metrics))
 }
@@ -45,7 +46,7 @@ fn presented_admin_key(headers: &HeaderMap) -> Option<&str> {
 }
 
 pub async fn guard(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
-    match &state.config.admin_key {
+    match &state.config().admin_key {
         Some(key) => match presented_admin_key(req.headers()) {
             Some(k) if key.matches(k) => next.run(req).await,
             _ => ApiError::unauthorized(
@@ -182,4 +183,23 @@ async fn credential(
 
 async fn rotate(State(state): State<Arc<AppState>>) -> Response {
     run(&state, Command::Rotate, None).await
+}
+
+/// `POST /admin/reload`: reloads the config file. 200 with what changed;
+/// 400 with the config's error (the key path, as `tokenyard check` says it)
+/// when the new config does not load, and then nothing changes.
+async fn reload(State(state): State<Arc<AppState>>) -> Response {
+    match super::reload::reload(&state, "admin API").await {
+        Ok(summary) => axum::Json(summary).into_response(),
+        Err(e @ super::ReloadError::NoFile) => {
+            ApiError::new(StatusCode::CONFLICT, "invalid_request_error", e.to_string())
+                .code("no_config_file")
+                .into_response()
+        }
+        Err(super::ReloadError::Config(e)) => ApiError::bad_request(format!(
+            "the new config was refused and the running one stays: {e}"
+        ))
+        .code("invalid_config")
+        .into_response(),
+    }
 }

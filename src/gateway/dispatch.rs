@@ -22,7 +22,7 @@ use super::convert::Conversion;
 use super::error::ApiError;
 use super::relay::{self, EventBuffer};
 use crate::events::{RequestRecord, human, unix_ms};
-use crate::pool::{Lease, Verdict};
+use crate::pool::{Generation, Lease, Verdict};
 use crate::secret::Secret;
 use crate::upstream::{self, Outcome};
 
@@ -45,8 +45,12 @@ pub struct Inbound {
     /// Between the client's format and the provider's.
     pub conversion: Conversion,
     pub headers: HeaderMap,
-    /// Index of the provider the model routes to.
+    /// Index of the provider the model routes to, in `generation`.
     pub provider: usize,
+    /// The pool generation (and so the config) the request was routed in:
+    /// its gateway settings apply for the request's whole life, and leases
+    /// follow the provider into a newer generation after a reload.
+    pub generation: std::sync::Arc<Generation>,
 }
 
 /// Why the last attempt did not produce an answer.
@@ -75,7 +79,7 @@ struct Ctx<'a> {
 /// Runs a request to its answer within `gateway.request_timeout` (a stream's
 /// relay keeps the same deadline after the head went out).
 pub async fn dispatch(state: &AppState, req: Inbound) -> Response {
-    let limit = state.config.gateway.request_timeout;
+    let limit = req.generation.config().gateway.request_timeout;
     let format = req.conversion.client;
     let (model, stream) = (req.model.clone(), req.stream);
     let at_ms = unix_ms(SystemTime::now());
@@ -112,7 +116,7 @@ pub async fn dispatch(state: &AppState, req: Inbound) -> Response {
 
 async fn run(state: &AppState, req: Inbound) -> Response {
     let pool = &state.pool;
-    let settings = pool.settings();
+    let settings = req.generation.settings();
     let started = Instant::now();
     let mut ctx = Ctx {
         state,
@@ -134,7 +138,8 @@ async fn run(state: &AppState, req: Inbound) -> Response {
         },
     };
     let wait_until = started + settings.max_wait;
-    let mut tried: Vec<usize> = Vec::new();
+    // By name: a reload may renumber the credentials mid-request.
+    let mut tried: Vec<String> = Vec::new();
     // The last attempt's failure, and the last failure that was not a rate
     // limit (which decides between "busy, come back" and "broken").
     let mut last: Option<Failure> = None;
@@ -149,7 +154,7 @@ async fn run(state: &AppState, req: Inbound) -> Response {
         let ready = pool.ready_changed();
         tokio::pin!(ready);
         ready.as_mut().enable();
-        let lease = match pool.lease(req.provider, &tried) {
+        let lease = match pool.lease(&req.generation, req.provider, &tried) {
             Ok(l) => l,
             // Every credential that could serve is at its concurrency cap:
             // shed the request now rather than queue it without bound.
@@ -175,18 +180,17 @@ async fn run(state: &AppState, req: Inbound) -> Response {
         if let Some((from, note)) = moving_on.take() {
             pool.rotation(&from, Some(lease.name()), &note);
         }
-        let index = lease.index();
         match try_credential(&mut ctx, lease).await {
             Ok(resp) => return resp,
             Err((name, failure, note)) => {
-                moving_on = Some((name, note));
                 // A rate-limited credential is kept out by its cooldown and
                 // may serve this same request once the cooldown ends; one
                 // that failed otherwise is not tried again for it.
                 if let Failure::Upstream { status, message } = &failure {
-                    tried.push(index);
+                    tried.push(name.clone());
                     broken = Some((*status, message.clone()));
                 }
+                moving_on = Some((name, note));
                 last = Some(failure);
             }
         }
@@ -195,7 +199,7 @@ async fn run(state: &AppState, req: Inbound) -> Response {
     if let Some((from, note)) = moving_on.take() {
         pool.rotation(&from, None, &note);
     }
-    let recovery = || pool.earliest_recovery(req.provider);
+    let recovery = || pool.earliest_recovery(&req.generation, req.provider);
     let attempts = ctx.record.attempts;
     let error = match (give_up, last, broken) {
         (GiveUp::Busy, _, _) => ApiError::new(
@@ -295,7 +299,7 @@ fn finish(ctx: &mut Ctx<'_>, resp: &mut Response, ttfb: Option<Duration>) {
 }
 
 fn route_headers(ctx: &Ctx<'_>, h: &mut HeaderMap) {
-    if !ctx.state.config.gateway.route_headers {
+    if !ctx.req.generation.config().gateway.route_headers {
         return;
     }
     h.insert(
@@ -348,7 +352,7 @@ async fn try_credential(
             Step::Unauthorized => {
                 let can_retry = lease.refreshes()
                     && !refreshed
-                    && ctx.record.attempts < pool.settings().max_attempts;
+                    && ctx.record.attempts < lease.settings().max_attempts;
                 if can_retry {
                     refreshed = true;
                     match pool.reauth(&lease, &token).await {
@@ -391,7 +395,8 @@ async fn send_once(ctx: &mut Ctx<'_>, lease: &Lease, token: &Secret) -> Step {
     }
     let state = ctx.state;
     let pool = &state.pool;
-    let gw = &state.config.gateway;
+    let req = ctx.req;
+    let gw = &req.generation.config().gateway;
     let t0 = Instant::now();
     let deadline = t0 + gw.first_byte_timeout;
     let sent = tokio::time::timeout_at(
@@ -427,7 +432,7 @@ async fn send_once(ctx: &mut Ctx<'_>, lease: &Lease, token: &Secret) -> Step {
             status,
             &headers,
             b"",
-            pool.settings(),
+            lease.settings(),
             SystemTime::now(),
         );
         let mut out_headers = client_headers(&headers);
@@ -525,7 +530,7 @@ async fn send_once(ctx: &mut Ctx<'_>, lease: &Lease, token: &Secret) -> Step {
         status,
         &headers,
         &body,
-        pool.settings(),
+        lease.settings(),
         SystemTime::now(),
     );
     let conversion = ctx.req.conversion;

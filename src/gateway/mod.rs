@@ -6,6 +6,7 @@ pub mod convert;
 pub mod dispatch;
 pub mod error;
 pub mod relay;
+pub mod reload;
 
 use std::borrow::Cow;
 use std::net::SocketAddr;
@@ -25,14 +26,16 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use self::error::{ApiError, Format};
+pub use self::reload::{ReloadError, ReloadFrom};
 use crate::config::Config;
 use crate::events::{Level, human};
-use crate::pool::PoolHandle;
+use crate::pool::{PoolHandle, ReloadSummary};
 
 /// What every handler needs.
 pub struct AppState {
+    /// The pool, and through its current generation the config: both
+    /// change together on a reload (see [`AppState::config`]).
     pub pool: PoolHandle,
-    pub config: Arc<Config>,
     /// The gateway's shutdown root. Long-lived responses (the admin event
     /// stream) end when it fires: a graceful drain waits for every open
     /// response, and an endless one would hold it until the grace ran out.
@@ -42,6 +45,29 @@ pub struct AppState {
     /// Client requests in flight (`gateway.max_concurrency`), made on first
     /// use from the config.
     pub in_flight: std::sync::OnceLock<Arc<tokio::sync::Semaphore>>,
+    /// Where a reload reads the config from; `None` when the gateway was
+    /// started from a config in memory (the demo, most tests).
+    pub reload: Option<reload::Reloader>,
+}
+
+impl AppState {
+    /// The state for a gateway over `pool`, without a config file to
+    /// reload from.
+    pub fn new(pool: PoolHandle, shutdown: CancellationToken) -> AppState {
+        AppState {
+            pool,
+            shutdown,
+            gemini: Default::default(),
+            in_flight: Default::default(),
+            reload: None,
+        }
+    }
+
+    /// The config in effect now. Take it once per request (or per piece of
+    /// work): a reload may replace it at any moment.
+    pub fn config(&self) -> Arc<Config> {
+        self.pool.config()
+    }
 }
 
 /// The whole HTTP surface, without sockets (tests drive it with `oneshot`).
@@ -127,7 +153,8 @@ fn format_of(path: &str) -> Format {
 /// (streams count until they end), the next one gets 503 with
 /// `Retry-After` at once instead of waiting in an unbounded queue.
 async fn shed(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
-    let limit = state.config.gateway.max_concurrency as usize;
+    // Fixed at start (a reload reports a new value as needing a restart).
+    let limit = state.config().gateway.max_concurrency as usize;
     let sem = state
         .in_flight
         .get_or_init(|| Arc::new(tokio::sync::Semaphore::new(limit)));
@@ -167,7 +194,8 @@ async fn shed(State(state): State<Arc<AppState>>, req: Request, next: Next) -> R
 /// Oversized request lines and headers are refused before anything reads
 /// them: 414 and 431, in the client's format.
 async fn request_limits(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
-    let g = &state.config.gateway;
+    let config = state.config();
+    let g = &config.gateway;
     let format = format_of(req.uri().path());
     let uri_len = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
     if uri_len > g.max_uri_bytes {
@@ -200,7 +228,8 @@ async fn request_limits(State(state): State<Arc<AppState>>, req: Request, next: 
 }
 
 async fn client_auth(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
-    let keys = &state.config.client_keys;
+    let config = state.config();
+    let keys = &config.client_keys;
     if keys.is_empty() {
         return next.run(req).await;
     }
@@ -330,7 +359,11 @@ async fn inbound(
     body: Body,
     format: Format,
 ) -> Result<dispatch::Inbound, ApiError> {
-    let g = &state.config.gateway;
+    // The generation the request is routed in: its config decides the
+    // limits, the provider and the conversion, even if a reload lands now.
+    let generation = state.pool.current();
+    let config = generation.config();
+    let g = &config.gateway;
     let body = read_body(&headers, body, g.max_body, g.body_timeout).await?;
     // serde skips the fields it does not need without checking their UTF-8,
     // and would read a struct from a JSON array: check both here so nothing
@@ -364,7 +397,7 @@ async fn inbound(
             .param("model")
             .code("missing_model"));
     };
-    let Some(provider) = state.config.route(&model) else {
+    let Some(provider) = config.route(&model) else {
         let shown: String = model.chars().take(100).collect();
         return Err(ApiError::not_found(format!(
             "the model `{shown}` is not served by this gateway"
@@ -372,7 +405,7 @@ async fn inbound(
         .param("model")
         .code("model_not_found"));
     };
-    let conversion = convert::Conversion::new(format, state.config.providers[provider].kind);
+    let conversion = convert::Conversion::new(format, config.providers[provider].kind);
     let upstream_body = conversion.request(&body)?;
     Ok(dispatch::Inbound {
         model: model.into_owned(),
@@ -381,13 +414,14 @@ async fn inbound(
         conversion,
         headers,
         provider,
+        generation: generation.clone(),
     })
 }
 
 async fn models(State(state): State<Arc<AppState>>) -> Response {
     let mut seen = std::collections::HashSet::new();
     let mut data = Vec::new();
-    for p in &state.config.providers {
+    for p in &state.config().providers {
         for m in &p.models {
             if m.contains(['*', '?']) || !seen.insert(m.clone()) {
                 continue;
@@ -426,6 +460,7 @@ pub struct Running {
     pub shutdown: CancellationToken,
     /// What restoring the state file found, for the startup report.
     pub notes: Vec<String>,
+    state: Arc<AppState>,
     task: JoinHandle<()>,
 }
 
@@ -441,28 +476,66 @@ impl Running {
         self.shutdown.cancel();
         self.wait().await;
     }
+
+    /// Reloads the config file (as SIGHUP does); `trigger` names the cause
+    /// in the notice.
+    pub async fn reload(&self, trigger: &str) -> Result<ReloadSummary, ReloadError> {
+        reload::reload(&self.state, trigger).await
+    }
+
+    /// A handle that reloads this gateway's config, for a task that
+    /// outlives the borrow (the SIGHUP listener).
+    pub fn reloader(&self) -> ReloadHandle {
+        ReloadHandle {
+            state: self.state.clone(),
+        }
+    }
 }
 
-/// Starts the pool and serves the gateway on `listener` until `shutdown`.
+/// Reloads one gateway's config; see [`Running::reloader`].
+#[derive(Clone)]
+pub struct ReloadHandle {
+    state: Arc<AppState>,
+}
+
+impl ReloadHandle {
+    pub async fn reload(&self, trigger: &str) -> Result<ReloadSummary, ReloadError> {
+        reload::reload(&self.state, trigger).await
+    }
+}
+
+/// Starts the pool and serves the gateway on `listener` until `shutdown`,
+/// with no config file to reload from.
 pub fn start(
     config: Config,
     listener: TcpListener,
     shutdown: CancellationToken,
+) -> std::io::Result<Running> {
+    start_with(config, listener, shutdown, None)
+}
+
+/// Like [`start`]; with `from`, the config can be reloaded from that file
+/// (`POST /admin/reload`, [`Running::reload`], and the file watcher when
+/// asked for).
+pub fn start_with(
+    config: Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+    from: Option<ReloadFrom>,
 ) -> std::io::Result<Running> {
     let addr = listener.local_addr()?;
     let http = crate::upstream::http_client(&config.gateway);
     let (pool, notes) = PoolHandle::new(&config, http);
     let pool_stop = CancellationToken::new();
     pool.start(pool_stop.clone());
-    let grace = config.gateway.shutdown_grace;
-    let state = Arc::new(AppState {
-        pool: pool.clone(),
-        config: Arc::new(config),
-        shutdown: shutdown.clone(),
-        gemini: Default::default(),
-        in_flight: Default::default(),
-    });
-    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    let watch = from.as_ref().is_some_and(|f| f.watch);
+    let mut app_state = AppState::new(pool.clone(), shutdown.clone());
+    app_state.reload = from.map(|f| reload::Reloader::new(f, &config));
+    let state = Arc::new(app_state);
+    if watch {
+        tokio::spawn(reload::watch(state.clone(), shutdown.clone()));
+    }
+    let app = router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
     let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
         let _ = tcp.set_nodelay(true);
     });
@@ -479,6 +552,8 @@ pub fn start(
                 }
             }
             _ = task_shutdown.cancelled() => {
+                // The grace in effect now: a reload may have changed it.
+                let grace = task_pool.config().gateway.shutdown_grace;
                 match tokio::time::timeout(grace, &mut server).await {
                     Ok(_) => {}
                     Err(_) => {
@@ -505,6 +580,7 @@ pub fn start(
         pool,
         shutdown,
         notes,
+        state,
         task,
     })
 }

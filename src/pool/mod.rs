@@ -3,6 +3,12 @@
 //! credential), the clock that ends cooldowns, the half-open probes, the
 //! state file, and the event channel.
 //!
+//! The credentials come in generations: a config reload (see [`reload`])
+//! builds the next [`Generation`] and swaps it in behind the same
+//! [`PoolHandle`]. Leases keep the generation they came from, so requests
+//! in flight finish where they started, and what they report lands on the
+//! current generation too when their credential was carried over.
+//!
 //! Locks here are `std` mutexes held for microseconds and never across an
 //! `.await`; the one async mutex per credential is the single-flight gate
 //! for token refresh and is meant to be held while the refresh runs.
@@ -10,11 +16,12 @@
 pub mod core;
 pub mod oauth;
 pub mod persist;
+pub mod reload;
 mod tokens;
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, SystemTime};
 
 use tokio::sync::{Notify, broadcast};
@@ -23,13 +30,14 @@ use tokio_util::sync::CancellationToken;
 
 use self::core::{Cooldown, Core, Cred};
 pub use self::core::{CooldownKind, Unavailable, Verdict};
+pub use self::reload::ReloadSummary;
 use self::tokens::TokenSlot;
 use crate::config::{AuthSpec, Config, CredentialSpec, PoolSettings, Provider};
 use crate::events::{
     Command, CredentialKind, CredentialView, Event, Level, PoolSnapshot, RequestRecord, State,
     human, unix_ms,
 };
-use crate::metrics::{CredentialInfo, Metrics};
+use crate::metrics::{CredentialInfo, CredentialSeries, Metrics};
 use crate::secret::Secret;
 
 /// Events buffered per subscriber before it lags. A lagging subscriber
@@ -50,23 +58,23 @@ pub enum CommandError {
     Failed(String),
 }
 
-/// A cheap, cloneable handle to the pool.
+/// A cheap, cloneable handle to the pool. Stays valid across config
+/// reloads: it holds the [`Shell`] (what outlives a config) and reaches the
+/// credentials through the shell's current [`Generation`].
 #[derive(Clone)]
 pub struct PoolHandle {
-    inner: Arc<Inner>,
+    shell: Arc<Shell>,
 }
 
-struct Inner {
-    core: Mutex<Core>,
-    specs: Vec<CredentialSpec>,
-    providers: Vec<Provider>,
-    /// One per credential, same order as `specs`.
-    tokens: Vec<TokenSlot>,
-    settings: PoolSettings,
+/// What lives as long as the process, whatever the config says.
+struct Shell {
+    /// The credentials as the config last loaded says. Replaced whole by a
+    /// reload; every method takes it once at its start and works on that.
+    current: RwLock<Arc<Generation>>,
     events: broadcast::Sender<Event>,
     /// Wakes requests waiting (`max_wait`) for a credential to come back.
     ready: Notify,
-    /// Wakes the clock task when a deadline moved.
+    /// Wakes the clock task when a deadline moved (or the generation did).
     clock: Notify,
     /// Asks the writer task to save soon.
     dirty: Notify,
@@ -78,15 +86,90 @@ struct Inner {
     started: SystemTime,
     request_ids: AtomicU64,
     /// This pool's Prometheus series (one registry per pool, so gateways
-    /// in one process stay apart); bumped by `record` and `finish`.
+    /// in one process stay apart); bumped by `record` and `finish`. Kept
+    /// across reloads so counters run on.
     metrics: Metrics,
+    /// Hands out credential lineage ids (see [`Generation::lineage`]).
+    lineage: AtomicU64,
+    /// Numbers generations, for logs and tests.
+    generations: AtomicU64,
+    /// One reload at a time: each builds on the generation before it.
+    reloading: Mutex<()>,
+}
+
+/// The pool as one config made it: the credentials, their state, their
+/// tokens. A reload builds the next one and swaps it in; the old one lives
+/// on only as long as leases taken from it (in-flight requests finish on
+/// the generation they started in) and is marked retired.
+pub struct Generation {
+    number: u64,
+    config: Arc<Config>,
+    core: Mutex<Core>,
+    /// Per credential, same order as `config.credentials`: an id kept by a
+    /// credential for as long as reloads leave it unchanged. How a verdict
+    /// on a lease of a retired generation finds the same credential in the
+    /// current one.
+    lineage: Vec<u64>,
+    /// One per credential. Shared with the next generation when the
+    /// credential's auth is unchanged, so the single-flight refresh, the
+    /// cached access token and a rotated refresh token are the very same
+    /// object on both sides of a reload.
+    tokens: Vec<Arc<TokenSlot>>,
+    /// This generation's handles to the per-credential series.
+    series: CredentialSeries,
+    /// Set (under `core`'s lock) when a reload replaced this generation:
+    /// from then on nothing new is leased from it, and what its leases
+    /// report is applied to the current generation too.
+    retired: AtomicBool,
+}
+
+impl Generation {
+    /// The config this generation was built from.
+    pub fn config(&self) -> &Arc<Config> {
+        &self.config
+    }
+    pub fn settings(&self) -> &PoolSettings {
+        &self.config.pool
+    }
+    pub fn providers(&self) -> &[Provider] {
+        &self.config.providers
+    }
+    /// Counts reloads: 1 for the generation the pool started with.
+    pub fn number(&self) -> u64 {
+        self.number
+    }
+    pub fn is_retired(&self) -> bool {
+        self.retired.load(Ordering::Acquire)
+    }
+    fn specs(&self) -> &[CredentialSpec] {
+        &self.config.credentials
+    }
+    fn find_lineage(&self, id: u64) -> Option<usize> {
+        self.lineage.iter().position(|&l| l == id)
+    }
+    /// The index here of `provider` of generation `from`: the same index
+    /// when `from` is this generation, else the provider of the same name
+    /// and kind (a request converted for one kind cannot go to another).
+    fn follow(self: &Arc<Self>, from: &Arc<Generation>, provider: usize) -> Option<usize> {
+        if Arc::ptr_eq(self, from) {
+            return Some(provider);
+        }
+        let p = from.providers().get(provider)?;
+        self.providers()
+            .iter()
+            .position(|q| q.name == p.name && q.kind == p.kind)
+    }
 }
 
 /// One credential taken for one attempt. Dropping it releases the
-/// in-flight count.
+/// in-flight count. It keeps the generation it came from, so a request
+/// finishes on the credential (and provider) it started with.
 pub struct Lease {
-    inner: Arc<Inner>,
+    generation: Arc<Generation>,
     idx: usize,
+    /// The pool, to pass in-flight releases on to the current generation
+    /// after a reload.
+    shell: Arc<Shell>,
 }
 
 impl Lease {
@@ -94,13 +177,17 @@ impl Lease {
         self.idx
     }
     pub fn name(&self) -> &str {
-        &self.inner.specs[self.idx].name
+        &self.generation.specs()[self.idx].name
     }
     pub fn refreshes(&self) -> bool {
-        self.inner.specs[self.idx].auth.refreshes()
+        self.generation.specs()[self.idx].auth.refreshes()
     }
     pub fn provider(&self) -> &Provider {
-        &self.inner.providers[self.inner.specs[self.idx].provider]
+        &self.generation.providers()[self.generation.specs()[self.idx].provider]
+    }
+    /// The pool settings of the generation this lease came from.
+    pub fn settings(&self) -> &PoolSettings {
+        self.generation.settings()
     }
 }
 
@@ -108,18 +195,26 @@ impl Lease {
     /// A second lease on the same credential (the stream relay holds one so
     /// the in-flight count lasts as long as the stream).
     pub fn share(&self) -> Lease {
-        let mut core = lock(&self.inner.core);
-        core.creds[self.idx].in_flight += 1;
+        let pool = PoolHandle {
+            shell: self.shell.clone(),
+        };
+        pool.apply(&self.generation, self.idx, |core, i| {
+            core.creds[i].in_flight += 1;
+        });
         Lease {
-            inner: self.inner.clone(),
+            generation: self.generation.clone(),
             idx: self.idx,
+            shell: self.shell.clone(),
         }
     }
 }
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        lock(&self.inner.core).release(self.idx);
+        let pool = PoolHandle {
+            shell: self.shell.clone(),
+        };
+        pool.apply(&self.generation, self.idx, |core, i| core.release(i));
     }
 }
 
@@ -152,20 +247,23 @@ impl PoolHandle {
         let tokens = config
             .credentials
             .iter()
-            .map(|c| TokenSlot::new(&c.auth))
+            .map(|c| Arc::new(TokenSlot::new(&c.auth)))
             .collect();
         let (events, _) = broadcast::channel(EVENT_CAPACITY);
-        let metrics = Metrics::new(config.credentials.iter().map(|c| CredentialInfo {
-            name: &c.name,
-            provider: &config.providers[c.provider].name,
-            refreshes: c.auth.refreshes(),
-        }));
-        let inner = Inner {
+        let metrics = Metrics::new();
+        let series = metrics.credentials(credential_infos(config));
+        let n = config.credentials.len() as u64;
+        let generation = Generation {
+            number: 1,
+            config: Arc::new(config.clone()),
             core: Mutex::new(core),
-            specs: config.credentials.clone(),
-            settings: config.pool.clone(),
-            providers: config.providers.clone(),
+            lineage: (0..n).collect(),
             tokens,
+            series,
+            retired: AtomicBool::new(false),
+        };
+        let shell = Shell {
+            current: RwLock::new(Arc::new(generation)),
             events,
             ready: Notify::new(),
             clock: Notify::new(),
@@ -180,14 +278,77 @@ impl PoolHandle {
             started: SystemTime::now(),
             request_ids: AtomicU64::new(1),
             metrics,
+            lineage: AtomicU64::new(n),
+            generations: AtomicU64::new(1),
+            reloading: Mutex::new(()),
         };
         let pool = PoolHandle {
-            inner: Arc::new(inner),
+            shell: Arc::new(shell),
         };
         let notes = pool.restore(config.state_file.as_deref(), readonly);
         (pool, notes)
     }
 
+    /// The generation serving now. Hold it for the length of one piece of
+    /// work (a request's routing, a snapshot), not longer.
+    pub fn current(&self) -> Arc<Generation> {
+        self.shell
+            .current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The config of the current generation.
+    pub fn config(&self) -> Arc<Config> {
+        self.current().config.clone()
+    }
+
+    /// Runs `f` on the current generation's core, locked; if a reload
+    /// retired that generation before the lock was taken, on the next one.
+    fn with_current<R>(&self, mut f: impl FnMut(&Arc<Generation>, &mut Core) -> R) -> R {
+        loop {
+            let generation = self.current();
+            let mut core = lock(&generation.core);
+            if generation.is_retired() {
+                continue;
+            }
+            return f(&generation, &mut core);
+        }
+    }
+
+    /// Runs `f` on credential `i` of `generation`. When that generation is
+    /// retired, runs it again on the same credential in the current one, if
+    /// a reload carried it over unchanged: a verdict, a refresh result or an
+    /// in-flight release that lands mid-reload is never lost. Returns where
+    /// the change now counts (the current generation's copy), with `f`'s
+    /// result there; `None` when the credential is gone.
+    fn apply<R>(
+        &self,
+        generation: &Arc<Generation>,
+        i: usize,
+        mut f: impl FnMut(&mut Core, usize) -> R,
+    ) -> Option<(Arc<Generation>, usize, R)> {
+        {
+            let mut core = lock(&generation.core);
+            let r = f(&mut core, i);
+            // Read under the lock a reload retires it under: if not retired
+            // now, the reload has yet to copy this credential, change and all.
+            if !generation.is_retired() {
+                return Some((generation.clone(), i, r));
+            }
+        }
+        let id = generation.lineage[i];
+        self.with_current(|current, core| {
+            current
+                .find_lineage(id)
+                .map(|j| (current.clone(), j, f(core, j)))
+        })
+    }
+
+    /// Spawns the clock (cooldown ends, probes) and the state writer. Both
+    /// stop when `cancel` fires; call [`PoolHandle::save`] after that for
+    /// the final write.
     /// Spawns the clock (cooldown ends, probes) and the state writer. Both
     /// stop when `cancel` fires; call [`PoolHandle::save`] after that for
     /// the final write.
@@ -197,23 +358,25 @@ impl PoolHandle {
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<Event> {
-        self.inner.events.subscribe()
+        self.shell.events.subscribe()
     }
 
     /// A sender for other parts (the gateway) that publish on the same bus.
     pub fn publish(&self, event: Event) {
-        let _ = self.inner.events.send(event);
+        let _ = self.shell.events.send(event);
     }
 
-    pub fn settings(&self) -> &PoolSettings {
-        &self.inner.settings
-    }
-
-    /// When the first credential of `provider` can serve (now, if one is
-    /// ready); `None` when all are disabled.
-    pub fn earliest_recovery(&self, provider: usize) -> Option<Instant> {
+    /// When the first credential of `provider` (of generation `routed`,
+    /// followed into the current one) can serve: now, if one is ready;
+    /// `None` when all are disabled.
+    pub fn earliest_recovery(&self, routed: &Arc<Generation>, provider: usize) -> Option<Instant> {
         let now = Instant::now();
-        let core = lock(&self.inner.core);
+        let current = self.current();
+        let (generation, provider) = match current.follow(routed, provider) {
+            Some(p) => (current, p),
+            None => (routed.clone(), provider),
+        };
+        let core = lock(&generation.core);
         core.creds
             .iter()
             .filter(|c| c.provider == provider)
@@ -221,46 +384,69 @@ impl PoolHandle {
             .min()
     }
 
-    pub fn providers(&self) -> &[Provider] {
-        &self.inner.providers
-    }
-
     pub fn http(&self) -> &reqwest::Client {
-        &self.inner.http
+        &self.shell.http
     }
 
     /// This pool's Prometheus series (`GET /metrics`).
     pub fn metrics(&self) -> &Metrics {
-        &self.inner.metrics
+        &self.shell.metrics
     }
 
     pub fn next_request_id(&self) -> u64 {
-        self.inner.request_ids.fetch_add(1, Ordering::Relaxed)
+        self.shell.request_ids.fetch_add(1, Ordering::Relaxed)
     }
 
     /// Takes a credential of `provider` for one attempt, skipping those the
-    /// request already tried.
-    pub fn lease(&self, provider: usize, tried: &[usize]) -> Result<Lease, Unavailable> {
-        let idx = lock(&self.inner.core).select(provider, tried, Instant::now())?;
-        Ok(Lease {
-            inner: self.inner.clone(),
-            idx,
-        })
+    /// request already tried (by name). `routed` is the generation the
+    /// request was routed in: when a reload replaced it since, the lease
+    /// comes from the current generation (the same provider by name), so a
+    /// removed credential gets nothing new and an added one serves at once.
+    /// Only when the provider itself is gone (or changed its kind) does the
+    /// request finish on the generation it started in.
+    pub fn lease(
+        &self,
+        routed: &Arc<Generation>,
+        provider: usize,
+        tried: &[String],
+    ) -> Result<Lease, Unavailable> {
+        loop {
+            let current = self.current();
+            let (generation, p, follows) = match current.follow(routed, provider) {
+                Some(p) => (current, p, true),
+                None => (routed.clone(), provider, false),
+            };
+            let mut core = lock(&generation.core);
+            // A reload swapped generations between reading and locking:
+            // take the new one, so the reload's copy counts this lease.
+            if follows && generation.is_retired() {
+                continue;
+            }
+            let tried: Vec<usize> = tried.iter().filter_map(|n| core.find(n)).collect();
+            let idx = core.select(p, &tried, Instant::now())?;
+            drop(core);
+            return Ok(Lease {
+                generation,
+                idx,
+                shell: self.shell.clone(),
+            });
+        }
     }
 
     /// Resolves when some credential may be able to serve: it came back (a
-    /// cooldown ended, a probe succeeded, the operator enabled it) or just
-    /// answered and is still ready. Wakes one waiter per such event, so the
-    /// waiters drain at the pace the provider accepts them. Call `enable()`
-    /// on the pinned future before checking the pool to miss nothing.
+    /// cooldown ended, a probe succeeded, the operator enabled it, a reload
+    /// added it) or just answered and is still ready. Wakes one waiter per
+    /// such event, so the waiters drain at the pace the provider accepts
+    /// them. Call `enable()` on the pinned future before checking the pool
+    /// to miss nothing.
     pub fn ready_changed(&self) -> tokio::sync::futures::Notified<'_> {
-        self.inner.ready.notified()
+        self.shell.ready.notified()
     }
 
     /// The token to send for this lease: the API key, or a valid access
     /// token (refreshed first if it is missing or about to expire).
     pub async fn token(&self, lease: &Lease) -> Result<Secret, String> {
-        self.refresh(lease.idx, tokens::Mode::IfStale, true)
+        self.refresh(&lease.generation, lease.idx, tokens::Mode::IfStale, true)
             .await
             .map_err(|e| e.message)
     }
@@ -268,35 +454,57 @@ impl PoolHandle {
     /// After a 401 with `rejected`: refresh once (unless another request
     /// already did) and return the new access token.
     pub async fn reauth(&self, lease: &Lease, rejected: &Secret) -> Result<Secret, String> {
-        self.refresh(lease.idx, tokens::Mode::Replace(rejected.clone()), true)
-            .await
-            .map_err(|e| e.message)
+        self.refresh(
+            &lease.generation,
+            lease.idx,
+            tokens::Mode::Replace(rejected.clone()),
+            true,
+        )
+        .await
+        .map_err(|e| e.message)
     }
 
-    /// Applies an attempt's verdict to its credential.
+    /// Applies an attempt's verdict to its credential (and, when a reload
+    /// retired the lease's generation, to the same credential in the
+    /// current one: a 429 that arrives mid-reload still cools it).
     pub fn record(&self, lease: &Lease, verdict: &Verdict, status: Option<u16>, latency: Duration) {
-        let i = lease.idx;
-        let (before, after, failures_changed) = {
-            let mut core = lock(&self.inner.core);
+        let now = Instant::now();
+        let wall = SystemTime::now();
+        let applied = self.apply(&lease.generation, lease.idx, |core, i| {
             core.totals.attempts += 1;
             let failures_before = core.creds[i].failures;
-            let (before, after) = core.record(i, verdict, Instant::now());
+            let (before, after) = core.record(i, verdict, now);
             let c = &mut core.creds[i];
-            c.stats.last_used = Some(SystemTime::now());
+            c.stats.last_used = Some(wall);
             c.stats.last_latency = Some(latency);
             if status.is_some() {
                 c.stats.last_status = status;
             }
             (before, after, failures_before != c.failures)
-        };
-        self.inner.metrics.attempt(i, verdict);
-        self.changed(i, before, after, failures_changed);
+        });
+        // Shared with the current generation for an unchanged credential.
+        lease.generation.series.attempt(lease.idx, verdict);
+        match applied {
+            Some((generation, i, (before, after, failures_changed))) => {
+                self.changed(&generation, i, before, after, failures_changed)
+            }
+            // The credential went with a reload: the attempt still counts
+            // in the pool's totals.
+            None => self.with_current(|_, core| {
+                core.totals.attempts += 1;
+                if matches!(
+                    verdict,
+                    Verdict::RateLimited { .. } | Verdict::QuotaExhausted { .. }
+                ) {
+                    core.totals.upstream_429 += 1;
+                }
+            }),
+        }
     }
 
     /// Publishes a finished client request and counts it.
     pub fn finish(&self, record: RequestRecord) {
-        let totals = {
-            let mut core = lock(&self.inner.core);
+        let totals = self.with_current(|_, core| {
             core.totals.requests += 1;
             if (200..300).contains(&record.status) {
                 core.totals.succeeded += 1;
@@ -305,8 +513,8 @@ impl PoolHandle {
                 core.totals.client_429 += 1;
             }
             core.totals
-        };
-        self.inner.metrics.request(&record);
+        });
+        self.shell.metrics.request(&record);
         self.publish(Event::Request {
             request: record,
             totals,
@@ -323,7 +531,9 @@ impl PoolHandle {
         });
     }
 
-    fn notice(&self, level: Level, message: String) {
+    /// Publishes a line for the operator (the dashboard's log pane, the
+    /// headless log).
+    pub fn notice(&self, level: Level, message: String) {
         self.publish(Event::Notice {
             at_ms: unix_ms(SystemTime::now()),
             level,
@@ -331,98 +541,66 @@ impl PoolHandle {
         });
     }
 
-    /// After any change to credential `i`: tell subscribers, wake waiters
-    /// and the clock, schedule a save.
-    fn changed(&self, i: usize, before: State, after: State, persist_anyway: bool) {
+    /// After any change to credential `i` of `generation`: tell
+    /// subscribers, wake waiters and the clock, schedule a save. Changes to
+    /// a retired generation are not published (nobody shows it).
+    fn changed(
+        &self,
+        generation: &Generation,
+        i: usize,
+        before: State,
+        after: State,
+        persist_anyway: bool,
+    ) {
         if after == State::Ready {
             // One waiting request gets the chance; if it succeeds, its
             // success wakes the next (see the dispatcher).
-            self.inner.ready.notify_one();
+            self.shell.ready.notify_one();
+        }
+        if generation.is_retired() {
+            return;
         }
         if before != after {
-            self.publish_credential(i);
-            self.inner.clock.notify_one();
+            self.publish_credential(generation, i);
+            self.shell.clock.notify_one();
         }
         if before != after || persist_anyway {
-            self.inner.dirty.notify_one();
+            self.shell.dirty.notify_one();
         }
     }
 
-    fn publish_credential(&self, i: usize) {
-        if self.inner.events.receiver_count() == 0 {
+    fn publish_credential(&self, generation: &Generation, i: usize) {
+        if self.shell.events.receiver_count() == 0 || generation.is_retired() {
             return;
         }
-        let expiry = self.inner.tokens[i].expiry();
+        let expiry = generation.tokens[i].expiry();
         let view = {
-            let core = lock(&self.inner.core);
-            self.view(&core, i, expiry, Instant::now(), SystemTime::now())
+            let core = lock(&generation.core);
+            view(
+                generation,
+                &core,
+                i,
+                expiry,
+                Instant::now(),
+                SystemTime::now(),
+            )
         };
         self.publish(Event::Credential { credential: view });
     }
 
-    fn view(
-        &self,
-        core: &Core,
-        i: usize,
-        token_expiry: Option<SystemTime>,
-        now: Instant,
-        wall: SystemTime,
-    ) -> CredentialView {
-        let c = &core.creds[i];
-        let spec = &self.inner.specs[i];
-        let state = c.state(now);
-        let to_wall = |at: Instant| unix_ms(wall + at.saturating_duration_since(now));
-        let (reason, until_ms) = match state {
-            State::Cooling | State::Exhausted => {
-                let cd = c.cooldown.as_ref().expect("cooling has a cooldown");
-                (Some(cd.reason.clone()), Some(to_wall(cd.until)))
-            }
-            State::Failed => {
-                let (why, at) = c.failed.as_ref().expect("failed has a reason");
-                (Some(why.clone()), Some(to_wall(*at)))
-            }
-            State::Disabled => (Some("disabled by the operator".to_string()), None),
-            State::Ready => (None, None),
-        };
-        CredentialView {
-            name: spec.name.clone(),
-            provider: self.inner.providers[spec.provider].name.clone(),
-            tier: core.settings.tiers[spec.tier].clone(),
-            secret: spec.auth.identity().masked(),
-            kind: match spec.auth {
-                AuthSpec::ApiKey(_) => CredentialKind::ApiKey,
-                AuthSpec::Refresh { .. } => CredentialKind::RefreshToken,
-            },
-            state,
-            reason,
-            until_ms,
-            failures: c.failures,
-            requests: c.stats.requests,
-            successes: c.stats.successes,
-            rate_limited: c.stats.rate_limited,
-            errors: c.stats.errors,
-            refreshes: c.stats.refreshes,
-            in_flight: c.in_flight,
-            last_used_ms: c.stats.last_used.map(unix_ms),
-            last_latency_ms: c.stats.last_latency.map(|d| d.as_secs_f64() * 1000.0),
-            last_status: c.stats.last_status,
-            token_expires_ms: token_expiry.map(unix_ms),
-            last_error: c.last_error.clone(),
-        }
-    }
-
     /// The whole pool, now.
     pub fn snapshot(&self) -> PoolSnapshot {
-        let expiries: Vec<_> = self.inner.tokens.iter().map(TokenSlot::expiry).collect();
+        let generation = self.current();
+        let expiries: Vec<_> = generation.tokens.iter().map(|t| t.expiry()).collect();
         let now = Instant::now();
         let wall = SystemTime::now();
-        let core = lock(&self.inner.core);
+        let core = lock(&generation.core);
         PoolSnapshot {
             at_ms: unix_ms(wall),
-            started_ms: unix_ms(self.inner.started),
+            started_ms: unix_ms(self.shell.started),
             tiers: core.settings.tiers.clone(),
             credentials: (0..core.creds.len())
-                .map(|i| self.view(&core, i, expiries[i], now, wall))
+                .map(|i| view(&generation, &core, i, expiries[i], now, wall))
                 .collect(),
             next: core.peek(0, now).map(|i| core.creds[i].name.clone()),
             totals: core.totals,
@@ -432,8 +610,9 @@ impl PoolHandle {
     /// Runs an operator command. The admin API and the dashboard both come
     /// here, so an action means the same wherever it is taken.
     pub async fn command(&self, cmd: Command) -> Result<String, CommandError> {
+        let generation = self.current();
         let find = |name: &str| {
-            lock(&self.inner.core)
+            lock(&generation.core)
                 .find(name)
                 .ok_or_else(|| CommandError::UnknownCredential(name.chars().take(64).collect()))
         };
@@ -441,26 +620,28 @@ impl PoolHandle {
         let message = match &cmd {
             Command::Disable(name) => {
                 let i = find(name)?;
-                let (before, after) = {
-                    let mut core = lock(&self.inner.core);
+                if let Some((g, j, (before, after))) = self.apply(&generation, i, |core, i| {
                     let before = core.creds[i].state(now);
                     core.set_disabled(i, true);
                     (before, core.creds[i].state(now))
-                };
-                self.changed(i, before, after, true);
+                }) {
+                    self.changed(&g, j, before, after, true);
+                }
                 format!("disabled {name}")
             }
             Command::Enable(name) => {
                 let i = find(name)?;
-                let (before, after) = {
-                    let mut core = lock(&self.inner.core);
+                let mut after = State::Ready;
+                if let Some((g, j, (before, a))) = self.apply(&generation, i, |core, i| {
                     let before = core.creds[i].state(now);
                     core.set_disabled(i, false);
                     core.probe_now(i, now);
                     (before, core.creds[i].state(now))
-                };
-                self.changed(i, before, after, true);
-                self.inner.clock.notify_one();
+                }) {
+                    after = a;
+                    self.changed(&g, j, before, after, true);
+                }
+                self.shell.clock.notify_one();
                 match after {
                     State::Ready => format!("enabled {name}"),
                     other => format!(
@@ -471,13 +652,17 @@ impl PoolHandle {
             }
             Command::Refresh(name) => {
                 let i = find(name)?;
-                if self.inner.specs[i].auth.refreshes() {
-                    match self.refresh(i, tokens::Mode::Force, true).await {
+                if generation.specs()[i].auth.refreshes() {
+                    match self
+                        .refresh(&generation, i, tokens::Mode::Force, true)
+                        .await
+                    {
                         Ok(_) => {
                             // A refresh that works proves the token endpoint;
                             // give a failed credential its probe now.
-                            lock(&self.inner.core).probe_now(i, Instant::now());
-                            self.inner.clock.notify_one();
+                            let now = Instant::now();
+                            self.apply(&generation, i, |core, i| core.probe_now(i, now));
+                            self.shell.clock.notify_one();
                             format!("refreshed the access token of {name}")
                         }
                         Err(e) => {
@@ -488,21 +673,21 @@ impl PoolHandle {
                         }
                     }
                 } else {
-                    self.probe_command(i, name, false).await?
+                    self.probe_command(&generation, i, name, false).await?
                 }
             }
             Command::Probe(name) => {
                 let i = find(name)?;
-                self.probe_command(i, name, true).await?
+                self.probe_command(&generation, i, name, true).await?
             }
             Command::UseNext(name) => {
                 let i = find(name)?;
                 let state = {
-                    let mut core = lock(&self.inner.core);
+                    let mut core = lock(&generation.core);
                     core.use_next(i);
                     core.creds[i].state(now)
                 };
-                self.publish_credential(i);
+                self.publish_credential(&generation, i);
                 match state {
                     State::Ready => format!("{name} will serve the next request"),
                     other => format!(
@@ -513,9 +698,9 @@ impl PoolHandle {
             }
             Command::Rotate => {
                 let next = {
-                    let mut core = lock(&self.inner.core);
+                    let mut core = lock(&generation.core);
                     let mut next = None;
-                    for p in 0..self.inner.providers.len() {
+                    for p in 0..generation.providers().len() {
                         let n = core.rotate(p, now);
                         if p == 0 {
                             next = n.map(|i| core.creds[i].name.clone());
@@ -544,12 +729,13 @@ impl PoolHandle {
     /// first, then one probe now, inline, so the answer says how it went.
     async fn probe_command(
         &self,
+        generation: &Arc<Generation>,
         i: usize,
         name: &str,
         clear_failures: bool,
     ) -> Result<String, CommandError> {
         let cleared = {
-            let mut core = lock(&self.inner.core);
+            let mut core = lock(&generation.core);
             if core.creds[i].probing {
                 return Err(CommandError::Failed(format!(
                     "a probe of {name} is already running"
@@ -567,7 +753,7 @@ impl PoolHandle {
         } else {
             String::new()
         };
-        match self.run_probe(i).await {
+        match self.run_probe(generation, i).await {
             Ok(()) => Ok(format!("{prefix}probed {name}: it answers")),
             Err(e) => Err(CommandError::Failed(format!(
                 "{prefix}probe of {name} failed: {e}"
@@ -579,78 +765,85 @@ impl PoolHandle {
 
     async fn clock_task(self, cancel: CancellationToken) {
         loop {
-            let deadline = lock(&self.inner.core).next_deadline();
+            let deadline = lock(&self.current().core).next_deadline();
             let far = Instant::now() + Duration::from_secs(3600);
             tokio::select! {
                 _ = cancel.cancelled() => return,
-                _ = self.inner.clock.notified() => {}
+                _ = self.shell.clock.notified() => {}
                 _ = tokio::time::sleep_until(deadline.unwrap_or(far).min(far)) => {}
             }
             let now = Instant::now();
-            let (back, due) = {
-                let mut core = lock(&self.inner.core);
-                (core.expire(now), core.due_probes(now))
-            };
+            let (generation, back, due) = self.with_current(|generation, core| {
+                (generation.clone(), core.expire(now), core.due_probes(now))
+            });
             for i in back {
-                self.changed(i, State::Cooling, State::Ready, true);
+                self.changed(&generation, i, State::Cooling, State::Ready, true);
             }
             for i in due {
+                // The probe carries its generation: its result lands on the
+                // credential it probed, whatever reloads happen meanwhile.
                 let pool = self.clone();
+                let generation = generation.clone();
                 tokio::spawn(async move {
-                    let _ = pool.run_probe(i).await;
+                    let _ = pool.run_probe(&generation, i).await;
                 });
             }
         }
     }
 
     /// One half-open probe of credential `i` (already marked probing).
-    async fn run_probe(&self, i: usize) -> Result<(), String> {
-        let spec = &self.inner.specs[i];
-        let provider = &self.inner.providers[spec.provider];
+    async fn run_probe(&self, generation: &Arc<Generation>, i: usize) -> Result<(), String> {
+        let spec = &generation.specs()[i];
+        let provider = &generation.providers()[spec.provider];
         let token = match &spec.auth {
             AuthSpec::ApiKey(k) => Ok(k.clone()),
             AuthSpec::Refresh { .. } => self
-                .refresh(i, tokens::Mode::IfStale, false)
+                .refresh(generation, i, tokens::Mode::IfStale, false)
                 .await
                 .map_err(|e| e.message),
         };
         let result = match token {
             Ok(t) => {
                 let bearer = spec.auth.refreshes();
-                crate::upstream::probe(&self.inner.http, provider, &t, bearer, PROBE_TIMEOUT).await
+                crate::upstream::probe(&self.shell.http, provider, &t, bearer, PROBE_TIMEOUT).await
             }
             Err(e) => Err(e),
         };
-        let (before, after) = lock(&self.inner.core).probe_done(i, result.clone(), Instant::now());
-        if before == State::Failed {
-            match (&result, after) {
-                (Ok(()), _) => self.notice(
-                    Level::Info,
-                    format!("{}: probe succeeded; back in rotation", spec.name),
-                ),
-                (Err(e), _) => self.notice(
-                    Level::Warn,
-                    format!(
-                        "{}: probe failed ({e}); next probe in {}",
-                        spec.name,
-                        human(self.inner.settings.probe_interval)
+        let now = Instant::now();
+        let applied = self.apply(generation, i, |core, i| {
+            core.probe_done(i, result.clone(), now)
+        });
+        if let Some((g, j, (before, after))) = applied {
+            if before == State::Failed {
+                match &result {
+                    Ok(()) => self.notice(
+                        Level::Info,
+                        format!("{}: probe succeeded; back in rotation", spec.name),
                     ),
-                ),
+                    Err(e) => self.notice(
+                        Level::Warn,
+                        format!(
+                            "{}: probe failed ({e}); next probe in {}",
+                            spec.name,
+                            human(g.settings().probe_interval)
+                        ),
+                    ),
+                }
             }
+            self.changed(&g, j, before, after, true);
         }
-        self.changed(i, before, after, true);
-        self.inner.clock.notify_one();
+        self.shell.clock.notify_one();
         result
     }
 
     async fn writer_task(self, cancel: CancellationToken) {
-        if self.inner.state_file.is_none() {
+        if self.shell.state_file.is_none() {
             return;
         }
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => return,
-                _ = self.inner.dirty.notified() => {}
+                _ = self.shell.dirty.notified() => {}
             }
             tokio::select! {
                 _ = cancel.cancelled() => return,
@@ -662,12 +855,15 @@ impl PoolHandle {
         }
     }
 
-    /// Writes the state file now (no-op without one).
+    /// Writes the state file now (no-op without one). Always from the
+    /// current generation, read after the writer lock is taken, so an older
+    /// generation never overwrites newer state (a rotated refresh token
+    /// above all).
     pub async fn save(&self) -> Result<(), persist::PersistError> {
-        let Some(path) = self.inner.state_file.clone() else {
+        let Some(path) = self.shell.state_file.clone() else {
             return Ok(());
         };
-        let _writer = self.inner.writer.lock().await;
+        let _writer = self.shell.writer.lock().await;
         let state = self.state_file_contents();
         tokio::task::spawn_blocking(move || persist::save(&path, &state))
             .await
@@ -680,18 +876,18 @@ impl PoolHandle {
     }
 
     fn state_file_contents(&self) -> persist::StateFile {
-        let rotated: Vec<Option<Secret>> =
-            self.inner.tokens.iter().map(TokenSlot::rotated).collect();
+        let generation = self.current();
+        let rotated: Vec<Option<Secret>> = generation.tokens.iter().map(|t| t.rotated()).collect();
         let now = Instant::now();
         let wall = SystemTime::now();
-        let core = lock(&self.inner.core);
+        let core = lock(&generation.core);
         let mut file = persist::StateFile {
             version: persist::VERSION,
             saved_at_ms: unix_ms(wall),
             ..Default::default()
         };
         for (i, c) in core.creds.iter().enumerate() {
-            let spec = &self.inner.specs[i];
+            let spec = &generation.specs()[i];
             let cooldown =
                 c.cooldown
                     .as_ref()
@@ -748,12 +944,13 @@ impl PoolHandle {
                 return notes;
             }
         };
+        let generation = self.current();
         let now = Instant::now();
         let wall_ms = unix_ms(SystemTime::now());
         let mut restored = 0;
-        let mut core = lock(&self.inner.core);
+        let mut core = lock(&generation.core);
         let max_failures = core.settings.max_failures;
-        for (i, spec) in self.inner.specs.iter().enumerate() {
+        for (i, spec) in generation.specs().iter().enumerate() {
             let Some(saved) = file.credentials.get(&spec.name) else {
                 continue;
             };
@@ -790,7 +987,7 @@ impl PoolHandle {
                 });
             }
             if let Some(rt) = &saved.refresh_token {
-                self.inner.tokens[i].restore_rotated(Secret::new(rt.as_str()));
+                generation.tokens[i].restore_rotated(Secret::new(rt.as_str()));
             }
         }
         if restored > 0 {
@@ -804,7 +1001,69 @@ impl PoolHandle {
 
     /// Test and tooling access to one credential's state.
     pub fn state_of(&self, name: &str) -> Option<State> {
-        let core = lock(&self.inner.core);
+        let generation = self.current();
+        let core = lock(&generation.core);
         core.find(name).map(|i| core.creds[i].state(Instant::now()))
+    }
+}
+
+/// What the metrics need of each credential of `config`.
+fn credential_infos(config: &Config) -> impl Iterator<Item = CredentialInfo<'_>> {
+    config.credentials.iter().map(|c| CredentialInfo {
+        name: &c.name,
+        provider: &config.providers[c.provider].name,
+        refreshes: c.auth.refreshes(),
+    })
+}
+
+/// Credential `i` of `generation` as the dashboard and the admin API show it.
+fn view(
+    generation: &Generation,
+    core: &Core,
+    i: usize,
+    token_expiry: Option<SystemTime>,
+    now: Instant,
+    wall: SystemTime,
+) -> CredentialView {
+    let c = &core.creds[i];
+    let spec = &generation.specs()[i];
+    let state = c.state(now);
+    let to_wall = |at: Instant| unix_ms(wall + at.saturating_duration_since(now));
+    let (reason, until_ms) = match state {
+        State::Cooling | State::Exhausted => {
+            let cd = c.cooldown.as_ref().expect("cooling has a cooldown");
+            (Some(cd.reason.clone()), Some(to_wall(cd.until)))
+        }
+        State::Failed => {
+            let (why, at) = c.failed.as_ref().expect("failed has a reason");
+            (Some(why.clone()), Some(to_wall(*at)))
+        }
+        State::Disabled => (Some("disabled by the operator".to_string()), None),
+        State::Ready => (None, None),
+    };
+    CredentialView {
+        name: spec.name.clone(),
+        provider: generation.providers()[spec.provider].name.clone(),
+        tier: core.settings.tiers[spec.tier].clone(),
+        secret: spec.auth.identity().masked(),
+        kind: match spec.auth {
+            AuthSpec::ApiKey(_) => CredentialKind::ApiKey,
+            AuthSpec::Refresh { .. } => CredentialKind::RefreshToken,
+        },
+        state,
+        reason,
+        until_ms,
+        failures: c.failures,
+        requests: c.stats.requests,
+        successes: c.stats.successes,
+        rate_limited: c.stats.rate_limited,
+        errors: c.stats.errors,
+        refreshes: c.stats.refreshes,
+        in_flight: c.in_flight,
+        last_used_ms: c.stats.last_used.map(unix_ms),
+        last_latency_ms: c.stats.last_latency.map(|d| d.as_secs_f64() * 1000.0),
+        last_status: c.stats.last_status,
+        token_expires_ms: token_expiry.map(unix_ms),
+        last_error: c.last_error.clone(),
     }
 }

@@ -2,13 +2,13 @@
 //! single-flight refresh so that N requests that need a new token wait on
 //! one call to the token endpoint, not N.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
 
 use super::oauth::{self, RefreshError};
-use super::{PoolHandle, State, Verdict, lock};
+use super::{Generation, PoolHandle, State, Verdict, lock};
 use crate::config::AuthSpec;
 use crate::events::Level;
 use crate::secret::Secret;
@@ -90,13 +90,19 @@ impl PoolHandle {
     /// With `judge`, a failed refresh is held against the credential
     /// (failure count, or `failed` at once when the endpoint rejects the
     /// refresh token); probes pass `false` and report on their own.
+    ///
+    /// `generation` is the one the caller leased from; the token slot is
+    /// shared with later generations while the credential's auth stays the
+    /// same, and what the refresh says about the credential is applied to
+    /// the current generation too (see [`PoolHandle::apply`]).
     pub(super) async fn refresh(
         &self,
+        generation: &Arc<Generation>,
         i: usize,
         mode: Mode,
         judge: bool,
     ) -> Result<Secret, RefreshError> {
-        let spec = &self.inner.specs[i];
+        let spec = &generation.specs()[i];
         let AuthSpec::Refresh {
             token_url,
             client_id,
@@ -109,8 +115,8 @@ impl PoolHandle {
             };
             return Ok(key.clone());
         };
-        let slot = &self.inner.tokens[i];
-        let skew = lock(&self.inner.core).settings.refresh_skew;
+        let slot = &generation.tokens[i];
+        let skew = generation.settings().refresh_skew;
 
         // Fast path, no gate: a fresh cached token.
         if matches!(mode, Mode::IfStale)
@@ -166,7 +172,7 @@ impl PoolHandle {
             client_secret: client_secret.as_ref(),
         };
         let result = client
-            .refresh(&self.inner.http, &refresh_token, TOKEN_TIMEOUT)
+            .refresh(&self.shell.http, &refresh_token, TOKEN_TIMEOUT)
             .await;
         let now = Instant::now();
         match result {
@@ -190,15 +196,14 @@ impl PoolHandle {
                         _ => false,
                     }
                 };
-                {
-                    let mut core = lock(&self.inner.core);
+                let applied = self.apply(generation, i, |core, i| {
                     core.totals.refreshes += 1;
                     let c = &mut core.creds[i];
                     c.stats.refreshes += 1;
                     if c.failed.is_none() {
                         c.last_error = None;
                     }
-                }
+                });
                 let mut note = format!(
                     "{}: access token refreshed (valid {})",
                     spec.name,
@@ -208,7 +213,7 @@ impl PoolHandle {
                     // The old refresh token is dead now: the new one must be
                     // on disk before anything else happens.
                     match self.save().await {
-                        Ok(()) if self.inner.state_file.is_some() => {
+                        Ok(()) if self.shell.state_file.is_some() => {
                             note.push_str("; new refresh token saved")
                         }
                         Ok(()) => note.push_str("; new refresh token kept in memory"),
@@ -219,14 +224,15 @@ impl PoolHandle {
                     }
                 }
                 self.notice(Level::Info, note);
-                self.publish_credential(i);
+                if let Some((g, j, ())) = applied {
+                    self.publish_credential(&g, j);
+                }
                 Ok(granted.access_token)
             }
             Err(e) => {
                 lock(&slot.cache).last = Some((now, Err(e.clone())));
-                self.inner.metrics.refresh_failed(i);
-                let (before, after) = {
-                    let mut core = lock(&self.inner.core);
+                generation.series.refresh_failed(i);
+                let applied = self.apply(generation, i, |core, i| {
                     core.totals.refresh_failures += 1;
                     if !judge {
                         let s = core.creds[i].state(now);
@@ -242,14 +248,16 @@ impl PoolHandle {
                             now,
                         )
                     }
-                };
+                });
                 if judge {
                     self.notice(
                         Level::Warn,
                         format!("{}: refresh failed: {}", spec.name, e.message),
                     );
                 }
-                self.changed(i, before, after, after == State::Failed);
+                if let Some((g, j, (before, after))) = applied {
+                    self.changed(&g, j, before, after, after == State::Failed);
+                }
                 Err(e)
             }
         }

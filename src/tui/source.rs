@@ -121,6 +121,11 @@ pub fn local_feed(pool: PoolHandle, stop: CancellationToken) -> impl Stream<Item
                 _ = s.stop.cancelled() => return None,
                 e = s.rx.recv() => {
                     let feed = match e {
+                        // A reload: the whole pool, as after a lag.
+                        Ok(Event::Reloaded { snapshot }) => {
+                            s.active = false;
+                            Feed::Snapshot(*snapshot)
+                        }
                         Ok(event) => {
                             s.active = true;
                             Feed::Event(event)

@@ -99,6 +99,9 @@ impl Dashboard {
     }
 
     fn event(&mut self, event: Event, now_ms: u64) -> Option<(Level, String)> {
+        if let Event::Reloaded { snapshot } = event {
+            return self.resync(*snapshot, now_ms);
+        }
         // The common case, by value: no copy of the record.
         if let Event::Request { request, totals } = event {
             self.totals = totals;
@@ -132,7 +135,7 @@ impl Dashboard {
                     None
                 }
             }
-            Event::Request { .. } => None,
+            Event::Request { .. } | Event::Reloaded { .. } => None,
             Event::Rotation { .. } => {
                 self.rotations += 1;
                 crate::report::event_line(&event)

@@ -18,25 +18,22 @@ use crate::upstream::gemini as up;
 
 type Client = GenerativeServiceClient<Channel>;
 
-/// One gRPC channel per Gemini provider, made on first use and shared by
-/// every request after it (a channel multiplexes HTTP/2 streams).
+/// One gRPC channel per Gemini provider address, made on first use and
+/// shared by every request after it (a channel multiplexes HTTP/2
+/// streams). Keyed by `base_url`, not by the provider's position, so a
+/// reload that reorders providers cannot hand a request another's channel.
 #[derive(Default)]
 pub struct GeminiClients {
-    clients: Mutex<HashMap<usize, Client>>,
+    clients: Mutex<HashMap<String, Client>>,
 }
 
 impl GeminiClients {
-    async fn get(
-        &self,
-        provider: usize,
-        base_url: &str,
-        connect: Duration,
-    ) -> Result<Client, String> {
+    async fn get(&self, base_url: &str, connect: Duration) -> Result<Client, String> {
         if let Some(c) = self
             .clients
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .get(&provider)
+            .get(base_url)
         {
             return Ok(c.clone());
         }
@@ -44,14 +41,24 @@ impl GeminiClients {
         self.clients
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(provider, client.clone());
+            .insert(base_url.to_string(), client.clone());
         Ok(client)
+    }
+
+    /// After a reload: drops the channels of addresses no provider uses
+    /// any more (requests still holding one keep it until they end).
+    pub fn retain(&self, providers: &[crate::config::Provider]) {
+        self.clients
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|url, _| providers.iter().any(|p| &p.base_url == url));
     }
 }
 
 pub(super) async fn send_once(ctx: &mut Ctx<'_>, lease: &Lease, token: &Secret) -> Step {
     let state = ctx.state;
-    let gw = &state.config.gateway;
+    let req = ctx.req;
+    let gw = &req.generation.config().gateway;
     let t0 = Instant::now();
     let deadline = t0 + gw.first_byte_timeout;
     let created = unix_secs();
@@ -77,7 +84,7 @@ pub(super) async fn send_once(ctx: &mut Ctx<'_>, lease: &Lease, token: &Secret) 
     let provider = lease.provider();
     let client = match state
         .gemini
-        .get(ctx.req.provider, &provider.base_url, gw.connect_timeout)
+        .get(&provider.base_url, gw.connect_timeout)
         .await
     {
         Ok(c) => c,
@@ -200,7 +207,8 @@ async fn stream(
     record.status = 200;
     record.ttfb_ms = Some(ttfb.as_secs_f64() * 1000.0);
     ctx.record.status = 200;
-    let gw = &ctx.state.config.gateway;
+    let req = ctx.req;
+    let gw = &req.generation.config().gateway;
     let body = relay::relay(
         pool.clone(),
         lease.share(),
@@ -238,15 +246,14 @@ fn authed<T>(message: T, lease: &Lease, token: &Secret) -> tonic::Request<T> {
 fn timed_out(ctx: &Ctx<'_>, lease: &Lease, t0: Instant) -> Step {
     let what = format!(
         "no response within {}",
-        human(ctx.state.config.gateway.first_byte_timeout)
+        human(ctx.req.generation.config().gateway.first_byte_timeout)
     );
     failed(ctx, lease, t0, StatusCode::GATEWAY_TIMEOUT, what)
 }
 
 /// A gRPC status instead of an answer: classified like an HTTP error.
 async fn refused(ctx: &mut Ctx<'_>, lease: &Lease, t0: Instant, status: &tonic::Status) -> Step {
-    let pool = &ctx.state.pool;
-    let outcome = up::classify_status(status, pool.settings(), SystemTime::now());
+    let outcome = up::classify_status(status, lease.settings(), SystemTime::now());
     let http_status = match &outcome {
         Outcome::RateLimited { .. } | Outcome::QuotaExhausted { .. } => 429,
         Outcome::Unauthorized => 401,

@@ -211,3 +211,22 @@ fn rotations_and_notices_become_log_lines() {
     );
     assert_eq!(line, Some((Level::Warn, "oauth-1: refresh failed".into())));
 }
+
+#[test]
+fn a_reload_replaces_the_table_so_removed_rows_go() {
+    let mut d = loaded(fixtures::healthy());
+    let mut snap = fixtures::healthy();
+    snap.credentials.retain(|c| c.name != "team-a");
+    snap.credentials
+        .push(fixtures::cred("team-z", "primary", CredentialKind::ApiKey));
+    let line = d.apply(
+        Feed::Event(Event::Reloaded {
+            snapshot: Box::new(snap),
+        }),
+        NOW_MS,
+    );
+    assert_eq!(line, None, "the reload's notice says what changed");
+    assert!(d.credential("team-a").is_none());
+    assert!(d.credential("team-z").is_some());
+    assert_eq!(d.credentials.len(), 6);
+}
