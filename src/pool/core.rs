@@ -452,6 +452,21 @@ impl Core {
             .min()
     }
 
+    /// A cooldown another replica learned: kept if it ends later than the
+    /// one this credential has (the stricter wins).
+    pub fn adopt_cooldown(
+        &mut self,
+        i: usize,
+        until: Instant,
+        kind: CooldownKind,
+        reason: String,
+        now: Instant,
+    ) {
+        if until > now {
+            self.creds[i].cool(now, until - now, kind, reason);
+        }
+    }
+
     pub fn set_disabled(&mut self, i: usize, disabled: bool) {
         self.creds[i].disabled = disabled;
     }

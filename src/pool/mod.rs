@@ -13,6 +13,7 @@
 //! `.await`; the one async mutex per credential is the single-flight gate
 //! for token refresh and is meant to be held while the refresh runs.
 
+mod cluster;
 pub mod core;
 pub mod oauth;
 pub mod persist;
@@ -95,6 +96,8 @@ struct Shell {
     generations: AtomicU64,
     /// One reload at a time: each builds on the generation before it.
     reloading: Mutex<()>,
+    /// The link to the other replicas (`[state] backend = "redis"`).
+    cluster: Option<Arc<cluster::Cluster>>,
 }
 
 /// The pool as one config made it: the credentials, their state, their
@@ -281,6 +284,14 @@ impl PoolHandle {
             lineage: AtomicU64::new(n),
             generations: AtomicU64::new(1),
             reloading: Mutex::new(()),
+            cluster: if readonly {
+                None
+            } else {
+                config
+                    .shared
+                    .clone()
+                    .map(|s| Arc::new(cluster::Cluster::new(s)))
+            },
         };
         let pool = PoolHandle {
             shell: Arc::new(shell),
@@ -354,6 +365,7 @@ impl PoolHandle {
     /// the final write.
     pub fn start(&self, cancel: CancellationToken) {
         tokio::spawn(self.clone().clock_task(cancel.clone()));
+        self.start_cluster(cancel.clone());
         tokio::spawn(self.clone().writer_task(cancel));
     }
 
@@ -566,6 +578,7 @@ impl PoolHandle {
         }
         if before != after || persist_anyway {
             self.shell.dirty.notify_one();
+            self.share_change(generation, i, persist_anyway);
         }
     }
 
@@ -714,6 +727,25 @@ impl PoolHandle {
                 }
             }
         };
+        // Every replica does what this one's operator did.
+        match &cmd {
+            Command::Disable(name) => self.share_disabled(name, true).await,
+            Command::Enable(name) => self.share_disabled(name, false).await,
+            Command::Rotate => self.share_op(crate::shared::Op::Rotate).await,
+            Command::UseNext(name) => {
+                self.share_op(crate::shared::Op::UseNext {
+                    credential: name.clone(),
+                })
+                .await
+            }
+            Command::Probe(name) => {
+                self.share_op(crate::shared::Op::Probe {
+                    credential: name.clone(),
+                })
+                .await
+            }
+            Command::Refresh(_) => {}
+        }
         // An acknowledged operator action survives a crash the moment after:
         // write it now rather than after the writer's debounce.
         if matches!(cmd, Command::Disable(_) | Command::Enable(_))

@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
 
+use super::cluster::Fetched;
 use super::oauth::{self, RefreshError};
 use super::{Generation, PoolHandle, State, Verdict, lock};
 use crate::config::AuthSpec;
@@ -76,6 +77,31 @@ impl TokenSlot {
         } else {
             None
         }
+    }
+
+    /// The refresh token to use next.
+    pub(super) fn refresh_token(&self) -> Option<Secret> {
+        lock(&self.cache).refresh_token.clone()
+    }
+
+    /// An access token another replica got, expiring at `expires_ms`
+    /// (wall clock): kept unless the cached one lasts longer.
+    pub(super) fn adopt_access(&self, token: &Secret, expires_ms: u64, skew: Duration) {
+        let now_ms = crate::events::unix_ms(SystemTime::now());
+        if expires_ms <= now_ms {
+            return;
+        }
+        let left = Duration::from_millis(expires_ms - now_ms);
+        let now = Instant::now();
+        let mut c = lock(&self.cache);
+        if c.access
+            .as_ref()
+            .is_some_and(|(t, exp, _)| t == token || *exp >= now + left)
+        {
+            return;
+        }
+        c.access = Some((token.clone(), now + left, SystemTime::now() + left));
+        c.refresh_at = Some(now + left - skew.min(left / 4));
     }
 
     pub(super) fn restore_rotated(&self, token: Secret) {
@@ -171,12 +197,34 @@ impl PoolHandle {
             client_id: client_id.as_deref(),
             client_secret: client_secret.as_ref(),
         };
-        let result = client
-            .refresh(&self.shell.http, &refresh_token, TOKEN_TIMEOUT)
-            .await;
+        let http = &self.shell.http;
+        let call = |rt: Secret| {
+            let client = &client;
+            async move { client.refresh(http, &rt, TOKEN_TIMEOUT).await }
+        };
+        // With replicas, the cluster decides who calls the endpoint; the
+        // token the caller holds (or was refused) is never taken back.
+        let known = match &mode {
+            Mode::Replace(rejected) => Some(rejected.clone()),
+            _ => lock(&slot.cache).access.as_ref().map(|(t, _, _)| t.clone()),
+        };
+        let adopt = !matches!(mode, Mode::Force);
+        let result = match self
+            .cluster_refresh(&spec.name, &refresh_token, known.as_ref(), adopt, call)
+            .await
+        {
+            Some(r) => r,
+            None => client
+                .refresh(http, &refresh_token, TOKEN_TIMEOUT)
+                .await
+                .map(|granted| Fetched {
+                    granted,
+                    adopted: false,
+                }),
+        };
         let now = Instant::now();
         match result {
-            Ok(granted) => {
+            Ok(Fetched { granted, adopted }) => {
                 let rotated = {
                     let mut c = lock(&slot.cache);
                     c.access = Some((
@@ -197,16 +245,25 @@ impl PoolHandle {
                     }
                 };
                 let applied = self.apply(generation, i, |core, i| {
-                    core.totals.refreshes += 1;
                     let c = &mut core.creds[i];
-                    c.stats.refreshes += 1;
+                    if !adopted {
+                        c.stats.refreshes += 1;
+                    }
                     if c.failed.is_none() {
                         c.last_error = None;
                     }
+                    if !adopted {
+                        core.totals.refreshes += 1;
+                    }
                 });
                 let mut note = format!(
-                    "{}: access token refreshed (valid {})",
+                    "{}: access token {} (valid {})",
                     spec.name,
+                    if adopted {
+                        "taken from another replica"
+                    } else {
+                        "refreshed"
+                    },
                     crate::events::human(granted.expires_in)
                 );
                 if rotated {

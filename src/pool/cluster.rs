@@ -1,0 +1,674 @@
+//! Pool state shared with the other replicas through Redis
+//! (`[state] backend = "redis"`; the store itself is [`crate::shared`]).
+//!
+//! What travels, and how:
+//! - **Cooldowns** this replica learns (a 429, a quota, a depleted limit)
+//!   are written at once (a queue drained by one task, off the request
+//!   path); every other replica hears of the write over pub/sub and adopts
+//!   the cooldown before its next selection — in about a millisecond on a
+//!   LAN. A poll every second covers a missed message. Cooldowns only ever
+//!   extend: the stricter wins, here and in Redis.
+//! - **Operator actions**: disable and enable are written before the
+//!   command answers; rotate, use-next and probe go out as ops that every
+//!   replica carries out.
+//! - **Tokens**: a refresh takes the cluster-wide refresh lock (with a
+//!   fencing token), uses the refresh token Redis holds, and stores the new
+//!   access token and any rotated refresh token with compare-and-set;
+//!   replicas that find the lock taken wait for the token it stores. So N
+//!   replicas make one token-endpoint call per expiry, and a rotated
+//!   refresh token is never lost or replaced by an older one.
+//! - **Failure counts** are written for operators to read; each replica
+//!   decides `failed` from its own attempts.
+//!
+//! Redis unavailable: every replica keeps serving from its own state,
+//! says so (an error in the log and the dashboard's log pane), keeps what
+//! it learns, and when Redis is back writes it (cooldowns extend, so the
+//! stricter wins; operator flags changed meanwhile are written) and reads
+//! everyone else's.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::{broadcast, mpsc};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::core::CooldownKind;
+use super::oauth::{Granted, RefreshError};
+use super::{Generation, PoolHandle, lock};
+use crate::config::SharedSettings;
+use crate::events::{Level, State, unix_ms};
+use crate::secret::Secret;
+use crate::shared::{Change, Field, NewTokens, Op, SharedCred, SharedStore, SharedTokens};
+
+/// How long a refresh may hold the cluster-wide lock: longer than the
+/// token endpoint's timeout, so a lease runs out only when its holder is
+/// stuck or gone.
+const REFRESH_LEASE: Duration = Duration::from_secs(60);
+/// How often a replica waiting on another's refresh looks for its result
+/// (besides the change notification that usually comes first).
+const REFRESH_POLL: Duration = Duration::from_millis(25);
+/// The polling fallback for cooldowns and flags.
+const POLL: Duration = Duration::from_secs(1);
+/// Local changes queued for Redis; beyond this they wait for the next
+/// reconcile.
+const PUSH_QUEUE: usize = 4096;
+
+/// This replica's link to the cluster.
+pub(super) struct Cluster {
+    settings: SharedSettings,
+    /// Set once the first connection succeeds.
+    store: OnceLock<SharedStore>,
+    push: mpsc::Sender<Push>,
+    push_rx: Mutex<Option<mpsc::Receiver<Push>>>,
+    /// Credentials whose disabled flag changed here while Redis could not
+    /// be written: written when it is back, before reading the others'.
+    unsynced_flags: Mutex<HashSet<String>>,
+    /// Last health reported, so a change is said once.
+    reported_healthy: AtomicBool,
+}
+
+/// A local change on its way to Redis.
+enum Push {
+    Cooldown {
+        name: String,
+        until_ms: u64,
+        kind: CooldownKind,
+        reason: String,
+    },
+    Failures {
+        name: String,
+        failures: u32,
+    },
+}
+
+impl Cluster {
+    pub(super) fn new(settings: SharedSettings) -> Cluster {
+        let (push, rx) = mpsc::channel(PUSH_QUEUE);
+        Cluster {
+            settings,
+            store: OnceLock::new(),
+            push,
+            push_rx: Mutex::new(Some(rx)),
+            unsynced_flags: Mutex::new(HashSet::new()),
+            reported_healthy: AtomicBool::new(false),
+        }
+    }
+
+    /// The store, when connected and answering.
+    fn healthy_store(&self) -> Option<&SharedStore> {
+        self.store.get().filter(|s| s.healthy())
+    }
+}
+
+fn wall_ms(until: Instant, now: Instant) -> u64 {
+    unix_ms(SystemTime::now()) + until.saturating_duration_since(now).as_millis() as u64
+}
+
+fn instant_of(until_ms: u64, now: Instant) -> Option<Instant> {
+    let now_ms = unix_ms(SystemTime::now());
+    (until_ms > now_ms).then(|| now + Duration::from_millis(until_ms - now_ms))
+}
+
+/// What a refresh got from the cluster path.
+pub(super) struct Fetched {
+    pub granted: Granted,
+    /// Another replica's token, taken as it is (no call was made here).
+    pub adopted: bool,
+}
+
+impl PoolHandle {
+    fn cluster(&self) -> Option<&Arc<Cluster>> {
+        self.shell.cluster.as_ref()
+    }
+
+    /// Whether shared state is configured, connected and answering. Always
+    /// `false` without `[state] backend = "redis"`.
+    pub fn shared_healthy(&self) -> bool {
+        self.cluster()
+            .and_then(|c| c.store.get())
+            .is_some_and(|s| s.healthy())
+    }
+
+    /// Spawns the cluster's tasks (with a shared backend configured).
+    pub(super) fn start_cluster(&self, cancel: CancellationToken) {
+        if self.cluster().is_none() {
+            return;
+        }
+        tokio::spawn(self.clone().cluster_task(cancel));
+    }
+
+    async fn cluster_task(self, cancel: CancellationToken) {
+        let Some(cluster) = self.cluster().cloned() else {
+            return;
+        };
+        let s = &cluster.settings;
+        let mut backoff = Duration::from_millis(200);
+        let mut said = false;
+        let store = loop {
+            let attempt = SharedStore::connect(&s.url, s.password.as_ref(), &s.namespace);
+            let result = tokio::select! {
+                _ = cancel.cancelled() => return,
+                r = attempt => r,
+            };
+            match result {
+                Ok(store) => break store,
+                Err(e) => {
+                    if !said {
+                        self.notice(
+                            Level::Error,
+                            format!("{e}; serving with this replica's own state until it answers"),
+                        );
+                        said = true;
+                    }
+                    tokio::select! {
+                        _ = cancel.cancelled() => return,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        };
+        let changes = store.changes();
+        // What this replica brings (its state file's disabled flags) is
+        // written before the cluster's flags are read: a disable is never
+        // undone by a Redis that has not heard of it; the stricter wins.
+        {
+            let generation = self.current();
+            let core = lock(&generation.core);
+            let mut unsynced = lock(&cluster.unsynced_flags);
+            for c in core.creds.iter().filter(|c| c.disabled) {
+                unsynced.insert(c.name.clone());
+            }
+        }
+        let _ = cluster.store.set(store.clone());
+        cluster.reported_healthy.store(true, Ordering::Release);
+        self.reconcile(&store, true).await;
+        self.notice(
+            Level::Info,
+            format!(
+                "sharing pool state through {} (namespace {})",
+                store.url(),
+                store.namespace()
+            ),
+        );
+        if let Some(rx) = lock(&cluster.push_rx).take() {
+            tokio::spawn(self.clone().pusher(store.clone(), rx, cancel.clone()));
+        }
+        tokio::spawn(
+            self.clone()
+                .listener(store.clone(), changes, cancel.clone()),
+        );
+        // The polling fallback and the health reports.
+        let mut poll = tokio::time::interval(POLL);
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = poll.tick() => {}
+            }
+            let healthy = store.healthy();
+            if healthy != cluster.reported_healthy.swap(healthy, Ordering::AcqRel) {
+                if healthy {
+                    self.notice(
+                        Level::Info,
+                        format!("Redis at {} answers again; reconciling state", store.url()),
+                    );
+                } else {
+                    self.notice(
+                        Level::Error,
+                        format!(
+                            "Redis at {} is unreachable: serving with this replica's own state; \
+                             what it learns meanwhile is written back when Redis returns",
+                            store.url()
+                        ),
+                    );
+                }
+            }
+            if healthy {
+                self.pull(&store).await;
+            }
+        }
+    }
+
+    /// Writes queued local changes to Redis, in order.
+    async fn pusher(
+        self,
+        store: SharedStore,
+        mut rx: mpsc::Receiver<Push>,
+        cancel: CancellationToken,
+    ) {
+        // The last cooldown written per credential, to skip repeats.
+        let mut written: HashMap<String, u64> = HashMap::new();
+        loop {
+            let push = tokio::select! {
+                _ = cancel.cancelled() => return,
+                p = rx.recv() => match p { Some(p) => p, None => return },
+            };
+            match push {
+                Push::Cooldown {
+                    name,
+                    until_ms,
+                    kind,
+                    reason,
+                } => {
+                    if written.get(&name).is_some_and(|&w| w >= until_ms) {
+                        continue;
+                    }
+                    // A failed write is not lost: the reconcile after an
+                    // outage writes every cooldown still running.
+                    if store
+                        .extend_cooldown(&name, until_ms, kind, &reason)
+                        .await
+                        .is_ok()
+                    {
+                        written.insert(name, until_ms);
+                    }
+                }
+                Push::Failures { name, failures } => {
+                    let _ = store.set_failures(&name, failures).await;
+                }
+            }
+        }
+    }
+
+    /// Applies what other replicas write, as they write it.
+    async fn listener(
+        self,
+        store: SharedStore,
+        mut changes: broadcast::Receiver<Change>,
+        cancel: CancellationToken,
+    ) {
+        loop {
+            let change = tokio::select! {
+                _ = cancel.cancelled() => return,
+                c = changes.recv() => c,
+            };
+            match change {
+                Ok(Change::Credential { name, field }) => match field {
+                    Field::Cooldown | Field::Disabled => {
+                        if let Ok(found) = store.load(&[name.as_str()]).await {
+                            self.apply_shared(&found);
+                        }
+                    }
+                    Field::Tokens => {
+                        if let Ok(Some(t)) = store.tokens(&name).await {
+                            self.adopt_tokens(&name, &t);
+                        }
+                    }
+                    Field::Failures => {}
+                },
+                Ok(Change::Op(op)) => self.apply_op(&op),
+                Ok(Change::Resync) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                    self.reconcile(&store, false).await;
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    }
+
+    /// After connecting (or a gap): write what this replica knows that
+    /// Redis may lack, then read everyone's.
+    async fn reconcile(&self, store: &SharedStore, first: bool) {
+        let Some(cluster) = self.cluster() else {
+            return;
+        };
+        let generation = self.current();
+        let now = Instant::now();
+        let mut cooling = Vec::new();
+        let mut flags = Vec::new();
+        {
+            let core = lock(&generation.core);
+            let unsynced = lock(&cluster.unsynced_flags);
+            for c in &core.creds {
+                if let Some(cd) = &c.cooldown
+                    && cd.until > now
+                {
+                    cooling.push((
+                        c.name.clone(),
+                        wall_ms(cd.until, now),
+                        cd.kind,
+                        cd.reason.clone(),
+                    ));
+                }
+                if unsynced.contains(&c.name) {
+                    flags.push((c.name.clone(), c.disabled));
+                }
+            }
+        }
+        for (name, until_ms, kind, reason) in cooling {
+            let _ = store.extend_cooldown(&name, until_ms, kind, &reason).await;
+        }
+        for (name, disabled) in flags {
+            if store.set_disabled(&name, disabled).await.is_ok() {
+                lock(&cluster.unsynced_flags).remove(&name);
+            }
+        }
+        // Refresh tokens: the first replica to start seeds Redis; a Redis
+        // that restarted empty gets ours back. Redis's, when it has one, is
+        // the newest and is taken.
+        for (i, spec) in generation.specs().iter().enumerate() {
+            if !spec.auth.refreshes() {
+                continue;
+            }
+            let Some(local) = generation.tokens[i].refresh_token() else {
+                continue;
+            };
+            match store.seed_refresh_token(&spec.name, &local).await {
+                Ok(t) => {
+                    if first
+                        && let Some(fp) = &t.seed_fingerprint
+                        && let crate::config::AuthSpec::Refresh { refresh_token, .. } = &spec.auth
+                        && *fp != refresh_token.fingerprint()
+                    {
+                        self.notice(
+                            Level::Warn,
+                            format!(
+                                "{}: the cluster was seeded with another refresh token than this \
+                                 replica's config; using the cluster's",
+                                spec.name
+                            ),
+                        );
+                    }
+                    self.adopt_tokens(&spec.name, &t);
+                }
+                Err(e) => self.notice(Level::Warn, e.to_string()),
+            }
+        }
+        self.pull(store).await;
+    }
+
+    /// Reads every credential's cooldown and disabled flag from Redis and
+    /// applies them (after a reconcile, and every [`POLL`] in case a
+    /// message was missed).
+    async fn pull(&self, store: &SharedStore) {
+        let generation = self.current();
+        let names: Vec<&str> = generation.specs().iter().map(|s| s.name.as_str()).collect();
+        if let Ok(found) = store.load(&names).await {
+            self.apply_shared(&found);
+        }
+    }
+
+    /// Takes other replicas' cooldowns (when they end later than ours) and
+    /// disabled flags into the current generation.
+    fn apply_shared(&self, found: &HashMap<String, SharedCred>) {
+        let Some(cluster) = self.cluster() else {
+            return;
+        };
+        let generation = self.current();
+        let now = Instant::now();
+        let mut changed = Vec::new();
+        {
+            let mut core = lock(&generation.core);
+            let unsynced = lock(&cluster.unsynced_flags);
+            for (name, shared) in found {
+                let Some(i) = core.find(name) else {
+                    continue;
+                };
+                let before = core.creds[i].state(now);
+                if let Some(cd) = &shared.cooldown
+                    && let Some(until) = instant_of(cd.until_ms, now)
+                {
+                    core.adopt_cooldown(i, until, cd.kind, cd.reason.clone(), now);
+                }
+                // A flag changed here during an outage is ours to write,
+                // not theirs to overrule.
+                if !unsynced.contains(name) && core.creds[i].disabled != shared.disabled {
+                    core.set_disabled(i, shared.disabled);
+                }
+                let after = core.creds[i].state(now);
+                if before != after {
+                    changed.push((i, after));
+                }
+            }
+        }
+        for (i, after) in changed {
+            if after == State::Ready {
+                self.shell.ready.notify_one();
+            }
+            self.publish_credential(&generation, i);
+            self.shell.clock.notify_one();
+            self.shell.dirty.notify_one();
+        }
+    }
+
+    /// Takes another replica's newer access token (and refresh token).
+    fn adopt_tokens(&self, name: &str, t: &SharedTokens) {
+        let generation = self.current();
+        let Some(i) = lock(&generation.core).find(name) else {
+            return;
+        };
+        let slot = &generation.tokens[i];
+        let mut saved = false;
+        if let Some(rt) = &t.refresh_token
+            && slot.refresh_token().as_ref() != Some(rt)
+        {
+            slot.restore_rotated(rt.clone());
+            saved = true;
+        }
+        if let (Some(access), Some(exp_ms)) = (&t.access_token, t.access_expires_ms) {
+            slot.adopt_access(access, exp_ms, generation.settings().refresh_skew);
+        }
+        if saved {
+            self.shell.dirty.notify_one();
+        }
+        self.publish_credential(&generation, i);
+    }
+
+    fn apply_op(&self, op: &Op) {
+        let generation = self.current();
+        let now = Instant::now();
+        let mut core = lock(&generation.core);
+        match op {
+            Op::Rotate => {
+                for p in 0..generation.providers().len() {
+                    core.rotate(p, now);
+                }
+            }
+            Op::UseNext { credential } => {
+                if let Some(i) = core.find(credential) {
+                    core.use_next(i);
+                }
+            }
+            Op::Probe { credential } => {
+                if let Some(i) = core.find(credential) {
+                    core.probe_now(i, now);
+                    drop(core);
+                    self.shell.clock.notify_one();
+                }
+            }
+        }
+    }
+
+    /// Queues credential `i`'s running cooldown and failure count for Redis
+    /// (called wherever a local attempt changed them).
+    pub(super) fn share_change(&self, generation: &Generation, i: usize, failures_changed: bool) {
+        let Some(cluster) = self.cluster() else {
+            return;
+        };
+        if cluster.store.get().is_none() {
+            return;
+        }
+        let now = Instant::now();
+        let (cooldown, failures, name) = {
+            let core = lock(&generation.core);
+            let c = &core.creds[i];
+            (
+                c.cooldown
+                    .as_ref()
+                    .filter(|cd| cd.until > now)
+                    .map(|cd| (wall_ms(cd.until, now), cd.kind, cd.reason.clone())),
+                c.failures,
+                c.name.clone(),
+            )
+        };
+        if let Some((until_ms, kind, reason)) = cooldown {
+            let _ = cluster.push.try_send(Push::Cooldown {
+                name: name.clone(),
+                until_ms,
+                kind,
+                reason,
+            });
+        }
+        if failures_changed {
+            let _ = cluster.push.try_send(Push::Failures { name, failures });
+        }
+    }
+
+    /// Writes an operator's disable or enable for every replica; when Redis
+    /// cannot take it now, it is written when Redis is back.
+    pub(super) async fn share_disabled(&self, name: &str, disabled: bool) {
+        let Some(cluster) = self.cluster() else {
+            return;
+        };
+        let written = match cluster.healthy_store() {
+            Some(store) => store.set_disabled(name, disabled).await.is_ok(),
+            None => false,
+        };
+        if !written {
+            lock(&cluster.unsynced_flags).insert(name.to_owned());
+        }
+    }
+
+    /// Tells the other replicas to do what this one's operator just did.
+    pub(super) async fn share_op(&self, op: Op) {
+        if let Some(store) = self.cluster().and_then(|c| c.healthy_store()) {
+            let _ = store.publish_op(&op).await;
+        }
+    }
+
+    /// A refresh through the cluster: take a token another replica stored,
+    /// or hold the cluster-wide lock and call `call` with the refresh token
+    /// Redis holds, storing what it returns. `known` is the access token
+    /// the caller has (or was refused); only a different one is taken, and
+    /// none without `adopt` (the operator asked for a refresh).
+    /// `None` when Redis cannot be used right now: refresh locally.
+    pub(super) async fn cluster_refresh<F, Fut>(
+        &self,
+        name: &str,
+        local_refresh_token: &Secret,
+        known: Option<&Secret>,
+        adopt: bool,
+        call: F,
+    ) -> Option<Result<Fetched, RefreshError>>
+    where
+        F: FnOnce(Secret) -> Fut,
+        Fut: std::future::Future<Output = Result<Granted, RefreshError>>,
+    {
+        let store = self.cluster()?.healthy_store()?.clone();
+        let deadline = Instant::now() + REFRESH_LEASE;
+        let taken = |t: &SharedTokens| -> Option<Granted> {
+            if !adopt {
+                return None;
+            }
+            let (access, exp_ms) = (t.access_token.as_ref()?, t.access_expires_ms?);
+            let now_ms = unix_ms(SystemTime::now());
+            if Some(access) == known || exp_ms <= now_ms + 1000 {
+                return None;
+            }
+            Some(Granted {
+                access_token: access.clone(),
+                expires_in: Duration::from_millis(exp_ms - now_ms),
+                refresh_token: t.refresh_token.clone(),
+            })
+        };
+        let mut changes = store.changes();
+        loop {
+            let t = store.tokens(name).await.ok()?.unwrap_or_default();
+            if let Some(granted) = taken(&t) {
+                return Some(Ok(Fetched {
+                    granted,
+                    adopted: true,
+                }));
+            }
+            if let Some(held) = store.try_lock_refresh(name, REFRESH_LEASE).await.ok()? {
+                // Someone may have stored a token between the read and the lock.
+                let t = match store.tokens(name).await {
+                    Ok(t) => t.unwrap_or_default(),
+                    Err(_) => {
+                        let _ = store.release(held).await;
+                        return None;
+                    }
+                };
+                if let Some(granted) = taken(&t) {
+                    let _ = store.release(held).await;
+                    return Some(Ok(Fetched {
+                        granted,
+                        adopted: true,
+                    }));
+                }
+                let used = t
+                    .refresh_token
+                    .clone()
+                    .unwrap_or_else(|| local_refresh_token.clone());
+                let result = call(used.clone()).await;
+                let out = match result {
+                    Ok(mut granted) => {
+                        let rotated = granted.refresh_token.clone().filter(|n| *n != used);
+                        let new = NewTokens {
+                            access_token: granted.access_token.clone(),
+                            expires_ms: unix_ms(SystemTime::now())
+                                + granted.expires_in.as_millis() as u64,
+                            refresh_token: rotated.clone(),
+                        };
+                        let stored = store.store_refresh(&held, t.version, &new).await;
+                        if !stored.as_ref().is_ok_and(|s| s.is_stored())
+                            && let Some(r) = &rotated
+                        {
+                            // Only this replica holds the new refresh token:
+                            // put it where Redis has nothing newer.
+                            if let Err(e) =
+                                store.restore_refresh_token(name, r, t.version + 1).await
+                            {
+                                self.notice(
+                                    Level::Error,
+                                    format!(
+                                        "{name}: rotated refresh token not stored in Redis: {e}"
+                                    ),
+                                );
+                            }
+                        }
+                        // The slot learns the token in use, whoever rotated it.
+                        if rotated.is_none() && used != *local_refresh_token {
+                            granted.refresh_token = Some(used);
+                        }
+                        Ok(Fetched {
+                            granted,
+                            adopted: false,
+                        })
+                    }
+                    Err(e) => Err(e),
+                };
+                let _ = store.release(held).await;
+                return Some(out);
+            }
+            // Another replica is refreshing: wait for what it stores.
+            if Instant::now() >= deadline {
+                return None;
+            }
+            tokio::select! {
+                _ = changes.recv() => {}
+                _ = tokio::time::sleep(REFRESH_POLL) => {}
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wall_and_monotonic_times_round_trip() {
+        let now = Instant::now();
+        let until = now + Duration::from_secs(30);
+        let ms = wall_ms(until, now);
+        let back = instant_of(ms, now).unwrap();
+        assert!(
+            back.duration_since(now).abs_diff(Duration::from_secs(30)) < Duration::from_millis(50)
+        );
+        assert!(instant_of(unix_ms(SystemTime::now()) - 10, now).is_none());
+    }
+}
