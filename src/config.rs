@@ -80,6 +80,10 @@ pub struct Provider {
     pub base_url: String,
     /// Model names or globs (`*`, `?`) this provider serves.
     pub models: Vec<String>,
+    /// Where chat requests go (`{base_url}/chat/completions` or
+    /// `{base_url}/messages`), parsed once rather than per request; `None`
+    /// for Gemini, which speaks gRPC.
+    pub chat_url: Option<url::Url>,
 }
 
 impl Provider {
@@ -870,11 +874,26 @@ impl RawConfig {
                     "must list model names or globs such as \"*\"",
                 ));
             }
+            let base_url = base_url.trim_end_matches('/').to_string();
+            let chat_path = match kind {
+                ProviderKind::OpenAi => Some("chat/completions"),
+                ProviderKind::Anthropic => Some("messages"),
+                ProviderKind::Gemini => None,
+            };
+            let chat_url = match chat_path {
+                Some(path) => {
+                    Some(url::Url::parse(&format!("{base_url}/{path}")).map_err(|e| {
+                        invalid(at("base_url"), format!("{base_url:?} is not a URL ({e})"))
+                    })?)
+                }
+                None => None,
+            };
             providers.push(Provider {
                 name,
                 kind,
-                base_url: base_url.trim_end_matches('/').to_string(),
+                base_url,
                 models,
+                chat_url,
             });
         }
 

@@ -119,7 +119,7 @@ impl PoolSnapshot {
 }
 
 /// One finished client request.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct RequestRecord {
     pub id: u64,
     pub at_ms: u64,

@@ -76,8 +76,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/chat/completions", post(chat))
         .route("/v1/messages", post(messages))
         .route("/v1/models", get(models))
-        .route_layer(middleware::from_fn_with_state(state.clone(), client_auth))
-        .route_layer(middleware::from_fn_with_state(state.clone(), shed));
+        // One layer, not three: its future is boxed once per request.
+        .route_layer(middleware::from_fn_with_state(state.clone(), v1_gate));
     let admin =
         admin::routes().route_layer(middleware::from_fn_with_state(state.clone(), admin::guard));
     Router::new()
@@ -149,48 +149,6 @@ fn format_of(path: &str) -> Format {
     }
 }
 
-/// Load shedding: beyond `gateway.max_concurrency` client requests in flight
-/// (streams count until they end), the next one gets 503 with
-/// `Retry-After` at once instead of waiting in an unbounded queue.
-async fn shed(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
-    // Fixed at start (a reload reports a new value as needing a restart).
-    let limit = state.config().gateway.max_concurrency as usize;
-    let sem = state
-        .in_flight
-        .get_or_init(|| Arc::new(tokio::sync::Semaphore::new(limit)));
-    let Ok(permit) = sem.clone().try_acquire_owned() else {
-        return ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "server_error",
-            format!(
-                "the gateway is at its limit of {limit} requests in flight (gateway.max_concurrency); retry shortly"
-            ),
-        )
-        .code("overloaded")
-        .retry_after(1)
-        .into_response_as(format_of(req.uri().path()));
-    };
-    let resp = next.run(req).await;
-    // A whole body is already in memory: the request's work is done, and
-    // the response keeps its content-length. A stream holds its place
-    // until it ends: the permit lives as long as its body.
-    if axum::body::HttpBody::size_hint(resp.body())
-        .exact()
-        .is_some()
-    {
-        return resp;
-    }
-    let (parts, body) = resp.into_parts();
-    let body = Body::from_stream(futures_util::StreamExt::map(
-        body.into_data_stream(),
-        move |chunk| {
-            let _held = &permit;
-            chunk
-        },
-    ));
-    Response::from_parts(parts, body)
-}
-
 /// Oversized request lines and headers are refused before anything reads
 /// them: 414 and 431, in the client's format.
 async fn request_limits(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
@@ -227,22 +185,61 @@ async fn request_limits(State(state): State<Arc<AppState>>, req: Request, next: 
     next.run(req).await
 }
 
-async fn client_auth(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+/// In front of every `/v1/*` route: the client key (when any is
+/// configured), then load shedding — beyond `gateway.max_concurrency`
+/// client requests in flight (streams count until they end), the next one
+/// gets 503 with `Retry-After` at once instead of waiting in an unbounded
+/// queue.
+async fn v1_gate(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
     let config = state.config();
     let keys = &config.client_keys;
-    if keys.is_empty() {
-        return next.run(req).await;
+    if !keys.is_empty() {
+        let refusal = match presented_key(req.headers()) {
+            Some(k) if keys.iter().any(|s| s.matches(k)) => None,
+            Some(_) => Some("the API key is not one of this gateway's client keys"),
+            None => Some("missing API key: send Authorization: Bearer <key> (or x-api-key)"),
+        };
+        if let Some(why) = refusal {
+            return ApiError::unauthorized(why).into_response_as(format_of(req.uri().path()));
+        }
     }
-    let format = format_of(req.uri().path());
-    match presented_key(req.headers()) {
-        Some(k) if keys.iter().any(|s| s.matches(k)) => next.run(req).await,
-        Some(_) => ApiError::unauthorized("the API key is not one of this gateway's client keys")
-            .into_response_as(format),
-        None => ApiError::unauthorized(
-            "missing API key: send Authorization: Bearer <key> (or x-api-key)",
+    // Fixed at start (a reload reports a new value as needing a restart).
+    let limit = config.gateway.max_concurrency as usize;
+    drop(config);
+    let sem = state
+        .in_flight
+        .get_or_init(|| Arc::new(tokio::sync::Semaphore::new(limit)));
+    let Ok(permit) = sem.clone().try_acquire_owned() else {
+        return ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "server_error",
+            format!(
+                "the gateway is at its limit of {limit} requests in flight (gateway.max_concurrency); retry shortly"
+            ),
         )
-        .into_response_as(format),
+        .code("overloaded")
+        .retry_after(1)
+        .into_response_as(format_of(req.uri().path()));
+    };
+    let resp = next.run(req).await;
+    // A whole body is already in memory: the request's work is done, and
+    // the response keeps its content-length. A stream holds its place
+    // until it ends: the permit lives as long as its body.
+    if axum::body::HttpBody::size_hint(resp.body())
+        .exact()
+        .is_some()
+    {
+        return resp;
     }
+    let (parts, body) = resp.into_parts();
+    let body = Body::from_stream(futures_util::StreamExt::map(
+        body.into_data_stream(),
+        move |chunk| {
+            let _held = &permit;
+            chunk
+        },
+    ));
+    Response::from_parts(parts, body)
 }
 
 /// The fields the gateway itself needs; everything else in the body is

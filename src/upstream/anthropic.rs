@@ -58,11 +58,11 @@ pub async fn send_messages(
 ) -> Result<reqwest::Response, reqwest::Error> {
     let mut headers = super::upstream_headers(client_headers);
     auth_headers(&mut headers, token, auth);
-    http.post(format!("{}/messages", provider.base_url))
-        .headers(headers)
-        .body(body)
-        .send()
-        .await
+    let req = match &provider.chat_url {
+        Some(u) => http.post(u.clone()),
+        None => http.post(format!("{}/messages", provider.base_url)),
+    };
+    req.headers(headers).body(body).send().await
 }
 
 /// `GET {base}/models`: cheap, authenticated, no tokens spent.

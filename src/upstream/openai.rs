@@ -23,11 +23,12 @@ pub async fn send_chat(
         .unwrap_or_else(|_| HeaderValue::from_static("Bearer invalid"));
     auth.set_sensitive(true);
     headers.insert(header::AUTHORIZATION, auth);
-    http.post(format!("{}/chat/completions", provider.base_url))
-        .headers(headers)
-        .body(body)
-        .send()
-        .await
+    // Parsed once with the config (a clone is a copy, not a parse).
+    let req = match &provider.chat_url {
+        Some(u) => http.post(u.clone()),
+        None => http.post(format!("{}/chat/completions", provider.base_url)),
+    };
+    req.headers(headers).body(body).send().await
 }
 
 pub async fn probe(
