@@ -23,6 +23,8 @@
 //! The long one: `cargo test --release --test chaos -- --ignored`
 //! (`TOKENYARD_CHAOS_SECS`, default 180, sets its length).
 
+mod common;
+
 #[path = "chaos/checks.rs"]
 mod checks;
 #[path = "chaos/client.rs"]
@@ -34,7 +36,6 @@ mod sweep;
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -391,35 +392,14 @@ async fn run(plan: Plan) {
     let offline_port = free_port(); // bound, read, released: closed
     let cfg = dir.path().join("tokenyard.toml");
     std::fs::write(&cfg, config(&sim, port, offline_port, &state)).unwrap();
-    let (out, err, log_file) = (
-        dir.path().join("stdout"),
-        dir.path().join("stderr"),
-        dir.path().join("trace.log"),
-    );
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_tokenyard"))
-        .args(["serve", "--no-tui", "--config"])
-        .arg(&cfg)
-        .arg("--log-file")
-        .arg(&log_file)
-        .env("TOKENYARD_LOG", "trace")
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&out).unwrap())
-        .stderr(std::fs::File::create(&err).unwrap())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
     let base = format!("http://127.0.0.1:{port}");
+    let common::Traced {
+        mut child,
+        out,
+        err,
+        log_file,
+    } = common::spawn_traced(&cfg, dir.path(), &base).await;
     let http = reqwest::Client::new();
-    let mut up = false;
-    for _ in 0..200 {
-        if http.get(format!("{base}/healthz")).send().await.is_ok() {
-            up = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(up, "the gateway came up");
 
     let feed = Arc::new(Mutex::new(Feed::default()));
     let watcher = tokio::spawn(watch_events(http.clone(), base.clone(), feed.clone()));

@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use tokenyard::sim::{Limit, SimAccount, SimConfig};
@@ -94,30 +93,14 @@ api_key = "{KEY_GEMINI}"
     );
     let cfg = dir.path().join("tokenyard.toml");
     std::fs::write(&cfg, config).unwrap();
-    let log_file = dir.path().join("trace.log");
-    let out = dir.path().join("stdout");
-    let err = dir.path().join("stderr");
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_tokenyard"))
-        .args(["serve", "--no-tui", "--config"])
-        .arg(&cfg)
-        .arg("--log-file")
-        .arg(&log_file)
-        .env("TOKENYARD_LOG", "trace")
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&out).unwrap())
-        .stderr(std::fs::File::create(&err).unwrap())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
     let gw = format!("http://127.0.0.1:{port}");
+    let common::Traced {
+        mut child,
+        out,
+        err,
+        log_file,
+    } = common::spawn_traced(&cfg, dir.path(), &gw).await;
     let client = reqwest::Client::new();
-    for _ in 0..100 {
-        if client.get(format!("{gw}/healthz")).send().await.is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 
     // Everything a client or operator gets back is kept, to search too.
     let mut seen = String::new();

@@ -190,3 +190,50 @@ pub async fn read_sse(resp: reqwest::Response) -> Sse {
 pub fn expected_text(n: u64) -> String {
     (0..n).map(|i| format!("[{i}]")).collect()
 }
+
+/// The real binary, `serve --no-tui` on `cfg` at `trace` log level, with
+/// its stdout, stderr and log file kept in `dir` for a secret sweep.
+pub struct Traced {
+    pub child: tokio::process::Child,
+    pub out: std::path::PathBuf,
+    pub err: std::path::PathBuf,
+    pub log_file: std::path::PathBuf,
+}
+
+/// Starts [`Traced`] and waits until `base` answers `/healthz`.
+pub async fn spawn_traced(cfg: &Path, dir: &Path, base: &str) -> Traced {
+    let (out, err, log_file) = (
+        dir.join("stdout"),
+        dir.join("stderr"),
+        dir.join("trace.log"),
+    );
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_tokenyard"))
+        .args(["serve", "--no-tui", "--config"])
+        .arg(cfg)
+        .arg("--log-file")
+        .arg(&log_file)
+        .env("TOKENYARD_LOG", "trace")
+        .env_remove("RUST_LOG")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(std::fs::File::create(&err).unwrap())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let client = reqwest::Client::new();
+    let mut up = false;
+    for _ in 0..200 {
+        if client.get(format!("{base}/healthz")).send().await.is_ok() {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(up, "the gateway came up");
+    Traced {
+        child,
+        out,
+        err,
+        log_file,
+    }
+}
