@@ -557,9 +557,11 @@ async fn run(plan: Plan) {
         slow_calls >= 2,
         "the healthy refresh-token credential was refreshed: {slow_calls} calls"
     );
+    // The chaos must leave work to check: a good share succeeds (the rest
+    // are 429s checked above, broken upstreams and cut streams).
     assert!(
-        figures.complete * 2 > outcomes.len(),
-        "most requests succeed: {} of {}",
+        figures.complete * 3 > outcomes.len(),
+        "a third of the requests succeed: {} of {}",
         figures.complete,
         outcomes.len()
     );
