@@ -28,9 +28,9 @@ use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
 // Long, distinctive secrets, so that a leak of any of them is unmistakable.
-const KEY_1: &str = "sk-fake-events-0001-not-a-real-key-k1x1";
-const KEY_2: &str = "sk-fake-events-0002-not-a-real-key-k2x2";
-const ADMIN_KEY: &str = "adm-fake-events-0003-not-a-real-key-a1x1";
+const KEY_1: &str = "sk-fake-events-not-a-real-key-alpha";
+const KEY_2: &str = "sk-fake-events-not-a-real-key-bravo";
+const ADMIN_KEY: &str = "adm-fake-events-not-a-real-key-charlie";
 const ALL_SECRETS: &[&str] = &[KEY_1, KEY_2, ADMIN_KEY];
 
 /// The longest any single wait in these tests may take.
@@ -230,7 +230,7 @@ async fn events_start_with_a_snapshot_then_follow_requests_and_commands() {
         .map(|c| c["name"].as_str().unwrap())
         .collect();
     assert_eq!(names, ["key-1", "key-2"]);
-    assert_eq!(snap["credentials"][0]["secret"], "…k1x1");
+    assert_eq!(snap["credentials"][0]["secret"], "…lpha");
 
     let resp = common::post_chat(&http, &gw, &common::chat_body(false, 2)).await;
     assert_eq!(resp.status(), 200);
@@ -440,7 +440,7 @@ async fn a_refused_admin_key_is_reported_as_such() {
     let sim = sim().await;
     let gw = common::start(config(&sim, &admin_top())).await;
 
-    let wrong = "adm-fake-wrong-not-a-real-key-zzzz";
+    let wrong = "adm-fake-wrong-not-a-real-key-wrong";
     let (reason, stop) = first_disconnect(&remote(&gw, Some(wrong))).await;
     assert!(reason.contains("refused the key"), "{reason}");
     assert!(

@@ -13,9 +13,9 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::task::JoinHandle;
 
-const KEY_A: &str = "sk-fake-cli-0001-not-a-real-key-abcd";
-const KEY_B: &str = "sk-fake-cli-0002-not-a-real-key-wxyz";
-const RT_C: &str = "rt-fake-cli-0003-not-a-real-key-rtok";
+const KEY_A: &str = "sk-fake-cli-not-a-real-key-alpha";
+const KEY_B: &str = "sk-fake-cli-not-a-real-key-bravo";
+const RT_C: &str = "rt-fake-cli-not-a-real-key-charlie";
 
 /// The binary with a clean environment: no config found by accident, XDG
 /// dirs and the working directory inside `home`.
@@ -86,9 +86,9 @@ async fn check_prints_the_pool_report_with_masked_secrets() {
     assert!(out.status.success(), "exit {:?}: {stderr}", out.status);
     assert!(stdout.contains("3 total"), "{stdout}");
     for (name, tier, masked) in [
-        ("team-a", "primary", "…abcd"),
-        ("team-b", "backup", "…wxyz"),
-        ("oauth-c", "fallback", "…rtok"),
+        ("team-a", "primary", "…lpha"),
+        ("team-b", "backup", "…ravo"),
+        ("oauth-c", "fallback", "…rlie"),
     ] {
         let line = stdout
             .lines()

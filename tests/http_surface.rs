@@ -21,12 +21,12 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tower::ServiceExt;
 
 // Long, distinctive secrets, so that a leak of any of them is unmistakable.
-const KEY_1: &str = "sk-fake-surface-0001-not-a-real-key-k1x1";
-const KEY_2: &str = "sk-fake-surface-0002-not-a-real-key-k2x2";
-const KEY_3: &str = "sk-fake-surface-0003-not-a-real-key-k3x3";
-const RT_1: &str = "rt-fake-surface-0004-not-a-real-key-r1x1";
+const KEY_1: &str = "sk-fake-surface-not-a-real-key-alpha";
+const KEY_2: &str = "sk-fake-surface-not-a-real-key-bravo";
+const KEY_3: &str = "sk-fake-surface-not-a-real-key-charlie";
+const RT_1: &str = "rt-fake-surface-not-a-real-key-delta";
 const CLIENT_KEY: &str = "ck-test-123456789";
-const ADMIN_KEY: &str = "adm-fake-surface-0005-not-a-real-key-a1x1";
+const ADMIN_KEY: &str = "adm-fake-surface-not-a-real-key-echo";
 
 const ALL_SECRETS: &[&str] = &[KEY_1, KEY_2, KEY_3, RT_1, CLIENT_KEY, ADMIN_KEY];
 
@@ -1379,8 +1379,8 @@ async fn no_configured_secret_ever_comes_back() {
     assert_eq!(snap.status, 200);
     let snap = snap.json();
     // The snapshot shows masked secrets, and only masked ones.
-    assert_eq!(cred(&snap, "key-1")["secret"], "…k1x1");
-    assert_eq!(cred(&snap, "oauth-1")["secret"], "…r1x1");
+    assert_eq!(cred(&snap, "key-1")["secret"], "…lpha");
+    assert_eq!(cred(&snap, "oauth-1")["secret"], "…elta");
     c.send(c.http.get(c.url("/healthz"))).await;
     c.send(client(c.http.get(c.url("/v1/models")))).await;
 

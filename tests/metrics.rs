@@ -22,11 +22,11 @@ use tokenyard::sim::{Limit, SimAccount, SimConfig, TokenFailure};
 use tower::ServiceExt;
 
 // Long, distinctive secrets, so that a leak of any of them is unmistakable.
-const KEY_A: &str = "sk-fake-metrics-000a-not-a-real-key-qa7z";
-const KEY_B: &str = "sk-fake-metrics-000b-not-a-real-key-qb8y";
-const RT_1: &str = "rt-fake-metrics-0001-not-a-real-key-qr9x";
-const ADMIN_KEY: &str = "adm-fake-metrics-0002-not-a-real-key-qm1w";
-const CLIENT_KEY: &str = "ck-fake-metrics-0003-not-a-real-key-qc2v";
+const KEY_A: &str = "sk-fake-metrics-not-a-real-key-alpha";
+const KEY_B: &str = "sk-fake-metrics-not-a-real-key-bravo";
+const RT_1: &str = "rt-fake-metrics-not-a-real-key-charlie";
+const ADMIN_KEY: &str = "adm-fake-metrics-not-a-real-key-delta";
+const CLIENT_KEY: &str = "ck-fake-metrics-not-a-real-key-echo";
 
 /// One sample line: `name{labels} value`.
 #[derive(Debug)]

@@ -13,9 +13,9 @@ use tokenyard::config::Config;
 use tokenyard::gateway::Running;
 use tokenyard::sim::{KeyFault, Limit, SimAccount, SimConfig, SimHandle};
 
-const KEY_1: &str = "sk-fake-persist-0001-not-a-real-key-p1p1";
-const KEY_2: &str = "sk-fake-persist-0002-not-a-real-key-p2p2";
-const KEY_3: &str = "sk-fake-persist-0003-not-a-real-key-p3p3";
+const KEY_1: &str = "sk-fake-persist-not-a-real-key-alpha";
+const KEY_2: &str = "sk-fake-persist-not-a-real-key-bravo";
+const KEY_3: &str = "sk-fake-persist-not-a-real-key-charlie";
 
 /// A sim whose accounts `key-1..` hold `KEY_1..` with the given limits.
 async fn sim(limits: &[Limit]) -> SimHandle {

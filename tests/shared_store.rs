@@ -810,15 +810,15 @@ async fn no_secret_in_debug_errors_or_messages() {
     let b = SharedStore::connect(&with_pw, None, "sec").await.unwrap();
     let mut rx = b.changes();
 
-    let rt = "rt-top-secret-abcdefghij";
-    let at = "at-top-secret-klmnopqrst";
+    let rt = "rt-top-secret-not-a-real-key-one";
+    let at = "at-top-secret-not-a-real-key-two";
     let seeded = a.seed_refresh_token("c", &Secret::new(rt)).await.unwrap();
     let lock = a
         .try_lock_refresh("c", Duration::from_secs(5))
         .await
         .unwrap()
         .unwrap();
-    let new = tokens(at, Some("rt-top-secret-uvwxyzabcd"));
+    let new = tokens(at, Some("rt-top-secret-not-a-real-key-three"));
     let lock_debug = format!("{lock:?} {new:?}");
     a.store_refresh(&lock, seeded.version, &new).await.unwrap();
     a.release(lock).await.unwrap();
