@@ -33,6 +33,15 @@ pub enum State {
 }
 
 impl State {
+    /// Every state, in the order reports and tables list them.
+    pub const ALL: [State; 5] = [
+        State::Ready,
+        State::Cooling,
+        State::Exhausted,
+        State::Failed,
+        State::Disabled,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             State::Ready => "ready",

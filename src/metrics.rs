@@ -57,14 +57,6 @@ const MAX_MODELS: usize = 64;
 const MAX_MODEL_LEN: usize = 128;
 const OTHER_MODEL: &str = "_other";
 
-const STATES: [State; 5] = [
-    State::Ready,
-    State::Cooling,
-    State::Exhausted,
-    State::Failed,
-    State::Disabled,
-];
-
 /// The labels of a client request.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
@@ -385,7 +377,7 @@ impl Collector for PoolSeries {
             MetricType::Gauge,
         )?;
         for c in creds {
-            for s in STATES {
+            for s in State::ALL {
                 let labels = [
                     ("credential", c.name.as_str()),
                     ("provider", c.provider.as_str()),

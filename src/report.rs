@@ -13,18 +13,10 @@ use crate::config::Config;
 use crate::events::{Event, Level, PoolSnapshot, State, human};
 use crate::pool::PoolHandle;
 
-const STATES: [State; 5] = [
-    State::Ready,
-    State::Cooling,
-    State::Exhausted,
-    State::Failed,
-    State::Disabled,
-];
-
 /// The pool report `check` prints and `serve` starts with.
 pub fn pool_report(config: &Config, snap: &PoolSnapshot, notes: &[String]) -> String {
     let mut out = String::new();
-    let counts: Vec<String> = STATES
+    let counts: Vec<String> = State::ALL
         .iter()
         .map(|s| format!("{} {}", snap.count(*s), s.as_str()))
         .collect();
@@ -125,7 +117,7 @@ pub fn startup(config: &Config, addr: SocketAddr, snap: &PoolSnapshot, notes: &[
 pub fn summary(snap: &PoolSnapshot) -> String {
     let t = &snap.totals;
     let uptime = Duration::from_millis(snap.at_ms.saturating_sub(snap.started_ms));
-    let states: Vec<String> = STATES
+    let states: Vec<String> = State::ALL
         .iter()
         .filter(|s| snap.count(**s) > 0)
         .map(|s| format!("{} {}", snap.count(*s), s.as_str()))
