@@ -499,15 +499,17 @@ async fn run(plan: Plan) {
             broken: c.name == "oauth-broken" || c.provider == "offline",
         })
         .collect();
-    let cooling = checks::cooldowns(&log, &accounts, DEFAULT_COOLDOWN);
-    let disabled = HashMap::from([(
-        DISABLED,
-        Window {
-            from: disabled_at,
-            to: enabling_at,
-        },
-    )]);
-    let failed = checks::failed_windows(&feed.states, ended);
+    let unusable_windows = checks::Unusable {
+        cooling: checks::cooldowns(&log, &accounts, DEFAULT_COOLDOWN),
+        disabled: HashMap::from([(
+            DISABLED,
+            Window {
+                from: disabled_at,
+                to: enabling_at,
+            },
+        )]),
+        failed: checks::failed_windows(&feed.states, ended),
+    };
 
     let figures = Figures::new(&plan, &outcomes, &log, &tokens, start, ended);
     figures.print();
@@ -531,12 +533,12 @@ async fn run(plan: Plan) {
             o.end
         );
     }
-    let needless = checks::needless_429s(&outcomes, &accounts, &cooling, &disabled, &failed);
+    let needless = checks::needless_429s(&outcomes, &accounts, &unusable_windows);
     assert!(
         needless.is_empty(),
         "client 429s with capacity: {needless:#?}"
     );
-    let unusable = checks::requests_to_unusable(&log, &accounts, &cooling, &disabled, &failed);
+    let unusable = checks::requests_to_unusable(&log, &accounts, &unusable_windows);
     assert!(
         unusable.is_empty(),
         "requests to unusable credentials: {unusable:#?}"

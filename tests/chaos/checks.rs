@@ -119,15 +119,23 @@ pub fn failed_windows(
     out
 }
 
+/// When each credential could not serve: cooling by the provider's word
+/// (lower and upper readings), disabled by the operator, failed by the
+/// gateway's own verdict.
+pub struct Unusable {
+    pub cooling: HashMap<&'static str, Vec<(Window, Window)>>,
+    pub disabled: HashMap<&'static str, Window>,
+    pub failed: HashMap<String, Vec<Window>>,
+}
+
 /// Requests the sim received on a credential the gateway had been told
 /// was cooling, or had disabled or marked failed.
-pub fn requests_to_unusable(
-    log: &[SimRequest],
-    accounts: &[Account],
-    cooling: &HashMap<&'static str, Vec<(Window, Window)>>,
-    disabled: &HashMap<&'static str, Window>,
-    failed: &HashMap<String, Vec<Window>>,
-) -> Vec<String> {
+pub fn requests_to_unusable(log: &[SimRequest], accounts: &[Account], u: &Unusable) -> Vec<String> {
+    let Unusable {
+        cooling,
+        disabled,
+        failed,
+    } = u;
     let mut bad = Vec::new();
     for r in log {
         let Some(label) = r.label.as_deref() else {
@@ -168,13 +176,12 @@ pub fn requests_to_unusable(
 /// Client 429s answered while some credential for the model could have
 /// served: not cooling by any hint's upper reading, not disabled, not
 /// failed, not broken.
-pub fn needless_429s(
-    outcomes: &[Outcome],
-    accounts: &[Account],
-    cooling: &HashMap<&'static str, Vec<(Window, Window)>>,
-    disabled: &HashMap<&'static str, Window>,
-    failed: &HashMap<String, Vec<Window>>,
-) -> Vec<String> {
+pub fn needless_429s(outcomes: &[Outcome], accounts: &[Account], u: &Unusable) -> Vec<String> {
+    let Unusable {
+        cooling,
+        disabled,
+        failed,
+    } = u;
     let mut bad = Vec::new();
     for o in outcomes {
         if !matches!(o.end, End::Error(429, _)) {
