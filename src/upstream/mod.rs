@@ -87,10 +87,18 @@ fn remaining_header(source: hints::HintSource) -> &'static str {
 }
 
 /// Builds the shared HTTP client for every provider: keep-alive pools,
-/// TCP_NODELAY, HTTP/2 when the provider offers it, no system proxy
-/// surprises, and no automatic decompression (bytes pass through as sent).
+/// TCP_NODELAY, no system proxy surprises, and no automatic decompression
+/// (bytes pass through as sent).
+///
+/// HTTP/1.1 only, one connection per request in flight. Over HTTP/2 every
+/// request to a host shares one connection, and hyper never opens a second:
+/// past the server's `SETTINGS_MAX_CONCURRENT_STREAMS` (100–256 at the big
+/// providers' front ends) further requests wait, with no error, for an
+/// earlier stream to end — minutes, for LLM streams. `tests/upstream_http1.rs`
+/// holds that line.
 pub fn http_client(settings: &GatewaySettings) -> reqwest::Client {
     reqwest::Client::builder()
+        .http1_only()
         .connect_timeout(settings.connect_timeout)
         .tcp_nodelay(true)
         .pool_idle_timeout(Duration::from_secs(90))
