@@ -40,7 +40,7 @@ pub struct AppState {
     /// stream) end when it fires: a graceful drain waits for every open
     /// response, and an endless one would hold it until the grace ran out.
     pub shutdown: CancellationToken,
-    /// gRPC channels to Gemini providers, made on first use.
+    /// gRPC connections to Gemini providers, opened as requests need them.
     pub gemini: dispatch::GeminiClients,
     /// Client requests in flight (`gateway.max_concurrency`), made on first
     /// use from the config.

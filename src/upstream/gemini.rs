@@ -4,6 +4,8 @@
 //! `grpc-status-details-bin` whose details carry a `RetryInfo` (how long to
 //! wait) and a `QuotaFailure` (which quota ran out: per minute or per day).
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use prost::Message as _;
@@ -17,6 +19,18 @@ use crate::config::PoolSettings;
 use crate::gemini::rpc;
 use crate::gemini::v1beta::generative_service_client::GenerativeServiceClient;
 use crate::secret::Secret;
+
+/// A client of Gemini's `GenerativeService` over one channel (one HTTP/2
+/// connection, reconnected by tonic when it drops).
+pub type Client = GenerativeServiceClient<Channel>;
+
+/// Requests one connection carries at once before the next request gets
+/// another connection: Google's front ends advertise
+/// `SETTINGS_MAX_CONCURRENT_STREAMS` = 100. hyper's HTTP/2 client never
+/// opens a second connection by itself; at the server's cap it holds the
+/// next request, silently, until a stream ends (hyperium/hyper#2197,
+/// #3623) — for an LLM stream, tens of seconds or minutes.
+pub const STREAMS_PER_CONNECTION: usize = 100;
 
 /// Largest response message accepted (tonic's default is 4 MiB; a
 /// response with generated images can be bigger).
@@ -182,10 +196,7 @@ pub fn classify_status(
 /// on loopback), TLS with the system's root certificates for `https://`
 /// (`https://generativelanguage.googleapis.com`). A path in the URL is
 /// ignored: gRPC paths are fixed by the service. Resolves once connected.
-pub async fn connect(
-    base_url: &str,
-    connect_timeout: Duration,
-) -> Result<GenerativeServiceClient<Channel>, String> {
+pub async fn connect(base_url: &str, connect_timeout: Duration) -> Result<Client, String> {
     let url = url::Url::parse(base_url)
         .map_err(|e| format!("Gemini base URL {base_url:?} is not a URL: {e}"))?;
     let tls = match url.scheme() {
@@ -225,6 +236,119 @@ pub async fn connect(
         .await
         .map_err(|e| format!("cannot connect to {origin}: {}", describe(&e)))?;
     Ok(GenerativeServiceClient::new(channel).max_decoding_message_size(MAX_MESSAGE))
+}
+
+/// The connections to one Gemini address, so that no request waits behind
+/// a connection's stream cap: a request takes the least busy connection
+/// with fewer than `cap` requests on it, and when every one is full, a new
+/// connection.
+///
+/// Connections are kept when idle, for as long as the address is in use
+/// (see `GeminiClients::retain`): tonic keeps each alive with HTTP/2 pings
+/// and reconnects it if the server closes it, and a burst that needed N
+/// connections tends to come back. So there are at most as many as the
+/// peak of concurrent requests divided by `cap`, rounded up.
+pub struct Connections {
+    base_url: String,
+    /// Requests per connection, at least 1.
+    cap: usize,
+    /// Every connection opened or being opened, oldest first (ties go to
+    /// the oldest). Never locked across an `.await`.
+    slots: Mutex<Vec<Arc<Slot>>>,
+}
+
+/// One connection and the requests on it.
+#[derive(Default)]
+struct Slot {
+    /// Set by the first request that picks the slot; requests that pick it
+    /// meanwhile wait for that same connect instead of opening their own.
+    /// A failed connect is kept too, so every one of them gets its error;
+    /// the slot then leaves the list and a later request connects afresh.
+    client: tokio::sync::OnceCell<Result<Client, String>>,
+    /// Requests using or waiting for this connection. Raised under the
+    /// list's lock when the slot is picked (so two requests never both
+    /// take a connection's last place), lowered by [`InFlight`]'s drop
+    /// without it.
+    in_flight: AtomicUsize,
+}
+
+/// A request's place on a connection. Hold it until the response is done
+/// (a unary answer arrived, a stream ended or was dropped): dropping it
+/// frees the place for the next request.
+#[must_use = "the place on the connection is freed when this is dropped"]
+pub struct InFlight(Arc<Slot>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Connections {
+    /// No connection yet: the first request opens one.
+    pub fn new(base_url: impl Into<String>, cap: usize) -> Self {
+        Connections {
+            base_url: base_url.into(),
+            cap: cap.max(1),
+            slots: Mutex::default(),
+        }
+    }
+
+    /// A client on a connection with room, and the request's place on it.
+    /// Connects (see [`connect`]) when every connection is full or none
+    /// is open yet; the error is the connect's.
+    pub async fn acquire(&self, connect_timeout: Duration) -> Result<(Client, InFlight), String> {
+        let place = self.pick();
+        let slot = place.0.clone();
+        let connected = slot
+            .client
+            .get_or_init(|| connect(&self.base_url, connect_timeout))
+            .await;
+        match connected {
+            Ok(client) => Ok((client.clone(), place)),
+            Err(e) => {
+                self.lock().retain(|s| !Arc::ptr_eq(s, &slot));
+                Err(e.clone())
+            }
+        }
+    }
+
+    /// Takes a place on the least busy slot with room, or on a new one.
+    fn pick(&self) -> InFlight {
+        let mut slots = self.lock();
+        let free = slots
+            .iter()
+            .filter(|s| s.in_flight.load(Ordering::Relaxed) < self.cap)
+            .min_by_key(|s| s.in_flight.load(Ordering::Relaxed))
+            .cloned();
+        let slot = free.unwrap_or_else(|| {
+            let slot = Arc::new(Slot::default());
+            slots.push(slot.clone());
+            slot
+        });
+        slot.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(slot)
+    }
+
+    /// Requests holding a place on any connection now.
+    pub fn in_flight(&self) -> usize {
+        self.lock()
+            .iter()
+            .map(|s| s.in_flight.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    /// Connections opened (not counting ones still connecting).
+    pub fn connections(&self) -> usize {
+        self.lock()
+            .iter()
+            .filter(|s| matches!(s.client.get(), Some(Ok(_))))
+            .count()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Arc<Slot>>> {
+        self.slots.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 /// A transport error with its causes: tonic's own text is only

@@ -5,53 +5,84 @@
 //! own conversion, work as for any HTTP provider.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use futures_util::StreamExt;
-use tonic::transport::Channel;
+use tonic::Streaming;
 
 use super::*;
-use crate::gemini::v1beta::GenerateContentRequest;
-use crate::gemini::v1beta::generative_service_client::GenerativeServiceClient;
+use crate::gemini::v1beta::{GenerateContentRequest, GenerateContentResponse};
 use crate::translate::{gemini as tr, write_events};
-use crate::upstream::gemini as up;
+use crate::upstream::gemini::{self as up, Client, Connections, InFlight};
 
-type Client = GenerativeServiceClient<Channel>;
-
-/// One gRPC channel per Gemini provider address, made on first use and
-/// shared by every request after it (a channel multiplexes HTTP/2
-/// streams). Keyed by `base_url`, not by the provider's position, so a
-/// reload that reorders providers cannot hand a request another's channel.
-#[derive(Default)]
+/// The gRPC connections to every Gemini provider address, made on first
+/// use and shared by every request after it. Each address gets as many
+/// HTTP/2 connections as its concurrent requests need at
+/// [`up::STREAMS_PER_CONNECTION`] each (see [`Connections`]), so a request
+/// never waits behind the server's stream cap. Keyed by `base_url`, not by
+/// the provider's position, so a reload that reorders providers cannot
+/// hand a request another's connections.
 pub struct GeminiClients {
-    clients: Mutex<HashMap<String, Client>>,
+    /// Requests per connection before another opens.
+    cap: usize,
+    by_url: Mutex<HashMap<String, Arc<Connections>>>,
+}
+
+impl Default for GeminiClients {
+    fn default() -> Self {
+        GeminiClients::with_stream_cap(up::STREAMS_PER_CONNECTION)
+    }
 }
 
 impl GeminiClients {
-    async fn get(&self, base_url: &str, connect: Duration) -> Result<Client, String> {
-        if let Some(c) = self
-            .clients
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(base_url)
-        {
-            return Ok(c.clone());
+    /// Opens another connection to an address once each of its
+    /// connections carries `cap` requests (tests use a small cap to match
+    /// a server that advertises one).
+    pub fn with_stream_cap(cap: usize) -> Self {
+        GeminiClients {
+            cap,
+            by_url: Mutex::default(),
         }
-        let client = up::connect(base_url, connect).await?;
-        self.clients
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(base_url.to_string(), client.clone());
-        Ok(client)
     }
 
-    /// After a reload: drops the channels of addresses no provider uses
-    /// any more (requests still holding one keep it until they end).
+    /// A client with room on one of `base_url`'s connections, and the
+    /// request's place there: hold it until the response is done.
+    async fn get(&self, base_url: &str, connect: Duration) -> Result<(Client, InFlight), String> {
+        let conns = {
+            let mut by_url = self.lock();
+            match by_url.get(base_url) {
+                Some(c) => c.clone(),
+                None => {
+                    let c = Arc::new(Connections::new(base_url, self.cap));
+                    by_url.insert(base_url.to_string(), c.clone());
+                    c
+                }
+            }
+        };
+        conns.acquire(connect).await
+    }
+
+    /// Requests to `base_url` whose responses are not done yet.
+    pub fn in_flight(&self, base_url: &str) -> usize {
+        let conns = self.lock().get(base_url).cloned();
+        conns.map_or(0, |c| c.in_flight())
+    }
+
+    /// Connections open to `base_url`.
+    pub fn connections(&self, base_url: &str) -> usize {
+        let conns = self.lock().get(base_url).cloned();
+        conns.map_or(0, |c| c.connections())
+    }
+
+    /// After a reload: drops the connections of addresses no provider uses
+    /// any more (requests still using one keep it until they end).
     pub fn retain(&self, providers: &[crate::config::Provider]) {
-        self.clients
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+        self.lock()
             .retain(|url, _| providers.iter().any(|p| &p.base_url == url));
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Connections>>> {
+        self.by_url.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -82,7 +113,7 @@ pub(super) async fn send_once(ctx: &mut Ctx<'_>, lease: &Lease, token: &Secret) 
         }
     };
     let provider = lease.provider();
-    let client = match state
+    let (client, place) = match state
         .gemini
         .get(&provider.base_url, gw.connect_timeout)
         .await
@@ -91,25 +122,45 @@ pub(super) async fn send_once(ctx: &mut Ctx<'_>, lease: &Lease, token: &Secret) 
         Err(e) => return failed(ctx, lease, t0, StatusCode::BAD_GATEWAY, e),
     };
 
+    let call = Call {
+        client,
+        place,
+        request,
+        deadline,
+        created,
+    };
     if ctx.req.stream {
-        stream(ctx, lease, token, client, request, deadline, created).await
+        stream(ctx, lease, token, call).await
     } else {
-        unary(ctx, lease, token, client, request, deadline, created).await
+        unary(ctx, lease, token, call).await
     }
 }
 
-async fn unary(
-    ctx: &mut Ctx<'_>,
-    lease: &Lease,
-    token: &Secret,
-    mut client: Client,
+/// One call, ready to go.
+struct Call {
+    client: Client,
+    /// The call's place on `client`'s connection, held until its response
+    /// is done.
+    place: InFlight,
     request: GenerateContentRequest,
     deadline: Instant,
     created: u64,
-) -> Step {
+}
+
+async fn unary(ctx: &mut Ctx<'_>, lease: &Lease, token: &Secret, call: Call) -> Step {
+    let Call {
+        mut client,
+        place,
+        request,
+        deadline,
+        created,
+    } = call;
     let t0 = Instant::now();
-    let call = client.generate_content(authed(request, lease, token));
-    let answer = match tokio::time::timeout_at(deadline, call).await {
+    let sent = client.generate_content(authed(request, lease, token));
+    let answer = tokio::time::timeout_at(deadline, sent).await;
+    // The whole answer (or the failure) is in: the connection has room again.
+    drop(place);
+    let answer = match answer {
         Ok(Ok(resp)) => resp.into_inner(),
         Ok(Err(status)) => return refused(ctx, lease, t0, &status).await,
         Err(_) => return timed_out(ctx, lease, t0),
@@ -137,21 +188,24 @@ async fn unary(
     )
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn stream(
-    ctx: &mut Ctx<'_>,
-    lease: &Lease,
-    token: &Secret,
-    mut client: Client,
-    request: GenerateContentRequest,
-    deadline: Instant,
-    created: u64,
-) -> Step {
+async fn stream(ctx: &mut Ctx<'_>, lease: &Lease, token: &Secret, call: Call) -> Step {
+    let Call {
+        mut client,
+        place,
+        request,
+        deadline,
+        created,
+    } = call;
     let t0 = Instant::now();
-    let call = client.stream_generate_content(authed(request, lease, token));
-    let mut messages = match tokio::time::timeout_at(deadline, call).await {
+    let sent = client.stream_generate_content(authed(request, lease, token));
+    // A failed call frees its place before classifying the failure (which
+    // may pause before the next attempt).
+    let mut messages = match tokio::time::timeout_at(deadline, sent).await {
         Ok(Ok(resp)) => resp.into_inner(),
-        Ok(Err(status)) => return refused(ctx, lease, t0, &status).await,
+        Ok(Err(status)) => {
+            drop(place);
+            return refused(ctx, lease, t0, &status).await;
+        }
         Err(_) => return timed_out(ctx, lease, t0),
     };
     // Before the first message nothing has reached the client: a failure
@@ -163,7 +217,11 @@ async fn stream(
             let what = "stream ended before its first message".to_string();
             return failed(ctx, lease, t0, StatusCode::BAD_GATEWAY, what);
         }
-        Ok(Err(status)) => return refused(ctx, lease, t0, &status).await,
+        Ok(Err(status)) => {
+            drop(messages);
+            drop(place);
+            return refused(ctx, lease, t0, &status).await;
+        }
         Err(_) => return timed_out(ctx, lease, t0),
     };
     let pool = &ctx.state.pool;
@@ -175,32 +233,7 @@ async fn stream(
     );
     let mut translator = tr::StreamToOpenAi::new(&ctx.req.model, created);
     let first_bytes = write_events(&translator.push(&first));
-    // The rest of the messages, as OpenAI chunk events; a gRPC error
-    // mid-stream becomes a transport error for the relay to report.
-    let rest = futures_util::stream::unfold(
-        (messages, translator, false),
-        |(mut messages, mut translator, over)| async move {
-            if over {
-                return None;
-            }
-            match messages.message().await {
-                Ok(Some(m)) => Some((
-                    Ok(write_events(&translator.push(&m))),
-                    (messages, translator, false),
-                )),
-                Ok(None) => {
-                    let tail = write_events(&translator.finish());
-                    Some((Ok(tail), (messages, translator, true)))
-                }
-                Err(status) => Some((
-                    Err(format!("gRPC {:?}: {}", status.code(), status.message())),
-                    (messages, translator, true),
-                )),
-            }
-        },
-    )
-    .filter(|r| futures_util::future::ready(!matches!(r, Ok(b) if b.is_empty())))
-    .boxed();
+    let rest = events(messages, translator, place);
 
     let ttfb = ctx.started.elapsed();
     let mut record = ctx.record.clone();
@@ -231,6 +264,38 @@ async fn stream(
         response(StatusCode::OK, headers, Body::from_stream(body)),
         Some(ttfb),
     )
+}
+
+/// The rest of a stream's messages, as OpenAI chunk events; a gRPC error
+/// mid-stream becomes a transport error for the relay to report. `place`
+/// goes with the messages: freed when the stream ends, fails, or is
+/// dropped unfinished (the client went away).
+fn events(
+    messages: Streaming<GenerateContentResponse>,
+    translator: tr::StreamToOpenAi,
+    place: InFlight,
+) -> relay::Upstream {
+    futures_util::stream::unfold(Some((messages, translator, place)), |state| async move {
+        let (mut messages, mut translator, place) = state?;
+        match messages.message().await {
+            Ok(Some(m)) => {
+                let events = write_events(&translator.push(&m));
+                Some((Ok(events), Some((messages, translator, place))))
+            }
+            // Done now, whenever the relay lets go of this stream.
+            Ok(None) => {
+                drop(messages);
+                drop(place);
+                Some((Ok(write_events(&translator.finish())), None))
+            }
+            Err(status) => Some((
+                Err(format!("gRPC {:?}: {}", status.code(), status.message())),
+                None,
+            )),
+        }
+    })
+    .filter(|r| futures_util::future::ready(!matches!(r, Ok(b) if b.is_empty())))
+    .boxed()
 }
 
 /// An API key goes in `x-goog-api-key`; an access token minted from a
@@ -267,4 +332,66 @@ async fn refused(ctx: &mut Ctx<'_>, lease: &Lease, t0: Instant, status: &tonic::
         ApiError::new(s, "invalid_request_error", message).into_response_as(format)
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::sim::{Limit, SimConfig, SimHandle, start};
+
+    /// A stream of `chunks` messages from the sim, its first message read,
+    /// and the place it holds on `conns`.
+    async fn opened(
+        chunks: usize,
+    ) -> (
+        SimHandle,
+        Connections,
+        Streaming<GenerateContentResponse>,
+        InFlight,
+    ) {
+        let mut cfg = SimConfig::with_api_keys(1, Limit::Unlimited);
+        cfg.chunks = chunks;
+        cfg.chunk_interval = Duration::from_millis(5);
+        let sim = start(cfg, "127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let conns = Connections::new(sim.gemini_url(), 1);
+        let (mut client, place) = conns.acquire(Duration::from_secs(2)).await.unwrap();
+        let body = json!({"messages": [{"role": "user", "content": "hello"}]});
+        let request = tr::request_from_openai(&body, "sim-small").unwrap();
+        let key = Secret::new("sk-sim-1");
+        let mut messages = client
+            .stream_generate_content(up::with_key(request, &key))
+            .await
+            .unwrap()
+            .into_inner();
+        messages.message().await.unwrap().expect("a first message");
+        (sim, conns, messages, place)
+    }
+
+    #[tokio::test]
+    async fn a_stream_dropped_mid_way_frees_its_place() {
+        let (sim, conns, messages, place) = opened(1000).await;
+        let mut rest = events(messages, tr::StreamToOpenAi::new("sim-small", 1), place);
+        rest.next().await.unwrap().unwrap();
+        assert_eq!(conns.in_flight(), 1);
+        drop(rest);
+        assert_eq!(conns.in_flight(), 0);
+        sim.shutdown().await;
+    }
+
+    /// Freed when the last message is in, not when the relay lets go.
+    #[tokio::test]
+    async fn a_finished_stream_frees_its_place_at_once() {
+        let (sim, conns, messages, place) = opened(3).await;
+        let mut rest = events(messages, tr::StreamToOpenAi::new("sim-small", 1), place);
+        let mut tail = String::new();
+        while conns.in_flight() > 0 {
+            let bytes = rest.next().await.expect("more until done").unwrap();
+            tail = String::from_utf8_lossy(&bytes).into_owned();
+        }
+        assert!(tail.ends_with("data: [DONE]\n\n"), "{tail}");
+        assert!(rest.next().await.is_none());
+        sim.shutdown().await;
+    }
 }

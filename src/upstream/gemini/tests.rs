@@ -334,6 +334,57 @@ mod against_the_sim {
         sim.shutdown().await;
     }
 
+    /// A connection carries `cap` requests; the next one gets a new
+    /// connection, and a freed place is taken before opening another.
+    #[tokio::test]
+    async fn a_full_connection_gets_a_sibling() {
+        let sim = start(
+            SimConfig::with_api_keys(1, Limit::Unlimited),
+            "127.0.0.1:0".parse().unwrap(),
+        )
+        .await
+        .unwrap();
+        let conns = Connections::new(sim.gemini_url(), 2);
+        let t = Duration::from_secs(2);
+        let (_, a) = conns.acquire(t).await.unwrap();
+        let (_, b) = conns.acquire(t).await.unwrap();
+        assert_eq!((conns.connections(), conns.in_flight()), (1, 2));
+        let (_, c) = conns.acquire(t).await.unwrap();
+        assert_eq!((conns.connections(), conns.in_flight()), (2, 3));
+        // The least busy connection with room: the second, then the first.
+        let (_, d) = conns.acquire(t).await.unwrap();
+        drop(a);
+        let (mut client, e) = conns.acquire(t).await.unwrap();
+        assert_eq!((conns.connections(), conns.in_flight()), (2, 4));
+        // The clients work.
+        client
+            .generate_content(with_key(hello(), &key(1)))
+            .await
+            .unwrap();
+        drop((b, c, d, e));
+        assert_eq!((conns.connections(), conns.in_flight()), (2, 0));
+        sim.shutdown().await;
+    }
+
+    /// A connect that fails takes nobody's place, and the next request
+    /// tries again.
+    #[tokio::test]
+    async fn a_failed_connect_holds_no_place() {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let conns = Connections::new(format!("http://127.0.0.1:{port}"), 2);
+        let err = conns.acquire(Duration::from_secs(2)).await.err().unwrap();
+        assert!(
+            err.starts_with("cannot connect to http://127.0.0.1:"),
+            "{err}"
+        );
+        assert_eq!((conns.connections(), conns.in_flight()), (0, 0));
+        assert!(conns.acquire(Duration::from_secs(2)).await.is_err());
+        assert_eq!(conns.in_flight(), 0);
+    }
+
     /// An OpenAI client's request, translated, answered by the sim and
     /// translated back: the text and the tool call a client would see.
     #[tokio::test]
