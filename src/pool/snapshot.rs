@@ -1,0 +1,76 @@
+//! The pool as the dashboard, the admin API and the metrics see it.
+
+use super::*;
+
+impl PoolHandle {
+    /// The whole pool, now.
+    pub fn snapshot(&self) -> PoolSnapshot {
+        let generation = self.current();
+        let expiries: Vec<_> = generation.tokens.iter().map(|t| t.expiry()).collect();
+        let now = Instant::now();
+        let wall = SystemTime::now();
+        let core = lock(&generation.core);
+        PoolSnapshot {
+            at_ms: unix_ms(wall),
+            started_ms: unix_ms(self.shell.started),
+            tiers: core.settings.tiers.clone(),
+            credentials: (0..core.creds.len())
+                .map(|i| view(&generation, &core, i, expiries[i], now, wall))
+                .collect(),
+            next: core.peek(0, now).map(|i| core.creds[i].name.clone()),
+            totals: core.totals,
+        }
+    }
+}
+
+/// Credential `i` of `generation` as the dashboard and the admin API show it.
+pub(super) fn view(
+    generation: &Generation,
+    core: &Core,
+    i: usize,
+    token_expiry: Option<SystemTime>,
+    now: Instant,
+    wall: SystemTime,
+) -> CredentialView {
+    let c = &core.creds[i];
+    let spec = &generation.specs()[i];
+    let state = c.state(now);
+    let to_wall = |at: Instant| unix_ms(wall + at.saturating_duration_since(now));
+    let (reason, until_ms) = match state {
+        State::Cooling | State::Exhausted => {
+            let cd = c.cooldown.as_ref().expect("cooling has a cooldown");
+            (Some(cd.reason.clone()), Some(to_wall(cd.until)))
+        }
+        State::Failed => {
+            let (why, at) = c.failed.as_ref().expect("failed has a reason");
+            (Some(why.clone()), Some(to_wall(*at)))
+        }
+        State::Disabled => (Some("disabled by the operator".to_string()), None),
+        State::Ready => (None, None),
+    };
+    CredentialView {
+        name: spec.name.clone(),
+        provider: generation.providers()[spec.provider].name.clone(),
+        tier: core.settings.tiers[spec.tier].clone(),
+        secret: spec.auth.identity().masked(),
+        kind: match spec.auth {
+            AuthSpec::ApiKey(_) => CredentialKind::ApiKey,
+            AuthSpec::Refresh { .. } => CredentialKind::RefreshToken,
+        },
+        state,
+        reason,
+        until_ms,
+        failures: c.failures,
+        requests: c.stats.requests,
+        successes: c.stats.successes,
+        rate_limited: c.stats.rate_limited,
+        errors: c.stats.errors,
+        refreshes: c.stats.refreshes,
+        in_flight: c.in_flight,
+        last_used_ms: c.stats.last_used.map(unix_ms),
+        last_latency_ms: c.stats.last_latency.map(|d| d.as_secs_f64() * 1000.0),
+        last_status: c.stats.last_status,
+        token_expires_ms: token_expiry.map(unix_ms),
+        last_error: c.last_error.clone(),
+    }
+}
