@@ -1,0 +1,682 @@
+//! The raw shape, as written in TOML (unknown keys are errors), and its
+//! resolution into a checked [`Config`]: defaults, secret references and
+//! the key path of anything wrong.
+
+use super::*;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    listen: Option<String>,
+    #[serde(default)]
+    client_keys: Vec<String>,
+    admin_key: Option<String>,
+    state_file: Option<String>,
+    state: Option<RawState>,
+    #[serde(default)]
+    pool: RawPool,
+    #[serde(default)]
+    gateway: RawGateway,
+    #[serde(default, rename = "provider")]
+    providers: Vec<RawProvider>,
+    #[serde(default, rename = "credential")]
+    credentials: Vec<RawCredential>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawState {
+    backend: Option<String>,
+    url: Option<String>,
+    password: Option<String>,
+    namespace: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPool {
+    tiers: Option<Vec<String>>,
+    default_cooldown: Option<String>,
+    quota_cooldown: Option<String>,
+    max_failures: Option<i64>,
+    probe_interval: Option<String>,
+    max_attempts: Option<i64>,
+    max_wait: Option<String>,
+    refresh_skew: Option<String>,
+    max_in_flight: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGateway {
+    max_body: Option<RawSize>,
+    route_headers: Option<bool>,
+    shutdown_grace: Option<String>,
+    connect_timeout: Option<String>,
+    first_byte_timeout: Option<String>,
+    stream_idle_timeout: Option<String>,
+    request_timeout: Option<String>,
+    max_concurrency: Option<i64>,
+    body_timeout: Option<String>,
+    max_uri_bytes: Option<RawSize>,
+    max_header_bytes: Option<RawSize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum RawSize {
+    Bytes(i64),
+    Text(String),
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProvider {
+    name: Option<String>,
+    kind: Option<String>,
+    base_url: Option<String>,
+    models: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCredential {
+    name: Option<String>,
+    provider: Option<String>,
+    tier: Option<String>,
+    api_key: Option<String>,
+    refresh_token: Option<String>,
+    token_url: Option<String>,
+    client_id: Option<String>,
+    client_secret: Option<String>,
+}
+
+struct Resolver<'a> {
+    base_dir: &'a Path,
+    env: &'a dyn Fn(&str) -> Option<String>,
+}
+
+impl Resolver<'_> {
+    /// Resolves `env:VAR`, `file:PATH` or a literal into a secret.
+    fn secret(&self, path: &str, value: &str) -> Result<Secret, ConfigError> {
+        let resolved = if let Some(var) = value.strip_prefix("env:") {
+            match (self.env)(var) {
+                Some(v) => v,
+                None => {
+                    return Err(invalid(
+                        path,
+                        format!("environment variable {var} is not set"),
+                    ));
+                }
+            }
+        } else if let Some(file) = value.strip_prefix("file:") {
+            let p = self.path(file);
+            match std::fs::read_to_string(&p) {
+                Ok(v) => v.trim_end_matches(['\n', '\r']).to_string(),
+                Err(e) => {
+                    return Err(invalid(
+                        path,
+                        format!("cannot read secret file {}: {e}", p.display()),
+                    ));
+                }
+            }
+        } else {
+            value.to_string()
+        };
+        if resolved.trim().is_empty() {
+            return Err(invalid(path, "is empty"));
+        }
+        if resolved.chars().any(|c| c.is_control()) {
+            return Err(invalid(
+                path,
+                "contains control characters (a stray newline in the secret?)",
+            ));
+        }
+        Ok(Secret::new(resolved))
+    }
+
+    fn path(&self, p: &str) -> PathBuf {
+        let p = Path::new(p);
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.base_dir.join(p)
+        }
+    }
+}
+
+fn duration(
+    path: &str,
+    value: Option<&String>,
+    default: Duration,
+) -> Result<Duration, ConfigError> {
+    match value {
+        None => Ok(default),
+        Some(v) => humantime::parse_duration(v.trim()).map_err(|e| {
+            invalid(
+                path,
+                format!("{v:?} is not a duration ({e}); write e.g. \"30s\", \"5m\", \"1h\""),
+            )
+        }),
+    }
+}
+
+fn size(path: &str, value: &RawSize) -> Result<usize, ConfigError> {
+    let bad = |v: &dyn std::fmt::Debug| {
+        invalid(
+            path,
+            format!("{v:?} is not a size; write bytes (1048576) or \"512KiB\", \"32MiB\""),
+        )
+    };
+    let n: u64 = match value {
+        RawSize::Bytes(n) if *n > 0 => *n as u64,
+        RawSize::Bytes(n) => return Err(bad(n)),
+        RawSize::Text(t) => {
+            let t = t.trim();
+            let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+            let (num, unit) = t.split_at(split);
+            let num: u64 = num.parse().map_err(|_| bad(&t))?;
+            let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+                "" | "b" => 1,
+                "kb" => 1000,
+                "kib" | "k" => 1024,
+                "mb" => 1000 * 1000,
+                "mib" | "m" => 1024 * 1024,
+                "gb" => 1000 * 1000 * 1000,
+                "gib" | "g" => 1024 * 1024 * 1024,
+                _ => return Err(bad(&t)),
+            };
+            num.checked_mul(mult).ok_or_else(|| bad(&t))?
+        }
+    };
+    if n == 0 {
+        return Err(invalid(path, "must be greater than zero"));
+    }
+    usize::try_from(n).map_err(|_| invalid(path, "is too large"))
+}
+
+fn positive(path: &str, value: Option<i64>, default: u32) -> Result<u32, ConfigError> {
+    match value {
+        None => Ok(default),
+        Some(n) if n >= 1 && n <= u32::MAX as i64 => Ok(n as u32),
+        Some(n) => Err(invalid(
+            path,
+            format!("{n} must be a whole number of at least 1"),
+        )),
+    }
+}
+
+/// Names end up in URLs (`/admin/credentials/{name}/disable`) and logs, so
+/// they are kept to a plain alphabet.
+fn check_name(path: &str, name: &str) -> Result<(), ConfigError> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && name != "."
+        && name != "..";
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(
+            path,
+            format!("{name:?} is not a valid name; use 1-64 letters, digits, '-', '_' or '.'"),
+        ))
+    }
+}
+
+/// A required, well-formed name not used before among `what`.
+fn unique_name(
+    path: &str,
+    name: Option<&str>,
+    seen: &mut HashSet<String>,
+    what: &str,
+) -> Result<String, ConfigError> {
+    let name = name.ok_or_else(|| invalid(path, "is missing"))?;
+    check_name(path, name)?;
+    if !seen.insert(name.to_string()) {
+        return Err(invalid(path, format!("{name:?} is used by two {what}")));
+    }
+    Ok(name.to_string())
+}
+
+fn one_of(path: &str, value: &str, allowed: &[String]) -> ConfigError {
+    invalid(
+        path,
+        format!("{value:?} is not one of {}", allowed.join(", ")),
+    )
+}
+
+impl RawConfig {
+    pub(super) fn resolve(
+        self,
+        source: &str,
+        base_dir: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let r = Resolver { base_dir, env };
+
+        let listen_text = self.listen.as_deref().unwrap_or(DEFAULT_LISTEN);
+        let listen: SocketAddr = listen_text.trim().parse().map_err(|_| {
+            invalid(
+                "listen",
+                format!("{listen_text:?} is not an address like \"127.0.0.1:8787\""),
+            )
+        })?;
+
+        let client_keys = self
+            .client_keys
+            .iter()
+            .enumerate()
+            .map(|(i, v)| r.secret(&format!("client_keys[{i}]"), v))
+            .collect::<Result<Vec<_>, _>>()?;
+        let admin_key = self
+            .admin_key
+            .as_deref()
+            .map(|v| r.secret("admin_key", v))
+            .transpose()?;
+        let state_file = match self.state_file.as_deref() {
+            Some("") => return Err(invalid("state_file", "is empty")),
+            Some(p) => Some(r.path(p)),
+            None => default_state_file(),
+        };
+
+        let shared = match &self.state {
+            None => None,
+            Some(s) => match s.backend.as_deref().unwrap_or("file") {
+                "file" => {
+                    if s.url.is_some() || s.password.is_some() {
+                        return Err(invalid("state.url", "only applies to backend = \"redis\""));
+                    }
+                    None
+                }
+                "redis" => {
+                    let Some(url) = s.url.as_deref() else {
+                        return Err(invalid(
+                            "state.url",
+                            "is required for backend = \"redis\" (redis://host:6379 or rediss://… for TLS)",
+                        ));
+                    };
+                    let parsed = url::Url::parse(url)
+                        .map_err(|e| invalid("state.url", format!("is not a URL ({e})")))?;
+                    if !matches!(parsed.scheme(), "redis" | "rediss") {
+                        return Err(invalid(
+                            "state.url",
+                            format!(
+                                "must start with redis:// or rediss://, not {}://",
+                                parsed.scheme()
+                            ),
+                        ));
+                    }
+                    if parsed.password().is_some() {
+                        return Err(invalid(
+                            "state.url",
+                            "must not hold a password; set state.password (env:/file: work)",
+                        ));
+                    }
+                    let namespace = s.namespace.clone().unwrap_or_else(|| "tokenyard".into());
+                    if namespace.is_empty()
+                        || namespace.contains(|c: char| c.is_whitespace() || c == '{' || c == '}')
+                    {
+                        return Err(invalid(
+                            "state.namespace",
+                            "must be a non-empty word without spaces or braces",
+                        ));
+                    }
+                    Some(SharedSettings {
+                        url: url.to_owned(),
+                        password: s
+                            .password
+                            .as_deref()
+                            .map(|v| r.secret("state.password", v))
+                            .transpose()?,
+                        namespace,
+                    })
+                }
+                other => {
+                    return Err(invalid(
+                        "state.backend",
+                        format!("{other:?} is not a backend; use \"file\" or \"redis\""),
+                    ));
+                }
+            },
+        };
+
+        let defaults = PoolSettings::default();
+        let p = &self.pool;
+        let tiers = p.tiers.clone().unwrap_or(defaults.tiers.clone());
+        if tiers.is_empty() {
+            return Err(invalid("pool.tiers", "must name at least one tier"));
+        }
+        let mut seen = HashSet::new();
+        for (i, t) in tiers.iter().enumerate() {
+            check_name(&format!("pool.tiers[{i}]"), t)?;
+            if !seen.insert(t.as_str()) {
+                return Err(invalid(
+                    format!("pool.tiers[{i}]"),
+                    format!("{t:?} is listed twice"),
+                ));
+            }
+        }
+        let pool = PoolSettings {
+            default_cooldown: duration(
+                "pool.default_cooldown",
+                p.default_cooldown.as_ref(),
+                defaults.default_cooldown,
+            )?,
+            quota_cooldown: duration(
+                "pool.quota_cooldown",
+                p.quota_cooldown.as_ref(),
+                defaults.quota_cooldown,
+            )?,
+            max_failures: positive("pool.max_failures", p.max_failures, defaults.max_failures)?,
+            probe_interval: duration(
+                "pool.probe_interval",
+                p.probe_interval.as_ref(),
+                defaults.probe_interval,
+            )?,
+            max_attempts: positive("pool.max_attempts", p.max_attempts, defaults.max_attempts)?,
+            max_wait: duration("pool.max_wait", p.max_wait.as_ref(), defaults.max_wait)?,
+            refresh_skew: duration(
+                "pool.refresh_skew",
+                p.refresh_skew.as_ref(),
+                defaults.refresh_skew,
+            )?,
+            max_in_flight: positive(
+                "pool.max_in_flight",
+                p.max_in_flight,
+                defaults.max_in_flight,
+            )?,
+            tiers,
+        };
+        if pool.probe_interval.is_zero() {
+            return Err(invalid("pool.probe_interval", "must be greater than zero"));
+        }
+
+        let gd = GatewaySettings::default();
+        let g = &self.gateway;
+        let gateway = GatewaySettings {
+            max_body: match &g.max_body {
+                Some(s) => size("gateway.max_body", s)?,
+                None => gd.max_body,
+            },
+            route_headers: g.route_headers.unwrap_or(gd.route_headers),
+            shutdown_grace: duration(
+                "gateway.shutdown_grace",
+                g.shutdown_grace.as_ref(),
+                gd.shutdown_grace,
+            )?,
+            connect_timeout: duration(
+                "gateway.connect_timeout",
+                g.connect_timeout.as_ref(),
+                gd.connect_timeout,
+            )?,
+            first_byte_timeout: duration(
+                "gateway.first_byte_timeout",
+                g.first_byte_timeout.as_ref(),
+                gd.first_byte_timeout,
+            )?,
+            stream_idle_timeout: duration(
+                "gateway.stream_idle_timeout",
+                g.stream_idle_timeout.as_ref(),
+                gd.stream_idle_timeout,
+            )?,
+            request_timeout: duration(
+                "gateway.request_timeout",
+                g.request_timeout.as_ref(),
+                gd.request_timeout,
+            )?,
+            max_concurrency: positive(
+                "gateway.max_concurrency",
+                g.max_concurrency,
+                gd.max_concurrency,
+            )?,
+            body_timeout: duration(
+                "gateway.body_timeout",
+                g.body_timeout.as_ref(),
+                gd.body_timeout,
+            )?,
+            max_uri_bytes: match &g.max_uri_bytes {
+                Some(s) => size("gateway.max_uri_bytes", s)?,
+                None => gd.max_uri_bytes,
+            },
+            max_header_bytes: match &g.max_header_bytes {
+                Some(s) => size("gateway.max_header_bytes", s)?,
+                None => gd.max_header_bytes,
+            },
+        };
+        for (key, d) in [
+            ("gateway.connect_timeout", gateway.connect_timeout),
+            ("gateway.first_byte_timeout", gateway.first_byte_timeout),
+            ("gateway.stream_idle_timeout", gateway.stream_idle_timeout),
+            ("gateway.request_timeout", gateway.request_timeout),
+            ("gateway.body_timeout", gateway.body_timeout),
+        ] {
+            if d.is_zero() {
+                return Err(invalid(key, "must be greater than zero"));
+            }
+        }
+
+        if self.providers.is_empty() {
+            return Err(invalid(
+                "provider",
+                "no [[provider]] is configured; add one with name, kind and base_url",
+            ));
+        }
+        let mut providers = Vec::new();
+        let mut names = HashSet::new();
+        for (i, rp) in self.providers.iter().enumerate() {
+            let at = |k: &str| format!("provider[{i}].{k}");
+            let name = unique_name(&at("name"), rp.name.as_deref(), &mut names, "providers")?;
+            let kind = match rp.kind.as_deref() {
+                None => {
+                    return Err(invalid(
+                        at("kind"),
+                        "is missing; use \"openai\", \"anthropic\" or \"gemini\"",
+                    ));
+                }
+                Some("openai") => ProviderKind::OpenAi,
+                Some("anthropic") => ProviderKind::Anthropic,
+                Some("gemini") => ProviderKind::Gemini,
+                Some(k) => {
+                    return Err(invalid(
+                        at("kind"),
+                        format!("{k:?} is not one of openai, anthropic, gemini"),
+                    ));
+                }
+            };
+            let base_url = rp
+                .base_url
+                .clone()
+                .or_else(|| kind.default_base_url().map(str::to_string))
+                .ok_or_else(|| invalid(at("base_url"), "is missing"))?;
+            match url::Url::parse(&base_url) {
+                Ok(u) if (u.scheme() == "http" || u.scheme() == "https") && u.host().is_some() => {}
+                _ => {
+                    return Err(invalid(
+                        at("base_url"),
+                        format!("{base_url:?} is not an http(s) URL"),
+                    ));
+                }
+            }
+            let models = rp.models.clone().unwrap_or_else(|| vec!["*".into()]);
+            if models.is_empty() || models.iter().any(|m| m.trim().is_empty()) {
+                return Err(invalid(
+                    at("models"),
+                    "must list model names or globs such as \"*\"",
+                ));
+            }
+            let base_url = base_url.trim_end_matches('/').to_string();
+            let chat_path = match kind {
+                ProviderKind::OpenAi => Some("chat/completions"),
+                ProviderKind::Anthropic => Some("messages"),
+                ProviderKind::Gemini => None,
+            };
+            let chat_url = match chat_path {
+                Some(path) => {
+                    Some(url::Url::parse(&format!("{base_url}/{path}")).map_err(|e| {
+                        invalid(at("base_url"), format!("{base_url:?} is not a URL ({e})"))
+                    })?)
+                }
+                None => None,
+            };
+            providers.push(Provider {
+                name,
+                kind,
+                base_url,
+                models,
+                chat_url,
+            });
+        }
+
+        if self.credentials.is_empty() {
+            return Err(invalid(
+                "credential",
+                "no [[credential]] is configured; add at least one with name and api_key or refresh_token",
+            ));
+        }
+        let mut credentials = Vec::new();
+        let mut names = HashSet::new();
+        for (i, rc) in self.credentials.iter().enumerate() {
+            let at = |k: &str| format!("credential[{i}].{k}");
+            let name = unique_name(&at("name"), rc.name.as_deref(), &mut names, "credentials")?;
+            let provider = match rc.provider.as_deref() {
+                None if providers.len() == 1 => 0,
+                None => {
+                    return Err(invalid(
+                        at("provider"),
+                        "is missing (required when more than one provider is configured)",
+                    ));
+                }
+                Some(p) => providers.iter().position(|x| x.name == p).ok_or_else(|| {
+                    let all: Vec<String> = providers.iter().map(|x| x.name.clone()).collect();
+                    one_of(&at("provider"), p, &all)
+                })?,
+            };
+            let tier = match rc.tier.as_deref() {
+                None => 0,
+                Some(t) => pool
+                    .tiers
+                    .iter()
+                    .position(|x| x == t)
+                    .ok_or_else(|| one_of(&at("tier"), t, &pool.tiers))?,
+            };
+            let auth = match (&rc.api_key, &rc.refresh_token) {
+                (Some(_), Some(_)) => {
+                    return Err(invalid(
+                        at("api_key"),
+                        "and refresh_token are both set; a credential has one or the other",
+                    ));
+                }
+                (None, None) => {
+                    return Err(invalid(
+                        at("api_key"),
+                        "is missing; set api_key, or refresh_token with token_url",
+                    ));
+                }
+                (Some(k), None) => {
+                    for (key, set) in [
+                        ("token_url", rc.token_url.is_some()),
+                        ("client_id", rc.client_id.is_some()),
+                        ("client_secret", rc.client_secret.is_some()),
+                    ] {
+                        if set {
+                            return Err(invalid(at(key), "only applies with refresh_token"));
+                        }
+                    }
+                    AuthSpec::ApiKey(r.secret(&at("api_key"), k)?)
+                }
+                (None, Some(rt)) => {
+                    let token_url = rc.token_url.clone().ok_or_else(|| {
+                        invalid(at("token_url"), "is missing (required with refresh_token)")
+                    })?;
+                    match url::Url::parse(&token_url) {
+                        Ok(u) if u.scheme() == "http" || u.scheme() == "https" => {}
+                        _ => {
+                            return Err(invalid(
+                                at("token_url"),
+                                format!("{token_url:?} is not an http(s) URL"),
+                            ));
+                        }
+                    }
+                    if rc.client_secret.is_some() && rc.client_id.is_none() {
+                        return Err(invalid(at("client_secret"), "needs client_id"));
+                    }
+                    AuthSpec::Refresh {
+                        refresh_token: r.secret(&at("refresh_token"), rt)?,
+                        token_url,
+                        client_id: rc.client_id.clone(),
+                        client_secret: rc
+                            .client_secret
+                            .as_deref()
+                            .map(|s| r.secret(&at("client_secret"), s))
+                            .transpose()?,
+                    }
+                }
+            };
+            credentials.push(CredentialSpec {
+                name,
+                provider,
+                tier,
+                auth,
+            });
+        }
+
+        let config = Config {
+            source: source.to_string(),
+            listen,
+            client_keys,
+            admin_key,
+            state_file,
+            shared,
+            pool,
+            gateway,
+            providers,
+            credentials,
+        };
+        config.check_exposure()?;
+        Ok(config)
+    }
+}
+
+impl Config {
+    /// The quick start: `TOKENYARD_UPSTREAM=<base url>` and
+    /// `TOKENYARD_KEYS=k1,k2,…` give one OpenAI-kind provider serving every
+    /// model with credentials `key-1..key-N` in one tier. `None` when
+    /// `TOKENYARD_UPSTREAM` is unset.
+    pub fn from_env(env: &dyn Fn(&str) -> Option<String>) -> Option<Result<Config, ConfigError>> {
+        let upstream = env("TOKENYARD_UPSTREAM")?;
+        let Some(keys) = env("TOKENYARD_KEYS") else {
+            return Some(Err(invalid(
+                "TOKENYARD_KEYS",
+                "is not set; with TOKENYARD_UPSTREAM it must list the API keys, comma-separated",
+            )));
+        };
+        let keys: Vec<&str> = keys
+            .split(',')
+            .map(str::trim)
+            .filter(|k| !k.is_empty())
+            .collect();
+        let raw = RawConfig {
+            providers: vec![RawProvider {
+                name: Some("upstream".into()),
+                kind: Some("openai".into()),
+                base_url: Some(upstream),
+                models: None,
+            }],
+            credentials: keys
+                .iter()
+                .enumerate()
+                .map(|(i, k)| RawCredential {
+                    name: Some(format!("key-{}", i + 1)),
+                    api_key: Some((*k).to_string()),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        };
+        // The keys may themselves be `env:`/`file:` references.
+        Some(raw.resolve("environment", Path::new("."), env))
+    }
+}
