@@ -36,7 +36,7 @@ pub fn all(b: &Bench) {
     for (label, rps, us) in &choice {
         println!("  {label:<26} {rps:>9.0} req/s   {us:>6.1} µs upstream CPU per request");
     }
-    println!("  using: the minimal hyper server\n");
+    println!("  using: the hand-written HTTP/1.1 server\n");
 
     let gw = b.tokenyard();
     let ty = tokenyard_target(&gw);
