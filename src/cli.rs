@@ -200,8 +200,7 @@ async fn serve(args: ServeArgs, dashboard: bool) -> anyhow::Result<ExitCode> {
         config.listen = listen;
         config.check_exposure()?;
     }
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
+    let listener = gateway::bind(config.listen)
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let shutdown = shutdown_on_signal();
     // A config from a file can be reloaded (SIGHUP, the admin API, and

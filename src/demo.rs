@@ -156,10 +156,9 @@ pub async fn run(
         .await
         .context("cannot start the simulated upstream")?;
 
-    let listener = match tokio::net::TcpListener::bind(args.listen).await {
+    let listener = match gateway::bind(args.listen) {
         Ok(l) => l,
-        Err(_) => tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
+        Err(_) => gateway::bind("127.0.0.1:0".parse().expect("literal address"))
             .context("cannot listen on loopback")?,
     };
     let addr = listener.local_addr()?;

@@ -288,3 +288,44 @@ async fn a_request_does_not_wait_on_a_failed_credentials_running_probe() {
     gw.stop().await;
     held.abort();
 }
+
+/// A burst of clients connecting while the accept loop is busy waits in the
+/// kernel's accept queue, not in one-second SYN retransmits: tokenyard
+/// listens with a deeper queue than tokio's default of 1,024. Nothing
+/// accepts here, so every connection that completes is queued.
+#[tokio::test]
+async fn a_burst_of_connections_is_queued_not_dropped() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    const BURST: usize = 1500;
+    let somaxconn: usize = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0);
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+    let want = (BURST as u64 + 512).max(soft);
+    if somaxconn <= BURST || hard < want {
+        eprintln!(
+            "skipped: net.core.somaxconn is {somaxconn} and the open-file limit {hard}; \
+             a burst of {BURST} cannot be shown"
+        );
+        return;
+    }
+    setrlimit(Resource::RLIMIT_NOFILE, want, hard).unwrap();
+
+    let listener = tokenyard::gateway::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let connects = (0..BURST).map(|_| {
+        tokio::time::timeout(
+            Duration::from_millis(800),
+            tokio::net::TcpStream::connect(addr),
+        )
+    });
+    let results = futures_util::future::join_all(connects).await;
+    let queued = results.iter().filter(|r| matches!(r, Ok(Ok(_)))).count();
+    assert_eq!(
+        queued, BURST,
+        "only {queued} of {BURST} connections completed within 800 ms; the rest waited \
+         for a SYN retransmit"
+    );
+    drop(listener);
+}

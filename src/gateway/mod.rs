@@ -501,6 +501,26 @@ impl ReloadHandle {
     }
 }
 
+/// Connections the kernel completes and queues for `accept` before it
+/// drops new SYNs. tokio's default, 1,024, overflows when a burst of
+/// clients connects while the accept loop is busy (the gateway bench opens
+/// 5,000 streams in a second); a dropped SYN costs its client a one-second
+/// retransmit. Linux caps this at `net.core.somaxconn` (4,096 by default).
+pub const ACCEPT_BACKLOG: u32 = 8192;
+
+/// Listens on `addr` with [`ACCEPT_BACKLOG`] (and `SO_REUSEADDR`, so a
+/// restart does not wait out the old socket's `TIME_WAIT`).
+pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(ACCEPT_BACKLOG)
+}
+
 /// Starts the pool and serves the gateway on `listener` until `shutdown`,
 /// with no config file to reload from.
 pub fn start(
