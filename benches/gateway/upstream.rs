@@ -39,7 +39,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 /// The pool every contender rotates: fake, and obviously so.
 pub const KEYS: [&str; 3] = [
@@ -136,7 +136,10 @@ fn answer(state: &Upstream, path: &[u8], authorization: Option<&[u8]>, body: &[u
 
 /// Binds `addr` and serves on the current runtime until the process ends.
 pub async fn start(addr: SocketAddr) -> io::Result<(SocketAddr, Arc<Upstream>)> {
-    let listener = TcpListener::bind(addr).await?;
+    // The same deep accept queue as tokenyard's: with tokio's default of
+    // 1,024, the 5,000-stream level overflowed it and streams started a
+    // second late, waiting for a SYN retransmit.
+    let listener = tokenyard::gateway::bind(addr)?;
     let addr = listener.local_addr()?;
     let state = Arc::new(Upstream::default());
     let shared = state.clone();
