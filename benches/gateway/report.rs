@@ -246,11 +246,12 @@ fn streaming(
     );
     println!("  {}", Level::HEADER);
     let mut levels: Vec<Level> = Vec::new();
+    let baseline = gw.rss_kib();
     for &n in &b.s.levels {
         let d = workloads::level(b, direct, n, None);
         println!("  {}", d.row("direct"));
         std::thread::sleep(Duration::from_millis(500));
-        let g = workloads::level(b, ty, n, Some(gw));
+        let g = workloads::level(b, ty, n, Some((gw, baseline)));
         println!("  {}", g.row("tokenyard"));
         std::thread::sleep(Duration::from_millis(500));
         let late = g.late();

@@ -197,7 +197,8 @@ pub struct Level {
     pub p99_late: f64,
     /// Worst chunk: upstream send − due (the upstream's own lag), ms.
     pub upstream_late: f64,
-    /// Gateway RSS with every stream open minus before, per stream, KiB.
+    /// Gateway RSS with every stream open minus its RSS before the first
+    /// level, per stream, KiB.
     pub kib_per_stream: Option<f64>,
     pub rss_open_kib: Option<u64>,
 }
@@ -209,8 +210,13 @@ impl Level {
     }
 }
 
-pub fn level(b: &Bench, target: &Arc<Target>, n: usize, gw: Option<&Gateway>) -> Level {
-    let idle = gw.map(Gateway::rss_kib);
+/// `baseline`: the gateway's RSS before the first level. Each level is
+/// measured against it, not against the RSS just before the level: memory
+/// an earlier level left resident would be reused unseen and make the
+/// later levels look cheaper per stream than they are.
+pub fn level(b: &Bench, target: &Arc<Target>, n: usize, gw: Option<(&Gateway, u64)>) -> Level {
+    let idle = gw.map(|(_, baseline)| baseline);
+    let gw = gw.map(|(gw, _)| gw);
     // Every stream starts within one second; all are open from then until
     // the first ends (64 × 20 ms = 1.28 s after it started).
     let stagger = Duration::from_secs(1) / n as u32;
