@@ -105,13 +105,72 @@ pub fn error_details(status: &tonic::Status) -> ErrorDetails {
     out
 }
 
-/// Time from `now` to the next 00:00 UTC, when daily quotas are taken to
-/// reset.
-pub fn until_utc_midnight(now: SystemTime) -> Duration {
-    const DAY: u64 = 24 * 3600;
+/// Time from `now` to the next midnight in US Pacific time, when Gemini's
+/// per-day quotas reset (Google documents the reset as midnight Pacific).
+/// Pacific is UTC−8, and UTC−7 from the second Sunday of March, 02:00
+/// local, to the first Sunday of November, 02:00 local (the US rule since
+/// 2007). Midnight is never inside a change, so it is always one instant.
+pub fn until_pacific_midnight(now: SystemTime) -> Duration {
+    const DAY: i64 = 24 * 3600;
     let since = now.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let next = Duration::from_secs((since.as_secs() / DAY + 1) * DAY);
+    let t = since.as_secs() as i64;
+    let local = t + pacific_offset(t);
+    let local_midnight = (local.div_euclid(DAY) + 1) * DAY;
+    // The offset at that midnight may differ from now's (a change at 02:00
+    // today); one correction settles it, as midnight is never near one.
+    let mut next = local_midnight - pacific_offset(t);
+    next = local_midnight - pacific_offset(next);
+    let next = Duration::from_secs(next.max(0) as u64);
     next.saturating_sub(since).min(MAX_COOLDOWN)
+}
+
+/// US Pacific's offset from UTC at unix time `t`, in seconds.
+fn pacific_offset(t: i64) -> i64 {
+    const PST: i64 = -8 * 3600;
+    const PDT: i64 = -7 * 3600;
+    let (year, _, _) = civil_from_days(t.div_euclid(86_400));
+    // 02:00 PST is 10:00 UTC; 02:00 PDT is 09:00 UTC.
+    let starts = nth_sunday(year, 3, 2) * 86_400 + 10 * 3600;
+    let ends = nth_sunday(year, 11, 1) * 86_400 + 9 * 3600;
+    if (starts..ends).contains(&t) {
+        PDT
+    } else {
+        PST
+    }
+}
+
+/// Days since 1970-01-01 of the `n`th Sunday of `month` in `year`.
+fn nth_sunday(year: i64, month: u32, n: i64) -> i64 {
+    let first = days_from_civil(year, month, 1);
+    // 1970-01-01 was a Thursday: weekday 0 is Sunday.
+    let weekday = (first + 4).rem_euclid(7);
+    first + (7 - weekday) % 7 + 7 * (n - 1)
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (the era-based
+/// method: 400-year eras of 146,097 days, years starting in March).
+fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let m = i64::from(month);
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(day) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// The date of a day number from [`days_from_civil`].
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = (if mp < 10 { mp + 3 } else { mp - 9 }) as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
 }
 
 /// The HTTP status Google documents for each gRPC code (`google.rpc.Code`),
@@ -137,7 +196,7 @@ pub fn http_status(code: Code) -> u16 {
 ///
 /// `RESOURCE_EXHAUSTED` is a rate limit for `RetryInfo.retry_delay` (hinted)
 /// or, without one, the default cooldown; a `QuotaFailure` naming a daily
-/// quota makes it quota exhaustion until the next UTC midnight, whatever
+/// quota makes it quota exhaustion until the next midnight Pacific, whatever
 /// `RetryInfo` says (Gemini sends a short delay even then, and retrying
 /// after it only earns another refusal). A refused key is `Unauthorized`,
 /// also when Gemini says so with `INVALID_ARGUMENT` + `API_KEY_INVALID`.
@@ -153,7 +212,7 @@ pub fn classify_status(
             let details = error_details(status);
             if details.per_day() {
                 Outcome::QuotaExhausted {
-                    wait: until_utc_midnight(now),
+                    wait: until_pacific_midnight(now),
                     hinted: true,
                 }
             } else {

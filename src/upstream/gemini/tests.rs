@@ -108,7 +108,7 @@ fn no_details_is_the_default_cooldown() {
 }
 
 #[test]
-fn per_day_quota_waits_for_utc_midnight() {
+fn per_day_quota_waits_for_midnight_pacific() {
     // Gemini adds a short RetryInfo even to daily refusals; it is ignored.
     let s = status(
         Code::ResourceExhausted,
@@ -117,16 +117,63 @@ fn per_day_quota_waits_for_utc_midnight() {
             retry_info(20, 0),
         ],
     );
-    // 15:30:00.250 -> midnight is 8h 29m 59.75s away.
+    // 2024-05-01 15:30:00.250 UTC is 08:30:00.250 PDT: midnight Pacific
+    // (07:00 UTC) is 15h 29m 59.75s away.
     assert_eq!(
         classify_status(&s, &settings(), afternoon()),
         Outcome::QuotaExhausted {
-            wait: Duration::from_millis(8 * 3_600_000 + 29 * 60_000 + 59_750),
+            wait: Duration::from_millis(15 * 3_600_000 + 29 * 60_000 + 59_750),
             hinted: true
         }
     );
-    let midnight = UNIX_EPOCH + Duration::from_secs(1_714_608_000);
-    assert_eq!(until_utc_midnight(midnight), Duration::from_secs(24 * 3600));
+}
+
+/// 2024's changes: PDT from Sunday 10 March 10:00 UTC, PST again from
+/// Sunday 3 November 09:00 UTC.
+#[test]
+fn midnight_pacific_follows_daylight_saving() {
+    let at = |secs: u64| UNIX_EPOCH + Duration::from_secs(secs);
+    let hours = |h: u64| Duration::from_secs(h * 3600);
+    // 2024-01-15 20:00 UTC = 12:00 PST; midnight is 08:00 UTC.
+    assert_eq!(until_pacific_midnight(at(1_705_348_800)), hours(12));
+    // Exactly at midnight PST (2024-01-16 08:00 UTC): a whole day.
+    assert_eq!(until_pacific_midnight(at(1_705_392_000)), hours(24));
+    // 2024-03-10 09:00 UTC = 01:00 PST, an hour before the change: the
+    // next midnight is PDT (2024-03-11 07:00 UTC), 22 hours away.
+    assert_eq!(until_pacific_midnight(at(1_710_061_200)), hours(22));
+    // The day of the change is 23 hours long: midnight to midnight.
+    assert_eq!(until_pacific_midnight(at(1_710_057_600)), hours(23));
+    // 2024-11-03 07:00 UTC = 00:00 PDT: that day is 25 hours long, and the
+    // wait is held to the 24-hour cap on every cooldown (a refusal in its
+    // last hour would cool again until midnight).
+    assert_eq!(until_pacific_midnight(at(1_730_617_200)), hours(24));
+    // 08:30 UTC is 01:30 PDT; 09:30 UTC is 01:30 again, now PST: both are
+    // the same local hour and both wait for 08:00 UTC tomorrow.
+    assert_eq!(
+        until_pacific_midnight(at(1_730_622_600)),
+        hours(23) + Duration::from_secs(1800)
+    );
+    assert_eq!(
+        until_pacific_midnight(at(1_730_626_200)),
+        hours(22) + Duration::from_secs(1800)
+    );
+    // 2024-11-03 08:00 UTC = 01:00 PDT: midnight PST is 08:00 UTC tomorrow.
+    assert_eq!(until_pacific_midnight(at(1_730_620_800)), hours(24));
+    // Another year: 2028-07-04 12:00 UTC is 05:00 PDT, 19 hours before
+    // midnight. (Every figure here agrees with Python's zoneinfo for
+    // America/Los_Angeles.)
+    assert_eq!(until_pacific_midnight(at(1_846_324_800)), hours(19));
+}
+
+#[test]
+fn civil_dates_round_trip() {
+    for days in (-800_000..800_000).step_by(997) {
+        let (y, m, d) = civil_from_days(days);
+        assert_eq!(days_from_civil(y, m, d), days, "{y}-{m}-{d}");
+    }
+    assert_eq!(civil_from_days(0), (1970, 1, 1));
+    assert_eq!(days_from_civil(2000, 2, 29), 11_016);
+    assert_eq!(civil_from_days(19_783), (2024, 3, 1));
 }
 
 #[test]
@@ -313,7 +360,7 @@ mod against_the_sim {
         assert_eq!(
             classify_status(&err, &settings(), now),
             Outcome::QuotaExhausted {
-                wait: until_utc_midnight(now),
+                wait: until_pacific_midnight(now),
                 hinted: true
             }
         );
