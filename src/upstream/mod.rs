@@ -87,8 +87,10 @@ fn remaining_header(source: hints::HintSource) -> &'static str {
 }
 
 /// Builds the shared HTTP client for every provider: keep-alive pools,
-/// TCP_NODELAY, no system proxy surprises, and no automatic decompression
-/// (bytes pass through as sent).
+/// TCP_NODELAY, redirects refused, and no automatic decompression (bytes
+/// pass through as sent). Proxies come from the environment
+/// (`HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY`, `NO_PROXY`), as an operator
+/// behind an egress proxy expects.
 ///
 /// HTTP/1.1 only, one connection per request in flight. Over HTTP/2 every
 /// request to a host shares one connection, and hyper never opens a second:
