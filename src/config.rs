@@ -230,6 +230,34 @@ pub struct Config {
     pub gateway: GatewaySettings,
     pub providers: Vec<Provider>,
     pub credentials: Vec<CredentialSpec>,
+    /// Every `file:` secret the config read, with a hash of what it read:
+    /// the reload watcher reloads when one of them changes (a rotated key
+    /// mounted from a secret store).
+    pub secret_files: Vec<WatchedFile>,
+}
+
+/// A file a config was read from, and a hash of its content then.
+#[derive(Clone, PartialEq, Eq)]
+pub struct WatchedFile {
+    pub path: PathBuf,
+    pub hash: u64,
+}
+
+impl std::fmt::Debug for WatchedFile {
+    // The hash is of a secret: only the path is shown.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WatchedFile")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The hash the reload watcher compares file contents by.
+pub fn content_hash(bytes: &[u8]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    bytes.hash(&mut h);
+    h.finish()
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8787";

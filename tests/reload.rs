@@ -575,6 +575,81 @@ async fn the_watcher_reloads_a_changed_file_within_two_seconds() {
     gw.stop().await;
 }
 
+/// A key mounted from a secret store is rotated by rewriting its file: the
+/// watcher reloads within two seconds and requests go out with the new key.
+/// A secret file that turns empty is refused once, and the last good key
+/// keeps serving.
+#[tokio::test]
+async fn the_watcher_reloads_when_a_file_secret_changes() {
+    let sim = common::start_sim(sim_with(
+        &[("key-a", KEY_A), ("key-b", KEY_B)],
+        Duration::from_millis(10),
+    ))
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("mounted-key");
+    std::fs::write(&key_file, format!("{KEY_A}\n")).unwrap();
+    let path = write_config(
+        dir.path(),
+        &sim,
+        &[key("mounted", "primary", "file:mounted-key")],
+        "",
+    );
+    let gw = start_from(&path, true).await;
+    let mut events = gw.pool.subscribe();
+    let served = |label: &str| sim.stats().account(label).map_or(0, |a| a.ok);
+    let client = common::client();
+    let body = common::chat_body(false, 2);
+    let ask = || common::post_chat(&client, &gw, &body);
+    assert_eq!(ask().await.status(), 200);
+    assert_eq!((served("key-a"), served("key-b")), (1, 0));
+    // Nothing changed: no reload.
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    let reloads = std::iter::from_fn(|| events.try_recv().ok())
+        .filter(|e| matches!(e, Event::Notice { message, .. } if message.contains("reload")))
+        .count();
+    assert_eq!(reloads, 0, "no reload without a change");
+
+    std::fs::write(&key_file, format!("{KEY_B}\n")).unwrap();
+    let changed = Instant::now();
+    loop {
+        assert!(
+            changed.elapsed() < Duration::from_millis(2500),
+            "the watcher missed the new key"
+        );
+        let before = served("key-b");
+        assert_eq!(ask().await.status(), 200);
+        if served("key-b") > before {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let a_then = served("key-a");
+    for _ in 0..3 {
+        assert_eq!(ask().await.status(), 200);
+    }
+    assert_eq!(
+        served("key-a"),
+        a_then,
+        "nothing more went out with the old key"
+    );
+
+    // An empty secret is refused once, not every second; the new key serves on.
+    std::fs::write(&key_file, "").unwrap();
+    tokio::time::sleep(Duration::from_millis(3200)).await;
+    let refusals = std::iter::from_fn(|| events.try_recv().ok())
+        .filter(|e| {
+            matches!(e, Event::Notice { level: Level::Error, message, .. }
+                if message.contains("secret file change") && message.contains("is empty"))
+        })
+        .count();
+    assert_eq!(refusals, 1);
+    let b_then = served("key-b");
+    assert_eq!(ask().await.status(), 200);
+    assert_eq!(served("key-b"), b_then + 1);
+    gw.stop().await;
+}
+
 // ---- the real binary --------------------------------------------------
 
 #[cfg(unix)]

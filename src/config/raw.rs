@@ -94,6 +94,8 @@ struct RawCredential {
 struct Resolver<'a> {
     base_dir: &'a Path,
     env: &'a dyn Fn(&str) -> Option<String>,
+    /// The `file:` secrets read so far.
+    files: std::cell::RefCell<Vec<WatchedFile>>,
 }
 
 impl Resolver<'_> {
@@ -112,7 +114,13 @@ impl Resolver<'_> {
         } else if let Some(file) = value.strip_prefix("file:") {
             let p = self.path(file);
             match std::fs::read_to_string(&p) {
-                Ok(v) => v.trim_end_matches(['\n', '\r']).to_string(),
+                Ok(v) => {
+                    self.files.borrow_mut().push(WatchedFile {
+                        hash: content_hash(v.as_bytes()),
+                        path: p.clone(),
+                    });
+                    v.trim_end_matches(['\n', '\r']).to_string()
+                }
                 Err(e) => {
                     return Err(invalid(
                         path,
@@ -255,7 +263,11 @@ impl RawConfig {
         base_dir: &Path,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
-        let r = Resolver { base_dir, env };
+        let r = Resolver {
+            base_dir,
+            env,
+            files: Default::default(),
+        };
 
         let listen_text = self.listen.as_deref().unwrap_or(DEFAULT_LISTEN);
         let listen: SocketAddr = listen_text.trim().parse().map_err(|_| {
@@ -634,6 +646,7 @@ impl RawConfig {
             gateway,
             providers,
             credentials,
+            secret_files: r.files.into_inner(),
         };
         config.check_exposure()?;
         Ok(config)

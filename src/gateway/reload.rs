@@ -4,7 +4,6 @@
 //! that does becomes the pool's next generation (see `pool::reload`), and
 //! requests in flight finish on the one they started with.
 
-use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -13,11 +12,11 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::AppState;
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, WatchedFile, content_hash};
 use crate::events::Level;
 use crate::pool::ReloadSummary;
 
-/// How often the watcher reads the config file.
+/// How often the watcher reads the config file and its `file:` secrets.
 pub const WATCH_EVERY: Duration = Duration::from_secs(1);
 
 /// Where a gateway's config comes from, for reloading it.
@@ -41,6 +40,11 @@ pub struct Reloader {
     /// watcher reloads when the file differs, and a broken file is refused
     /// once, not every second.
     seen: Mutex<Option<u64>>,
+    /// The running config's `file:` secrets and the content it read: the
+    /// watcher reloads when one changes. An entry takes the new content's
+    /// hash as soon as the watcher sees it, so a secret file that breaks
+    /// the config is refused once, not every second.
+    seen_secrets: Mutex<Vec<WatchedFile>>,
     /// One reload at a time (the watcher, SIGHUP and the admin API may
     /// all ask at once).
     gate: tokio::sync::Mutex<()>,
@@ -64,12 +68,6 @@ pub enum ReloadError {
     Config(#[from] ConfigError),
 }
 
-fn content_hash(bytes: &[u8]) -> u64 {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    bytes.hash(&mut h);
-    h.finish()
-}
-
 impl Reloader {
     /// `config` is the one the gateway starts with (after overrides).
     pub fn new(from: ReloadFrom, config: &Config) -> Reloader {
@@ -85,6 +83,7 @@ impl Reloader {
             },
             from,
             seen: Mutex::new(seen),
+            seen_secrets: Mutex::new(config.secret_files.clone()),
             gate: tokio::sync::Mutex::new(()),
         }
     }
@@ -99,6 +98,31 @@ impl Reloader {
 
     fn seen(&self) -> Option<u64> {
         *self.seen.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn secrets(&self) -> std::sync::MutexGuard<'_, Vec<WatchedFile>> {
+        self.seen_secrets.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether a `file:` secret of the running config changed since it was
+    /// read (a file that cannot be read now is skipped, like the config
+    /// file). Marks what it found as seen.
+    async fn secret_changed(&self) -> bool {
+        let watched = self.secrets().clone();
+        let mut changed = false;
+        for file in watched {
+            let Ok(bytes) = tokio::fs::read(&file.path).await else {
+                continue;
+            };
+            let hash = content_hash(&bytes);
+            if hash != file.hash {
+                changed = true;
+                if let Some(entry) = self.secrets().iter_mut().find(|f| f.path == file.path) {
+                    entry.hash = hash;
+                }
+            }
+        }
+        changed
     }
 
     /// Reads and validates the file, and keeps what cannot change from the
@@ -145,6 +169,7 @@ impl Reloader {
         // Checked against the address actually served: dropping the client
         // keys of a public listener is refused like at start.
         config.check_exposure()?;
+        *self.secrets() = config.secret_files.clone();
         Ok((config, restart))
     }
 }
@@ -195,8 +220,8 @@ pub async fn reload(state: &AppState, trigger: &str) -> Result<ReloadSummary, Re
     }
 }
 
-/// Polls the config file every [`WATCH_EVERY`] and reloads when its content
-/// changed. A file that cannot be read for a moment (an editor replacing
+/// Polls the config file and its `file:` secrets every [`WATCH_EVERY`] and
+/// reloads when one's content changed. A file that cannot be read for a moment (an editor replacing
 /// it) is skipped until it can.
 pub async fn watch(state: std::sync::Arc<AppState>, stop: CancellationToken) {
     let Some(reloader) = &state.reload else {
@@ -212,10 +237,11 @@ pub async fn watch(state: std::sync::Arc<AppState>, stop: CancellationToken) {
         let Ok(bytes) = tokio::fs::read(reloader.path()).await else {
             continue;
         };
-        if reloader.seen() == Some(content_hash(&bytes)) {
-            continue;
-        }
         // The outcome is in the notice `reload` publishes.
-        let _ = reload(&state, "file change").await;
+        if reloader.seen() != Some(content_hash(&bytes)) {
+            let _ = reload(&state, "file change").await;
+        } else if reloader.secret_changed().await {
+            let _ = reload(&state, "secret file change").await;
+        }
     }
 }
