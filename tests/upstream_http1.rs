@@ -14,6 +14,8 @@
 //! is how its TLS stack (rustls with the system's roots) is told to trust
 //! the mock provider.
 
+mod common;
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -190,16 +192,8 @@ async fn long_streams_never_wait_behind_a_providers_http2_stream_cap() {
         .spawn()
         .unwrap();
     let base = format!("http://127.0.0.1:{port}");
+    common::wait_until_up(&base).await;
     let client = reqwest::Client::new();
-    let mut up = false;
-    for _ in 0..200 {
-        if client.get(format!("{base}/healthz")).send().await.is_ok() {
-            up = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    assert!(up, "the gateway came up");
 
     let started = Instant::now();
     let streams: Vec<_> = (0..3)

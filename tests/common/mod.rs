@@ -220,20 +220,23 @@ pub async fn spawn_traced(cfg: &Path, dir: &Path, base: &str) -> Traced {
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    let client = reqwest::Client::new();
-    let mut up = false;
-    for _ in 0..200 {
-        if client.get(format!("{base}/healthz")).send().await.is_ok() {
-            up = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    assert!(up, "the gateway came up");
+    wait_until_up(base).await;
     Traced {
         child,
         out,
         err,
         log_file,
     }
+}
+
+/// Waits (up to 10 s) until the gateway at `base` answers `/healthz`.
+pub async fn wait_until_up(base: &str) {
+    let client = reqwest::Client::new();
+    for _ in 0..200 {
+        if client.get(format!("{base}/healthz")).send().await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("the gateway at {base} did not come up");
 }
