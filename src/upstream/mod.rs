@@ -88,9 +88,9 @@ fn remaining_header(source: hints::HintSource) -> &'static str {
 
 /// Builds the shared HTTP client for every provider: keep-alive pools,
 /// TCP_NODELAY, redirects refused, and no automatic decompression (bytes
-/// pass through as sent). Proxies come from the environment
-/// (`HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY`, `NO_PROXY`), as an operator
-/// behind an egress proxy expects.
+/// pass through as sent). Proxies come from the environment, as an
+/// operator behind an egress proxy expects, but never for loopback (see
+/// [`env_proxies`]).
 ///
 /// HTTP/1.1 only, one connection per request in flight. Over HTTP/2 every
 /// request to a host shares one connection, and hyper never opens a second:
@@ -99,7 +99,11 @@ fn remaining_header(source: hints::HintSource) -> &'static str {
 /// earlier stream to end — minutes, for LLM streams. `tests/upstream_http1.rs`
 /// holds that line.
 pub fn http_client(settings: &GatewaySettings) -> reqwest::Client {
-    reqwest::Client::builder()
+    let mut builder = reqwest::Client::builder().no_proxy();
+    for proxy in env_proxies(&|k| std::env::var(k).ok()) {
+        builder = builder.proxy(proxy);
+    }
+    builder
         .http1_only()
         .connect_timeout(settings.connect_timeout)
         .tcp_nodelay(true)
@@ -111,6 +115,40 @@ pub fn http_client(settings: &GatewaySettings) -> reqwest::Client {
         .user_agent(concat!("tokenyard/", env!("CARGO_PKG_VERSION")))
         .build()
         .expect("the HTTP client settings are static and valid")
+}
+
+/// `HTTPS_PROXY`, `HTTP_PROXY` and `ALL_PROXY` (or their lower-case
+/// forms) with `NO_PROXY`, as curl reads them — plus loopback, always: a
+/// provider on this machine (the demo's sim, a local model server) is
+/// reached directly, where a proxy would refuse it or see its key. A proxy
+/// URL that does not parse is skipped with a warning that names the
+/// variable, never its value (it may hold a password).
+pub fn env_proxies(env: &dyn Fn(&str) -> Option<String>) -> Vec<reqwest::Proxy> {
+    let get = |name: &str| {
+        env(name)
+            .or_else(|| env(&name.to_ascii_lowercase()))
+            .filter(|v| !v.trim().is_empty())
+    };
+    let bypass = format!(
+        "{},localhost,127.0.0.0/8,::1",
+        get("NO_PROXY").unwrap_or_default()
+    );
+    let mut proxies = Vec::new();
+    for name in ["HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY"] {
+        let Some(url) = get(name) else {
+            continue;
+        };
+        let made = match name {
+            "HTTPS_PROXY" => reqwest::Proxy::https(url.as_str()),
+            "HTTP_PROXY" => reqwest::Proxy::http(url.as_str()),
+            _ => reqwest::Proxy::all(url.as_str()),
+        };
+        match made {
+            Ok(p) => proxies.push(p.no_proxy(reqwest::NoProxy::from_string(&bypass))),
+            Err(_) => tracing::warn!("{name} is not a proxy URL; requests go without it"),
+        }
+    }
+    proxies
 }
 
 /// Request headers a client sent that are never forwarded: hop-by-hop

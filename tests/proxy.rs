@@ -1,0 +1,153 @@
+//! Proxies from the environment, on the real binary: a provider elsewhere
+//! is reached through `HTTP_PROXY`, one on loopback directly — the demo's
+//! sim and local model servers must work on a machine whose environment
+//! names a corporate proxy, whatever `NO_PROXY` says.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use tokenyard::sim::{Limit, SimAccount, SimConfig};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const KEY: &str = "sk-proxy-test-not-a-real-key-heron";
+
+/// A plain HTTP proxy that answers every request itself with an OpenAI
+/// completion, and reports the request line it got.
+async fn proxy() -> (SocketAddr, tokio::sync::mpsc::UnboundedReceiver<String>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let mut got = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match conn.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let line = String::from_utf8_lossy(&got)
+                    .lines()
+                    .next()
+                    .unwrap_or_default()
+                    .to_string();
+                let _ = tx.send(line);
+                let body = r#"{"id":"chatcmpl-proxy","object":"chat.completion","created":1700000000,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"via the proxy"},"finish_reason":"stop"}]}"#;
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = conn.write_all(head.as_bytes()).await;
+                let _ = conn.write_all(body.as_bytes()).await;
+            });
+        }
+    });
+    (addr, rx)
+}
+
+/// Starts the binary serving `base_url` with `env` set, and waits for it.
+async fn gateway(
+    dir: &Path,
+    base_url: &str,
+    env: &[(&str, String)],
+) -> (tokio::process::Child, String) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let cfg = dir.join("tokenyard.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "listen = \"127.0.0.1:{port}\"\nstate_file = {:?}\n\n[pool]\ntiers = [\"primary\"]\n\n\
+             [[provider]]\nname = \"p\"\nkind = \"openai\"\nbase_url = \"{base_url}\"\nmodels = [\"*\"]\n\n\
+             [[credential]]\nname = \"only\"\ntier = \"primary\"\napi_key = \"{KEY}\"\n",
+            dir.join("state.json").display().to_string(),
+        ),
+    )
+    .unwrap();
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_tokenyard"));
+    cmd.args(["serve", "--no-tui", "--config"])
+        .arg(&cfg)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true);
+    for var in ["HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"] {
+        cmd.env_remove(var).env_remove(var.to_ascii_lowercase());
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let child = cmd.spawn().unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    common::wait_until_up(&base).await;
+    (child, base)
+}
+
+async fn ask(base: &str) -> (u16, String) {
+    let resp = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .unwrap()
+        .post(format!("{base}/v1/chat/completions"))
+        .json(&common::chat_body(false, 1))
+        .send()
+        .await
+        .unwrap();
+    (resp.status().as_u16(), resp.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn a_remote_provider_goes_through_the_environments_proxy() {
+    let dir = tempfile::tempdir().unwrap();
+    let (proxy, mut seen) = proxy().await;
+    let (_gw, base) = gateway(
+        dir.path(),
+        "http://provider.example.invalid/v1",
+        &[("HTTP_PROXY", format!("http://{proxy}"))],
+    )
+    .await;
+    let (status, body) = ask(&base).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("via the proxy"), "{body}");
+    assert_eq!(
+        seen.recv().await.unwrap(),
+        "POST http://provider.example.invalid/v1/chat/completions HTTP/1.1"
+    );
+}
+
+#[tokio::test]
+async fn a_provider_on_loopback_is_reached_directly_whatever_no_proxy_says() {
+    let sim = common::start_sim(SimConfig {
+        accounts: vec![SimAccount::api_key("only", KEY, Limit::Unlimited)],
+        ..SimConfig::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let (proxy, mut seen) = proxy().await;
+    let (_gw, base) = gateway(
+        dir.path(),
+        &sim.base_url(),
+        &[
+            ("http_proxy", format!("http://{proxy}")),
+            ("ALL_PROXY", format!("http://{proxy}")),
+            ("NO_PROXY", "example.com".to_string()),
+        ],
+    )
+    .await;
+    let (status, body) = ask(&base).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(!body.contains("via the proxy"), "{body}");
+    assert!(
+        seen.try_recv().is_err(),
+        "the request to the sim on loopback went to the proxy"
+    );
+    assert_eq!(sim.stats().account("only").map(|a| a.ok), Some(1));
+}
