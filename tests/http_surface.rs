@@ -1387,3 +1387,45 @@ async fn no_configured_secret_ever_comes_back() {
     c.assert_no_secrets(ALL_SECRETS);
     gw.stop().await;
 }
+
+// ---------------------------------------------------------------------------
+// Protocols
+
+/// The accept loop tells HTTP/2 (prior knowledge) from HTTP/1 by peeking at
+/// the first bytes: both are served, also when a client trickles the start
+/// of its request ("P", then the rest), which could begin either.
+#[tokio::test]
+async fn http2_with_prior_knowledge_and_a_trickled_http1_request_are_both_served() {
+    let sim = sim().await;
+    let gw = common::start(config(&toml(&sim, &keys(1), "", ""))).await;
+    let body = json!({"model": "sim-small", "messages": [{"role": "user", "content": "hi"}]});
+
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let resp = h2
+        .post(format!("http://{}/v1/chat/completions", gw.addr))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.version(), http::Version::HTTP_2);
+    assert_eq!(resp.status(), 200);
+
+    let request = http_request(
+        "POST",
+        "/v1/chat/completions",
+        "Content-Type: application/json\r\n",
+        body.to_string().as_bytes(),
+    );
+    let mut tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    tcp.write_all(&request[..1]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    tcp.write_all(&request[1..]).await.unwrap();
+    let mut answer = Vec::new();
+    tcp.read_to_end(&mut answer).await.unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    gw.stop().await;
+}

@@ -7,6 +7,7 @@ pub mod dispatch;
 pub mod error;
 pub mod relay;
 pub mod reload;
+mod serve;
 
 use std::borrow::Cow;
 use std::net::SocketAddr;
@@ -552,22 +553,13 @@ pub fn start_with(
     if watch {
         tokio::spawn(reload::watch(state.clone(), shutdown.clone()));
     }
-    let app = router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    let server =
-        axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    let server = serve::serve(listener, router(state.clone()), shutdown.clone());
     let task_pool = pool.clone();
     let task_shutdown = shutdown.clone();
     let task = tokio::spawn(async move {
-        let mut server = tokio::spawn(server.into_future());
+        let mut server = tokio::spawn(server);
         tokio::select! {
-            r = &mut server => {
-                if let Ok(Err(e)) = r {
-                    tracing::error!("gateway stopped: {e}");
-                }
-            }
+            _ = &mut server => {}
             _ = task_shutdown.cancelled() => {
                 // The grace in effect now: a reload may have changed it.
                 let grace = task_pool.config().gateway.shutdown_grace;

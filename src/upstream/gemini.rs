@@ -110,6 +110,8 @@ pub fn error_details(status: &tonic::Status) -> ErrorDetails {
 /// Pacific is UTC−8, and UTC−7 from the second Sunday of March, 02:00
 /// local, to the first Sunday of November, 02:00 local (the US rule since
 /// 2007). Midnight is never inside a change, so it is always one instant.
+/// The rule is written out rather than read from the system's time zone
+/// database, which minimal containers do not have.
 pub fn until_pacific_midnight(now: SystemTime) -> Duration {
     const DAY: i64 = 24 * 3600;
     let since = now.duration_since(UNIX_EPOCH).unwrap_or_default();
