@@ -28,8 +28,8 @@ use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
 // Long, distinctive secrets, so that a leak of any of them is unmistakable.
-const KEY_1: &str = "sk-fake-events-not-a-real-key-alpha";
-const KEY_2: &str = "sk-fake-events-not-a-real-key-bravo";
+const KEY_1: &str = "fake-events-key-alpha";
+const KEY_2: &str = "fake-events-key-bravo";
 const ADMIN_KEY: &str = "adm-fake-events-not-a-real-key-charlie";
 const ALL_SECRETS: &[&str] = &[KEY_1, KEY_2, ADMIN_KEY];
 

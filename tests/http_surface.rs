@@ -21,9 +21,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tower::ServiceExt;
 
 // Long, distinctive secrets, so that a leak of any of them is unmistakable.
-const KEY_1: &str = "sk-fake-surface-not-a-real-key-alpha";
-const KEY_2: &str = "sk-fake-surface-not-a-real-key-bravo";
-const KEY_3: &str = "sk-fake-surface-not-a-real-key-charlie";
+const KEY_1: &str = "fake-surface-key-alpha";
+const KEY_2: &str = "fake-surface-key-bravo";
+const KEY_3: &str = "fake-surface-key-charlie";
 const RT_1: &str = "rt-fake-surface-not-a-real-key-delta";
 const CLIENT_KEY: &str = "ck-test-123456789";
 const ADMIN_KEY: &str = "adm-fake-surface-not-a-real-key-echo";

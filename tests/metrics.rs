@@ -22,8 +22,8 @@ use tokenyard::sim::{Limit, SimAccount, SimConfig, TokenFailure};
 use tower::ServiceExt;
 
 // Long, distinctive secrets, so that a leak of any of them is unmistakable.
-const KEY_A: &str = "sk-fake-metrics-not-a-real-key-alpha";
-const KEY_B: &str = "sk-fake-metrics-not-a-real-key-bravo";
+const KEY_A: &str = "fake-metrics-key-alpha";
+const KEY_B: &str = "fake-metrics-key-bravo";
 const RT_1: &str = "rt-fake-metrics-not-a-real-key-charlie";
 const ADMIN_KEY: &str = "adm-fake-metrics-not-a-real-key-delta";
 const CLIENT_KEY: &str = "ck-fake-metrics-not-a-real-key-echo";

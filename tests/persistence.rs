@@ -13,9 +13,9 @@ use tokenyard::config::Config;
 use tokenyard::gateway::Running;
 use tokenyard::sim::{KeyFault, Limit, SimAccount, SimConfig, SimHandle};
 
-const KEY_1: &str = "sk-fake-persist-not-a-real-key-alpha";
-const KEY_2: &str = "sk-fake-persist-not-a-real-key-bravo";
-const KEY_3: &str = "sk-fake-persist-not-a-real-key-charlie";
+const KEY_1: &str = "fake-persist-key-alpha";
+const KEY_2: &str = "fake-persist-key-bravo";
+const KEY_3: &str = "fake-persist-key-charlie";
 
 /// A sim whose accounts `key-1..` hold `KEY_1..` with the given limits.
 async fn sim(limits: &[Limit]) -> SimHandle {

@@ -11,7 +11,7 @@ use std::path::Path;
 use tokenyard::sim::{Limit, SimAccount, SimConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-const KEY: &str = "sk-proxy-test-not-a-real-key-heron";
+const KEY: &str = "fake-proxy-key-heron";
 
 /// A plain HTTP proxy that answers every request itself with an OpenAI
 /// completion, and reports the request line it got.

@@ -34,7 +34,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::ServerConfig;
 use tokio_rustls::rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 
-const KEY: &str = "sk-tls-provider-not-a-real-key-river";
+const KEY: &str = "fake-tls-key-river";
 /// How long each upstream stream stays open after its first content chunk.
 const HOLD: Duration = Duration::from_millis(1500);
 
