@@ -189,6 +189,11 @@ pub struct GatewaySettings {
     /// How long a client may take to send its request body (slow-loris
     /// guard); then 408.
     pub body_timeout: Duration,
+    /// How long a client may take to send a request's line and headers,
+    /// counted from the connect or from the end of the previous answer; then
+    /// the connection is closed. So it is also how long an idle keep-alive
+    /// connection stays open.
+    pub header_timeout: Duration,
     /// Request line and header limits; beyond them, 414 and 431.
     pub max_uri_bytes: usize,
     pub max_header_bytes: usize,
@@ -206,6 +211,7 @@ impl Default for GatewaySettings {
             request_timeout: Duration::from_secs(600),
             max_concurrency: 10_000,
             body_timeout: Duration::from_secs(30),
+            header_timeout: Duration::from_secs(30),
             max_uri_bytes: 8 * 1024,
             max_header_bytes: 64 * 1024,
         }

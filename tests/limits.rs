@@ -208,6 +208,102 @@ async fn a_slow_loris_body_gets_408_and_does_not_hold_the_gateway() {
     gw.stop().await;
 }
 
+/// Reads one HTTP/1.1 answer with a `content-length` from `tcp`: its
+/// status, or `None` when the connection closed first.
+async fn read_answer(tcp: &mut tokio::net::TcpStream) -> Option<u16> {
+    use tokio::io::AsyncReadExt;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .map(|v| v.trim().parse().unwrap())
+                .expect("a whole answer has a content-length");
+            if buf.len() >= end + 4 + len {
+                return head.get(9..12).and_then(|s| s.parse().ok());
+            }
+        }
+        match tcp.read(&mut chunk).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+#[tokio::test]
+async fn slow_request_heads_and_idle_connections_are_closed_at_header_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let sim = slow_sim(1).await;
+    let gw = gateway(&sim, 1, "", "header_timeout = \"400ms\"").await;
+    let request = {
+        let body = body(false).to_string();
+        format!(
+            "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    };
+
+    // A head trickled a byte every 50 ms (it would take seconds): closed at
+    // the deadline, however busy the client looks.
+    let tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let (mut rd, mut wr) = tcp.into_split();
+    let started = Instant::now();
+    let trickle = tokio::spawn(async move {
+        let head = b"POST /v1/chat/completions HTTP/1.1\r\nx-slow: ".to_vec();
+        for b in head.into_iter().chain(std::iter::repeat_n(b'a', 100)) {
+            if wr.write_all(&[b]).await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(5), rd.read_to_end(&mut rest)).await;
+    let took = started.elapsed();
+    assert!(
+        closed.is_ok(),
+        "a trickled head held the connection for 5 s"
+    );
+    assert!(
+        took >= Duration::from_millis(350) && took < Duration::from_millis(1500),
+        "closed after {took:?}, not at the 400 ms deadline"
+    );
+    trickle.abort();
+
+    // Keep-alive: a second request inside the deadline is served on the
+    // same connection; an idle one is closed once the deadline passes.
+    let mut tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    assert_eq!(read_answer(&mut tcp).await, Some(200));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    assert_eq!(read_answer(&mut tcp).await, Some(200));
+    let idle = Instant::now();
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut rest)).await;
+    assert!(
+        closed.is_ok(),
+        "an idle keep-alive connection stayed open 5 s"
+    );
+    assert!(
+        idle.elapsed() >= Duration::from_millis(350),
+        "{:?}",
+        idle.elapsed()
+    );
+
+    // The deadline is for heads only: a stream of about a second, longer
+    // than it, arrives whole.
+    let resp = common::post_chat(&common::client(), &gw, &body(true)).await;
+    assert_eq!(resp.status(), 200);
+    let sse = read_sse(resp).await;
+    assert!(sse.done && sse.error.is_none());
+    assert_eq!(sse.text, common::expected_text(10));
+    gw.stop().await;
+}
+
 #[tokio::test]
 async fn deeply_nested_json_is_a_clear_400() {
     let sim = slow_sim(1).await;

@@ -58,6 +58,7 @@ struct RawGateway {
     request_timeout: Option<String>,
     max_concurrency: Option<i64>,
     body_timeout: Option<String>,
+    header_timeout: Option<String>,
     max_uri_bytes: Option<RawSize>,
     max_header_bytes: Option<RawSize>,
 }
@@ -449,6 +450,11 @@ impl RawConfig {
                 g.body_timeout.as_ref(),
                 gd.body_timeout,
             )?,
+            header_timeout: duration(
+                "gateway.header_timeout",
+                g.header_timeout.as_ref(),
+                gd.header_timeout,
+            )?,
             max_uri_bytes: match &g.max_uri_bytes {
                 Some(s) => size("gateway.max_uri_bytes", s)?,
                 None => gd.max_uri_bytes,
@@ -464,6 +470,7 @@ impl RawConfig {
             ("gateway.stream_idle_timeout", gateway.stream_idle_timeout),
             ("gateway.request_timeout", gateway.request_timeout),
             ("gateway.body_timeout", gateway.body_timeout),
+            ("gateway.header_timeout", gateway.header_timeout),
         ] {
             if d.is_zero() {
                 return Err(invalid(key, "must be greater than zero"));

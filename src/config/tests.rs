@@ -315,10 +315,12 @@ fn limits_have_defaults_and_refuse_nonsense() {
     assert_eq!(c.gateway.request_timeout, Duration::from_secs(600));
     assert_eq!(c.gateway.max_uri_bytes, 8 * 1024);
     assert_eq!(c.gateway.max_header_bytes, 64 * 1024);
+    assert_eq!(c.gateway.header_timeout, Duration::from_secs(30));
     let c = parse(&format!(
-        "[pool]\nmax_in_flight = 4\n[gateway]\nmax_concurrency = 100\nrequest_timeout = \"90s\"\nmax_header_bytes = \"16KiB\"\n{MINIMAL}"
+        "[pool]\nmax_in_flight = 4\n[gateway]\nmax_concurrency = 100\nrequest_timeout = \"90s\"\nmax_header_bytes = \"16KiB\"\nheader_timeout = \"75s\"\n{MINIMAL}"
     ))
     .unwrap();
+    assert_eq!(c.gateway.header_timeout, Duration::from_secs(75));
     assert_eq!(c.pool.max_in_flight, 4);
     assert_eq!(c.gateway.max_concurrency, 100);
     assert_eq!(c.gateway.request_timeout, Duration::from_secs(90));
@@ -329,6 +331,10 @@ fn limits_have_defaults_and_refuse_nonsense() {
     assert!(
         err(&format!("[gateway]\nrequest_timeout = \"0s\"\n{MINIMAL}"))
             .starts_with("gateway.request_timeout: must be greater than zero")
+    );
+    assert!(
+        err(&format!("[gateway]\nheader_timeout = \"0s\"\n{MINIMAL}"))
+            .starts_with("gateway.header_timeout: must be greater than zero")
     );
     assert!(
         err(&format!("[gateway]\nmax_concurrency = -3\n{MINIMAL}"))

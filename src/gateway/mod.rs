@@ -553,7 +553,15 @@ pub fn start_with(
     if watch {
         tokio::spawn(reload::watch(state.clone(), shutdown.clone()));
     }
-    let server = serve::serve(listener, router(state.clone()), shutdown.clone());
+    let live = pool.clone();
+    let header_timeout: serve::HeaderTimeout =
+        Arc::new(move || live.config().gateway.header_timeout);
+    let server = serve::serve(
+        listener,
+        router(state.clone()),
+        shutdown.clone(),
+        header_timeout,
+    );
     let task_pool = pool.clone();
     let task_shutdown = shutdown.clone();
     let task = tokio::spawn(async move {

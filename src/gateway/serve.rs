@@ -1,6 +1,6 @@
 //! The accept loop: one task per connection, HTTP/1.1 (or HTTP/2 with
 //! prior knowledge), `TCP_NODELAY`, the peer's address for the handlers,
-//! and a graceful stop.
+//! a deadline for request headers, and a graceful stop.
 //!
 //! It replaces `axum::serve`, whose connection builder tells HTTP/1 from
 //! HTTP/2 by reading exactly the 24 bytes of the HTTP/2 preface first. hyper
@@ -12,19 +12,20 @@
 //! resident memory per open stream from 39.8 to 27.2 KiB (1,000 streams).
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
 use axum::extract::ConnectInfo;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-/// How long a new connection may take to send its first bytes before the
-/// protocol is decided (a silent connection would otherwise hold a task).
-const FIRST_BYTES: Duration = Duration::from_secs(30);
+/// `gateway.header_timeout` as the config has it now, read once per
+/// connection (so a reload applies to the connections after it).
+pub type HeaderTimeout = Arc<dyn Fn() -> Duration + Send + Sync>;
 
 /// HTTP/2's connection preface starts so; no HTTP/1 request does.
 const H2_PREFACE_START: &[u8] = b"PRI ";
@@ -33,7 +34,17 @@ const H2_PREFACE_START: &[u8] = b"PRI ";
 /// lets every open connection finish its requests (keep-alive ends). If
 /// this future is dropped first (the shutdown grace ran out), every
 /// connection still open is cut.
-pub async fn serve(listener: TcpListener, app: Router, stop: CancellationToken) {
+///
+/// A connection has `header_timeout` to send its first bytes and, over
+/// HTTP/1.1, each request's line and headers (counted from the end of the
+/// previous answer, so an idle keep-alive connection is closed after it
+/// too); a slow-loris client cannot hold a connection by trickling them.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    stop: CancellationToken,
+    header_timeout: HeaderTimeout,
+) {
     let mut connections = JoinSet::new();
     let draining = CancellationToken::new();
     loop {
@@ -44,7 +55,8 @@ pub async fn serve(listener: TcpListener, app: Router, stop: CancellationToken) 
             accepted = listener.accept() => match accepted {
                 Ok((tcp, peer)) => {
                     let _ = tcp.set_nodelay(true);
-                    connections.spawn(connection(tcp, peer, app.clone(), draining.clone()));
+                    let deadline = header_timeout();
+                    connections.spawn(connection(tcp, peer, app.clone(), draining.clone(), deadline));
                 }
                 // Out of file descriptors, say: the loop must not spin.
                 Err(e) => {
@@ -60,8 +72,14 @@ pub async fn serve(listener: TcpListener, app: Router, stop: CancellationToken) 
 }
 
 /// One connection, start to end.
-async fn connection(tcp: TcpStream, peer: SocketAddr, app: Router, draining: CancellationToken) {
-    let h2 = match tokio::time::timeout(FIRST_BYTES, speaks_h2(&tcp)).await {
+async fn connection(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    app: Router,
+    draining: CancellationToken,
+    header_timeout: Duration,
+) {
+    let h2 = match tokio::time::timeout(header_timeout, speaks_h2(&tcp)).await {
         Ok(Some(h2)) => h2,
         // Closed, failed or silent before a request: nothing to serve.
         Ok(None) | Err(_) => return,
@@ -76,7 +94,12 @@ async fn connection(tcp: TcpStream, peer: SocketAddr, app: Router, draining: Can
             .serve_connection(io, svc);
         drain(conn, &draining, |c| c.graceful_shutdown()).await
     } else {
-        let conn = hyper::server::conn::http1::Builder::new().serve_connection(io, svc);
+        // hyper's own clock: it arms it whenever it waits for a request
+        // head, and drops the connection when it rings.
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(header_timeout)
+            .serve_connection(io, svc);
         drain(conn, &draining, |c| c.graceful_shutdown()).await
     };
     if let Err(e) = served {
