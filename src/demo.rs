@@ -266,12 +266,18 @@ pub async fn run(
     sim.shutdown().await;
 
     println!("\n{}", report::summary(&pool.snapshot()));
-    let others: Vec<String> = traffic
+    let mut others: Vec<String> = traffic
         .by_status
         .iter()
         .filter(|(s, _)| **s != 200)
         .map(|(s, n)| format!("{n}× {s}"))
         .collect();
+    if traffic.transport_errors > 0 {
+        others.push(format!(
+            "{} without an answer (connect failed or timed out)",
+            traffic.transport_errors
+        ));
+    }
     println!(
         "traffic: {} sent · {} complete and in order · {} · {} broken streams · {} broken bodies · {} cut at stop",
         traffic.sent,

@@ -399,7 +399,7 @@ async fn run(plan: Plan) {
         err,
         log_file,
     } = common::spawn_traced(&cfg, dir.path(), &base).await;
-    let http = reqwest::Client::new();
+    let http = common::client();
 
     let feed = Arc::new(Mutex::new(Feed::default()));
     let watcher = tokio::spawn(watch_events(http.clone(), base.clone(), feed.clone()));

@@ -58,7 +58,9 @@ fn listen_addr(screen: &str) -> String {
 }
 
 async fn pool(addr: &str) -> Value {
-    reqwest::get(format!("http://{addr}/admin/pool"))
+    common::client()
+        .get(format!("http://{addr}/admin/pool"))
+        .send()
         .await
         .unwrap()
         .json()
@@ -143,7 +145,7 @@ async fn dashboard_shows_429s_disables_on_d_and_restores_the_terminal_on_q() {
 
     // Six requests against two primary keys of two requests a minute:
     // upstream 429s, cooldowns, and every client request still succeeds.
-    let client = reqwest::Client::new();
+    let client = common::client();
     for i in 0..6 {
         let resp = client
             .post(format!("http://{addr}/v1/chat/completions"))
@@ -281,7 +283,7 @@ async fn attach_shows_a_headless_instance_and_acts_on_it() {
     .await;
 
     // Traffic on the remote instance shows up here.
-    let client = reqwest::Client::new();
+    let client = common::client();
     for _ in 0..3 {
         let resp = common::post_chat(&client, &gw, &common::chat_body(false, 1)).await;
         assert_eq!(resp.status(), 200);

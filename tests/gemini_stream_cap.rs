@@ -252,7 +252,7 @@ fn contents(text: &str) -> (String, bool) {
 async fn streams_beyond_one_connections_cap_start_at_once() {
     let upstream = Upstream::start(CAP).await;
     let gw = gateway(&upstream, GeminiClients::with_stream_cap(CAP as usize)).await;
-    let client = reqwest::Client::new();
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
 
     // One plain call first: the connection exists and the upstream's
     // SETTINGS (the cap) have arrived before the streams start.
@@ -335,7 +335,7 @@ async fn eventually(what: &str, done: impl Fn() -> bool) {
 async fn a_client_leaving_mid_stream_frees_its_place() {
     let upstream = Upstream::start(1).await;
     let gw = gateway(&upstream, GeminiClients::with_stream_cap(1)).await;
-    let client = reqwest::Client::new();
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
     let url = upstream.url();
 
     let mut resp = post(&client, &gw, true).await;

@@ -29,7 +29,9 @@ async fn gateway(sim: &tokenyard::sim::SimHandle, gw: &str) -> tokenyard::gatewa
 
 /// The pool as the admin API shows it, minus the clock.
 async fn pool(addr: std::net::SocketAddr) -> Value {
-    let mut v: Value = reqwest::get(format!("http://{addr}/admin/pool"))
+    let mut v: Value = common::client()
+        .get(format!("http://{addr}/admin/pool"))
+        .send()
         .await
         .unwrap()
         .json()

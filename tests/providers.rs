@@ -88,7 +88,7 @@ fn anthropic_body(stream: bool, n: u64) -> Value {
 }
 
 async fn post_messages(gw: &tokenyard::gateway::Running, body: &Value) -> reqwest::Response {
-    reqwest::Client::new()
+    common::client()
         .post(format!("http://{}/v1/messages", gw.addr))
         .header("anthropic-version", "2023-06-01")
         .header("x-api-key", "client-key-unused")
@@ -238,7 +238,7 @@ async fn anthropic_clients_get_anthropic_errors() {
     assert_eq!(v["type"], "error");
     assert_eq!(v["error"]["type"], "invalid_request_error");
     // Not JSON.
-    let resp = reqwest::Client::new()
+    let resp = common::client()
         .post(format!("http://{}/v1/messages", gw.addr))
         .body("{nope")
         .send()

@@ -151,3 +151,51 @@ async fn a_provider_on_loopback_is_reached_directly_whatever_no_proxy_says() {
     );
     assert_eq!(sim.stats().account("only").map(|a| a.ok), Some(1));
 }
+
+/// The demo's traffic goes to its own gateway on loopback: a proxy in the
+/// environment must not take it (it used to: every request went to the
+/// proxy and none completed).
+#[tokio::test]
+async fn the_demos_traffic_reaches_its_gateway_with_a_proxy_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let (proxy, mut seen) = proxy().await;
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_tokenyard"))
+        .args([
+            "demo",
+            "--no-tui",
+            "--listen",
+            "127.0.0.1:0",
+            "--duration",
+            "2s",
+        ])
+        .env("XDG_STATE_HOME", dir.path())
+        .env("HTTP_PROXY", format!("http://{proxy}"))
+        .env("https_proxy", format!("http://{proxy}"))
+        .env("ALL_PROXY", format!("http://{proxy}"))
+        .env_remove("NO_PROXY")
+        .env_remove("no_proxy")
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("traffic: "))
+        .unwrap_or_else(|| panic!("a traffic line in {stdout}"));
+    let number = |tag: &str| -> u64 {
+        let before = line.split(tag).next().unwrap();
+        before
+            .rsplit(['·', ':'])
+            .next()
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    assert!(number(" complete and in order") > 0, "{line}");
+    assert!(!line.contains("without an answer"), "{line}");
+    assert!(seen.try_recv().is_err(), "demo traffic went to the proxy");
+}

@@ -34,7 +34,7 @@ async fn replicas(n: usize, toml: &str) -> Vec<Running> {
 }
 
 async fn chat(gw: &Running) -> reqwest::Response {
-    reqwest::Client::new()
+    common::client()
         .post(format!("http://{}/v1/chat/completions", gw.addr))
         .json(&json!({"model": "sim-small", "max_tokens": 2,
                       "messages": [{"role": "user", "content": "hi"}]}))
@@ -164,7 +164,7 @@ async fn an_operator_disable_on_one_replica_is_obeyed_by_all() {
                  \n[[credential]]\nname = \"key-2\"\ntier = \"first\"\napi_key = \"sk-sim-2\"\n";
     let gws = replicas(3, &toml(&sim, &redis.url(), "ops", creds, "")).await;
     connected(&gws).await;
-    let resp = reqwest::Client::new()
+    let resp = common::client()
         .post(format!(
             "http://{}/admin/credentials/key-1/disable",
             gws[1].addr
@@ -191,7 +191,7 @@ async fn an_operator_disable_on_one_replica_is_obeyed_by_all() {
         "a disabled key got traffic"
     );
     // Enabling on another replica brings it back everywhere.
-    let resp = reqwest::Client::new()
+    let resp = common::client()
         .post(format!(
             "http://{}/admin/credentials/key-1/enable",
             gws[2].addr
@@ -214,7 +214,7 @@ async fn an_operator_disable_on_one_replica_is_obeyed_by_all() {
         ("key-1", &gws[2]),
         ("key-1", &gws[2]),
     ] {
-        let resp = reqwest::Client::new()
+        let resp = common::client()
             .post(format!(
                 "http://{}/admin/credentials/{target}/next",
                 gws[0].addr
@@ -328,7 +328,7 @@ async fn a_rotated_refresh_token_survives_killing_any_replica() {
     };
     let others = replicas(2, &text).await;
     connected(&others).await;
-    let client = reqwest::Client::new();
+    let client = common::client();
     let refresh = |base: String| {
         let client = client.clone();
         async move {
@@ -386,7 +386,7 @@ async fn redis_going_away_mid_load_fails_no_request_and_state_reconciles() {
         .map(|_| {
             let addr = gws[0].addr;
             tokio::spawn(async move {
-                let client = reqwest::Client::new();
+                let client = common::client();
                 let mut statuses = Vec::new();
                 while Instant::now() < stop {
                     let resp = client

@@ -100,7 +100,7 @@ api_key = "{KEY_GEMINI}"
         err,
         log_file,
     } = common::spawn_traced(&cfg, dir.path(), &gw).await;
-    let client = reqwest::Client::new();
+    let client = common::client();
 
     // Everything a client or operator gets back is kept, to search too.
     let mut seen = String::new();

@@ -193,7 +193,7 @@ async fn long_streams_never_wait_behind_a_providers_http2_stream_cap() {
         .unwrap();
     let base = format!("http://127.0.0.1:{port}");
     common::wait_until_up(&base).await;
-    let client = reqwest::Client::new();
+    let client = common::client();
 
     let started = Instant::now();
     let streams: Vec<_> = (0..3)

@@ -257,7 +257,11 @@ mod tests {
     }
 
     fn pool(creds: &[(&str, &str)]) -> PoolHandle {
-        PoolHandle::new(&config(creds), reqwest::Client::new()).0
+        PoolHandle::new(
+            &config(creds),
+            reqwest::Client::builder().no_proxy().build().unwrap(),
+        )
+        .0
     }
 
     fn in_flight(pool: &PoolHandle, name: &str) -> u32 {

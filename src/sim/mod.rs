@@ -38,6 +38,13 @@ pub use cli::{SimArgs, run_cli};
 
 use state::Shared;
 
+/// The unit tests' client: they talk to 127.0.0.1 only, so it takes no
+/// proxy from the environment.
+#[cfg(test)]
+pub(crate) fn test_client() -> reqwest::Client {
+    reqwest::Client::builder().no_proxy().build().unwrap()
+}
+
 /// Everything the sim needs to know up front. Most of it can be changed
 /// later through [`SimHandle`] setters.
 #[derive(Debug, Clone)]

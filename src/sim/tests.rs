@@ -2,7 +2,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use reqwest::{Client, Response};
+use reqwest::Response;
 use serde_json::{Value, json};
 
 use super::*;
@@ -21,7 +21,7 @@ fn one_key(limit: Limit) -> SimConfig {
 }
 
 async fn post(sim: &SimHandle, key: Option<&str>, body: Value) -> Response {
-    let mut req = Client::new()
+    let mut req = test_client()
         .post(format!("{}/chat/completions", sim.base_url()))
         .json(&body);
     if let Some(key) = key {
@@ -139,7 +139,7 @@ async fn refusals_use_openai_error_bodies() {
     );
     assert_eq!(post(&sim, None, plain("sim-small")).await.status(), 401);
 
-    let resp = Client::new()
+    let resp = test_client()
         .post(format!("{}/chat/completions", sim.base_url()))
         .bearer_auth("sk-sim-aaaa-1234")
         .body("{not json")
@@ -310,7 +310,7 @@ async fn total_limit_is_insufficient_quota_forever() {
 }
 
 async fn refresh(sim: &SimHandle, form: &[(&str, &str)]) -> (u16, Value) {
-    let resp = Client::new()
+    let resp = test_client()
         .post(sim.token_url())
         .basic_auth("client-id", Some("client-secret"))
         .form(form)
@@ -497,7 +497,7 @@ async fn resets_and_stalls_as_a_client_sees_them() {
     assert_eq!(resp.status(), 503);
     let v: Value = resp.json().await.unwrap();
     assert_eq!(v["error"]["type"], "server_error");
-    let models = Client::new()
+    let models = test_client()
         .get(format!("{}/models", sim.base_url()))
         .bearer_auth("sk-sim-aaaa-1234")
         .send()
@@ -506,7 +506,7 @@ async fn resets_and_stalls_as_a_client_sees_them() {
     assert_eq!(models.status(), 503, "health probes see the fault too");
 
     sim.set_fault("key-a", None);
-    let models: Value = Client::new()
+    let models: Value = test_client()
         .get(format!("{}/models", sim.base_url()))
         .bearer_auth("sk-sim-aaaa-1234")
         .send()
@@ -520,7 +520,7 @@ async fn resets_and_stalls_as_a_client_sees_them() {
     let faults: Vec<_> = sim.log().iter().map(|r| r.fault).collect();
     assert_eq!(faults[0], Some(KeyFault::ResetAfterChunks(2)));
     assert_eq!(faults[2], Some(KeyFault::StallAfterChunks(1)));
-    let stats: SimStats = Client::new()
+    let stats: SimStats = test_client()
         .get(format!("http://{}/sim/stats", sim.addr()))
         .send()
         .await

@@ -211,7 +211,10 @@ pub async fn run_with(
     cancel: CancellationToken,
     counters: Arc<TrafficCounters>,
 ) -> TrafficReport {
-    let client = match reqwest::Client::builder().timeout(REQUEST_TIMEOUT).build() {
+    let client = match crate::upstream::client_builder()
+        .timeout(REQUEST_TIMEOUT)
+        .build()
+    {
         Ok(c) => c,
         Err(err) => {
             tracing::error!("traffic: cannot build an HTTP client: {err}");

@@ -86,6 +86,17 @@ fn remaining_header(source: hints::HintSource) -> &'static str {
     }
 }
 
+/// A client builder with the environment's proxies, none of them for
+/// loopback ([`env_proxies`]): every HTTP client tokenyard makes starts
+/// here (providers, `attach`, the traffic generator).
+pub fn client_builder() -> reqwest::ClientBuilder {
+    let mut builder = reqwest::Client::builder().no_proxy();
+    for proxy in env_proxies(&|k| std::env::var(k).ok()) {
+        builder = builder.proxy(proxy);
+    }
+    builder
+}
+
 /// Builds the shared HTTP client for every provider: keep-alive pools,
 /// TCP_NODELAY, redirects refused, and no automatic decompression (bytes
 /// pass through as sent). Proxies come from the environment, as an
@@ -99,11 +110,7 @@ fn remaining_header(source: hints::HintSource) -> &'static str {
 /// earlier stream to end — minutes, for LLM streams. `tests/upstream_http1.rs`
 /// holds that line.
 pub fn http_client(settings: &GatewaySettings) -> reqwest::Client {
-    let mut builder = reqwest::Client::builder().no_proxy();
-    for proxy in env_proxies(&|k| std::env::var(k).ok()) {
-        builder = builder.proxy(proxy);
-    }
-    builder
+    client_builder()
         .http1_only()
         .connect_timeout(settings.connect_timeout)
         .tcp_nodelay(true)

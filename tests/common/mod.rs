@@ -113,8 +113,10 @@ pub fn base(gw: &Running) -> String {
     format!("http://{}/v1", gw.addr)
 }
 
+/// The tests' client. It talks only to 127.0.0.1, so it ignores any
+/// `HTTP_PROXY` in the environment (reqwest would honour it).
 pub fn client() -> reqwest::Client {
-    reqwest::Client::builder().build().unwrap()
+    reqwest::Client::builder().no_proxy().build().unwrap()
 }
 
 pub fn chat_body(stream: bool, pieces: u64) -> Value {
@@ -231,7 +233,7 @@ pub async fn spawn_traced(cfg: &Path, dir: &Path, base: &str) -> Traced {
 
 /// Waits (up to 10 s) until the gateway at `base` answers `/healthz`.
 pub async fn wait_until_up(base: &str) {
-    let client = reqwest::Client::new();
+    let client = client();
     for _ in 0..200 {
         if client.get(format!("{base}/healthz")).send().await.is_ok() {
             return;

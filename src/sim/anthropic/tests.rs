@@ -2,7 +2,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use reqwest::{Client, RequestBuilder, Response};
+use reqwest::{RequestBuilder, Response};
 use serde_json::{Value, json};
 
 use crate::sim::*;
@@ -23,7 +23,7 @@ fn one_key(limit: Limit) -> SimConfig {
 }
 
 fn messages(sim: &SimHandle) -> RequestBuilder {
-    Client::new().post(format!("{}/messages", sim.base_url()))
+    test_client().post(format!("{}/messages", sim.base_url()))
 }
 
 /// A well-formed request with `x-api-key` and `anthropic-version`.
@@ -448,7 +448,7 @@ async fn both_endpoints_share_the_account_window() {
     }))
     .await;
     let chat = || {
-        Client::new()
+        test_client()
             .post(format!("{}/chat/completions", sim.base_url()))
             .bearer_auth(KEY)
             .json(&json!({"model": "sim-small", "messages": [{"role": "user", "content": "hi"}]}))
@@ -520,7 +520,7 @@ async fn credentials_go_in_their_own_header() {
         .unwrap();
     assert_eq!(resp.status(), 401);
 
-    let token: Value = Client::new()
+    let token: Value = test_client()
         .post(sim.token_url())
         .form(&[("grant_type", "refresh_token"), ("refresh_token", "rt-a")])
         .send()
@@ -660,7 +660,7 @@ async fn faults_apply_with_anthropic_bodies() {
 
     // The probe a gateway sends for kind = "anthropic".
     let models = || {
-        Client::new()
+        test_client()
             .get(format!("{}/models", sim.base_url()))
             .header("x-api-key", KEY)
             .header("anthropic-version", "2023-06-01")
@@ -675,7 +675,7 @@ async fn faults_apply_with_anthropic_bodies() {
     assert_eq!(v["data"][0]["type"], "model");
     assert_eq!(v["data"][0]["id"], "sim-small");
     assert_eq!(v["has_more"], false);
-    let resp = Client::new()
+    let resp = test_client()
         .get(format!("{}/models", sim.base_url()))
         .header("x-api-key", "sk-ant-wrong")
         .header("anthropic-version", "2023-06-01")

@@ -399,7 +399,7 @@ async fn access_tokens_work_as_bearer() {
         ..SimConfig::default()
     };
     let (sim, mut client) = sim(cfg).await;
-    let token: serde_json::Value = reqwest::Client::new()
+    let token: serde_json::Value = crate::sim::test_client()
         .post(sim.token_url())
         .form(&[("grant_type", "refresh_token"), ("refresh_token", "rt-1")])
         .send()
