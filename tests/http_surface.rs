@@ -1139,7 +1139,7 @@ async fn responses_carry_route_headers_and_the_upstream_body_but_not_its_rate_he
 
     // The body is the upstream's, byte for byte: ask the sim directly with
     // the same body and compare, ids and timestamps aside.
-    let direct = reqwest::Client::new()
+    let direct = common::client()
         .post(format!("{}/chat/completions", sim.base_url()))
         .bearer_auth(KEY_2)
         .json(&body)
@@ -1181,7 +1181,7 @@ async fn responses_carry_route_headers_and_the_upstream_body_but_not_its_rate_he
     assert_eq!(text, common::expected_text(4));
     assert!(done);
     // Byte for byte too, event framing included.
-    let direct = reqwest::Client::new()
+    let direct = common::client()
         .post(format!("{}/chat/completions", sim.base_url()))
         .bearer_auth(KEY_3)
         .json(&common::chat_body(true, 4))
@@ -1401,6 +1401,7 @@ async fn http2_with_prior_knowledge_and_a_trickled_http1_request_are_both_served
     let body = json!({"model": "sim-small", "messages": [{"role": "user", "content": "hi"}]});
 
     let h2 = reqwest::Client::builder()
+        .no_proxy()
         .http2_prior_knowledge()
         .build()
         .unwrap();
@@ -1428,4 +1429,44 @@ async fn http2_with_prior_knowledge_and_a_trickled_http1_request_are_both_served
     let answer = String::from_utf8_lossy(&answer);
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     gw.stop().await;
+}
+
+/// Connections that ask for nothing when the shutdown starts — one that
+/// never sent a byte (a client pool's spare) and an idle keep-alive one —
+/// are closed at once: neither holds the exit until the header deadline or
+/// the grace.
+#[tokio::test]
+async fn silent_and_idle_connections_do_not_hold_up_shutdown() {
+    let sim = sim().await;
+    let mut cfg = config(&toml(&sim, &keys(1), "", ""));
+    cfg.gateway.shutdown_grace = Duration::from_secs(60);
+    cfg.gateway.header_timeout = Duration::from_secs(60);
+    let gw = common::start(cfg).await;
+    let mut silent = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let mut idle = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    idle.write_all(b"GET /v1/models HTTP/1.1\r\nHost: gateway\r\n\r\n")
+        .await
+        .unwrap();
+    let mut head = [0u8; 12];
+    idle.read_exact(&mut head).await.unwrap();
+    assert_eq!(&head, b"HTTP/1.1 200");
+    // Let the gateway take the silent one in, then stop.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    let started = std::time::Instant::now();
+    tokio::time::timeout(Duration::from_secs(5), gw.stop())
+        .await
+        .expect("the shutdown finishes with silent and idle connections open");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    for (name, tcp) in [("silent", &mut silent), ("idle", &mut idle)] {
+        let mut rest = Vec::new();
+        tokio::time::timeout(Duration::from_secs(1), tcp.read_to_end(&mut rest))
+            .await
+            .unwrap_or_else(|_| panic!("the {name} connection is still open"))
+            .unwrap();
+    }
 }

@@ -79,10 +79,19 @@ async fn connection(
     draining: CancellationToken,
     header_timeout: Duration,
 ) {
-    let h2 = match tokio::time::timeout(header_timeout, speaks_h2(&tcp)).await {
-        Ok(Some(h2)) => h2,
-        // Closed, failed or silent before a request: nothing to serve.
-        Ok(None) | Err(_) => return,
+    let first = tokio::time::timeout(header_timeout, speaks_h2(&tcp));
+    let h2 = tokio::select! {
+        // Bytes already waiting are served, even as the drain starts.
+        biased;
+        first = first => match first {
+            Ok(Some(h2)) => h2,
+            // Closed, failed or silent before a request: nothing to serve.
+            Ok(None) | Err(_) => return,
+        },
+        // Nothing asked yet (a client pool's spare connection, say): close
+        // it, as hyper closes an idle keep-alive one, rather than hold the
+        // shutdown until the header deadline.
+        _ = draining.cancelled() => return,
     };
     let svc = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
         req.extensions_mut().insert(ConnectInfo(peer));
