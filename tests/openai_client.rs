@@ -66,7 +66,8 @@ async fn setup(
         OpenAIConfig::new()
             .with_api_base(base(&gw))
             .with_api_key(CLIENT_KEY),
-    );
+    )
+    .with_http_client(common::client());
     (sim, gw, client)
 }
 
@@ -142,7 +143,8 @@ async fn the_client_key_is_required() {
         OpenAIConfig::new()
             .with_api_base(base(&gw))
             .with_api_key("not-the-key"),
-    );
+    )
+    .with_http_client(common::client());
     match wrong.chat().create(request(1)).await {
         Err(OpenAIError::ApiError(e)) => {
             assert_eq!(e.status_code.as_u16(), 401);
