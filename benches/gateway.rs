@@ -30,7 +30,9 @@
 //! `BENCH_SECS` (5), `BENCH_WARMUP_SECS` (1), `BENCH_ROUNDS` (2),
 //! `BENCH_STREAMS` (200), `BENCH_STREAM_CONC` (20), `BENCH_LEVELS`
 //! (`100,1000,5000`), `BENCH_FAILOVER` (2000), `BENCH_COLD` (5), `BENCH_BIN`
-//! (another tokenyard binary).
+//! (another tokenyard binary), `BENCH_HALT_POLL_NS` (on a KVM guest with
+//! the haltpoll cpuidle driver, how long an idle core polls before halting,
+//! for this run; root; put back after).
 //!
 //! Under `cargo test --benches` (no `--bench` argument) it only says so and
 //! exits: the numbers need a quiet machine and a release build.
@@ -82,6 +84,9 @@ fn main() {
         println!("upstream listening on http://{upstream}/v1 (Ctrl-C stops it)");
         up_rt.block_on(std::future::pending::<()>());
     }
+    let _halt_poll = std::env::var("BENCH_HALT_POLL_NS")
+        .ok()
+        .map(|ns| procs::HaltPoll::set(&ns).unwrap_or_else(|e| panic!("BENCH_HALT_POLL_NS: {e}")));
     let bench = Bench {
         s: Settings::from_env(),
         up_rt,
@@ -217,6 +222,7 @@ fn kill_gateways_on_signal(rt: &tokio::runtime::Runtime) {
             let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
         }
         eprintln!("gateway bench: interrupted; gateways killed");
+        procs::HaltPoll::restore();
         std::process::exit(130);
     });
 }

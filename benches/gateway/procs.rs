@@ -266,6 +266,64 @@ pub fn command_line(cmd: &str, args: &[&str]) -> Option<String> {
     text.lines().next().map(|l| l.trim().to_string())
 }
 
+const HALT_POLL_NS: &str = "/sys/module/haltpoll/parameters/guest_halt_poll_ns";
+
+/// What `guest_halt_poll_ns` was before [`HaltPoll::set`], to put back.
+static HALT_POLL_BEFORE: Mutex<Option<String>> = Mutex::new(None);
+
+/// `BENCH_HALT_POLL_NS`: a KVM guest's halt-poll window for the run (how
+/// long an idle core polls before it halts), put back when this is dropped
+/// — at the end, on a panic — or by [`HaltPoll::restore`] on a signal.
+pub struct HaltPoll;
+
+impl HaltPoll {
+    pub fn set(ns: &str) -> Result<HaltPoll, String> {
+        let before = std::fs::read_to_string(HALT_POLL_NS).map_err(|e| {
+            format!("{HALT_POLL_NS}: {e} (not a KVM guest with the haltpoll cpuidle driver?)")
+        })?;
+        std::fs::write(HALT_POLL_NS, ns.trim())
+            .map_err(|e| format!("{HALT_POLL_NS}: cannot write {ns:?}: {e} (needs root)"))?;
+        *HALT_POLL_BEFORE.lock().unwrap() = Some(before.trim().to_string());
+        Ok(HaltPoll)
+    }
+
+    pub fn restore() {
+        if let Some(before) = HALT_POLL_BEFORE.lock().unwrap().take() {
+            match std::fs::write(HALT_POLL_NS, &before) {
+                Ok(()) => eprintln!("guest_halt_poll_ns back to {before}"),
+                Err(e) => eprintln!("cannot put guest_halt_poll_ns back to {before}: {e}"),
+            }
+        }
+    }
+}
+
+impl Drop for HaltPoll {
+    fn drop(&mut self) {
+        HaltPoll::restore();
+    }
+}
+
+/// How an idle core sleeps, which sets what waking it costs: one request
+/// at a time, the gateway's core idles between requests. On a KVM guest
+/// with the `haltpoll` cpuidle driver, `guest_halt_poll_ns` is how long a
+/// core polls before it halts (0: it halts at once).
+fn idle_policy() -> String {
+    let read = |p: &str| {
+        std::fs::read_to_string(p)
+            .ok()
+            .map(|s| s.trim().to_string())
+    };
+    let driver =
+        read("/sys/devices/system/cpu/cpuidle/current_driver").unwrap_or_else(|| "unknown".into());
+    let governor = read("/sys/devices/system/cpu/cpuidle/current_governor")
+        .map(|g| format!(", governor {g}"))
+        .unwrap_or_default();
+    let poll = read("/sys/module/haltpoll/parameters/guest_halt_poll_ns")
+        .map(|ns| format!(", guest_halt_poll_ns {ns}"))
+        .unwrap_or_default();
+    format!("cpuidle driver {driver}{governor}{poll}")
+}
+
 pub fn print_machine() {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let model = cpuinfo
@@ -296,6 +354,7 @@ pub fn print_machine() {
         "kernel:    {}",
         command_line("uname", &["-sr"]).unwrap_or_else(na)
     );
+    println!("idle:      {}", idle_policy());
     println!(
         "toolchain: {}",
         command_line(&rustc, &["-V"]).unwrap_or_else(na)
