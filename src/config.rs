@@ -190,8 +190,9 @@ pub struct GatewaySettings {
     /// guard); then 408.
     pub body_timeout: Duration,
     /// How long a client may take to send a request's line and headers,
-    /// counted from the connect or from the end of the previous answer; then
-    /// the connection is closed. So it is also how long an idle keep-alive
+    /// counted from the end of the previous answer (on a new connection:
+    /// once for the first byte, again for the rest of the head); then the
+    /// connection is closed. So it is also how long an idle keep-alive
     /// connection stays open.
     pub header_timeout: Duration,
     /// Request line and header limits; beyond them, 414 and 431.
