@@ -92,10 +92,7 @@ async fn gateway(
 }
 
 async fn ask(base: &str) -> (u16, String) {
-    let resp = reqwest::Client::builder()
-        .no_proxy()
-        .build()
-        .unwrap()
+    let resp = common::client()
         .post(format!("{base}/v1/chat/completions"))
         .json(&common::chat_body(false, 1))
         .send()

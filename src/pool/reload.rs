@@ -257,11 +257,7 @@ mod tests {
     }
 
     fn pool(creds: &[(&str, &str)]) -> PoolHandle {
-        PoolHandle::new(
-            &config(creds),
-            reqwest::Client::builder().no_proxy().build().unwrap(),
-        )
-        .0
+        PoolHandle::new(&config(creds), crate::sim::test_client()).0
     }
 
     fn in_flight(pool: &PoolHandle, name: &str) -> u32 {
