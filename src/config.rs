@@ -87,6 +87,20 @@ pub struct Provider {
     /// `{base_url}/messages`), parsed once rather than per request; `None`
     /// for Gemini, which speaks gRPC.
     pub chat_url: Option<url::Url>,
+    /// How `/v1/responses` requests reach an OpenAI-kind provider.
+    pub responses: ResponsesMode,
+}
+
+/// How a client's `POST /v1/responses` reaches an OpenAI-kind provider.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ResponsesMode {
+    /// Translated to Chat Completions, which every OpenAI-compatible server
+    /// speaks (the answer translated back).
+    #[default]
+    Translate,
+    /// Forwarded untouched to `{base_url}/responses`, for providers that
+    /// serve the Responses API themselves (OpenAI).
+    Native,
 }
 
 impl Provider {

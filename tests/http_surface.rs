@@ -496,7 +496,7 @@ async fn bad_requests_get_openai_errors_and_never_reach_the_upstream() {
         ),
         (
             "unknown route under /v1",
-            http_request("POST", "/v1/embeddings", json_ct, &padded(10)),
+            http_request("POST", "/v1/images/generations", json_ct, &padded(10)),
             404,
             None,
             None,

@@ -77,6 +77,7 @@ struct RawProvider {
     kind: Option<String>,
     base_url: Option<String>,
     models: Option<Vec<String>>,
+    responses: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -540,12 +541,33 @@ impl RawConfig {
                 }
                 None => None,
             };
+            let responses = match (rp.responses.as_deref(), kind) {
+                (None | Some("translate"), _) => ResponsesMode::Translate,
+                (Some("native"), ProviderKind::OpenAi) => ResponsesMode::Native,
+                (Some("native"), _) => {
+                    return Err(invalid(
+                        at("responses"),
+                        format!(
+                            "\"native\" applies to kind = \"openai\" only; a {} provider is \
+                             reached through the translation",
+                            kind.as_str()
+                        ),
+                    ));
+                }
+                (Some(other), _) => {
+                    return Err(invalid(
+                        at("responses"),
+                        format!("{other:?} is not one of translate, native"),
+                    ));
+                }
+            };
             providers.push(Provider {
                 name,
                 kind,
                 base_url,
                 models,
                 chat_url,
+                responses,
             });
         }
 
@@ -684,6 +706,7 @@ impl Config {
                 kind: Some("openai".into()),
                 base_url: Some(upstream),
                 models: None,
+                responses: None,
             }],
             credentials: keys
                 .iter()

@@ -7,13 +7,15 @@
 //! into OpenAI's shapes first, so from here a Gemini upstream looks like an
 //! OpenAI one.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use http::StatusCode;
 
 use super::error::{ApiError, Format};
 use super::relay::{Passthrough, Reframe, error_event};
-use crate::config::ProviderKind;
-use crate::translate::{self, parse_events, write_events};
+use crate::config::{Provider, ProviderKind, ResponsesMode};
+use crate::translate::{self, SseEvent, parse_events, responses, write_events};
 
 use crate::translate::anthropic as anth;
 
@@ -21,39 +23,73 @@ use crate::translate::anthropic as anth;
 pub const DEFAULT_MAX_TOKENS: u64 = 4096;
 
 /// The conversion one request needs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Conversion {
     pub client: Format,
     /// The JSON format the upstream adapter speaks.
     pub upstream: Format,
+    /// A Responses client behind a chat translation: how its tools were
+    /// renamed and what its Response objects echo, for the way back.
+    responses: Option<Arc<responses::Context>>,
+}
+
+/// The format a provider is spoken to in, for a client speaking `client`.
+pub fn upstream_format(client: Format, provider: &Provider) -> Format {
+    match provider.kind {
+        ProviderKind::Anthropic => Format::Anthropic,
+        ProviderKind::OpenAi
+            if client == Format::Responses && provider.responses == ResponsesMode::Native =>
+        {
+            Format::Responses
+        }
+        ProviderKind::OpenAi | ProviderKind::Gemini => Format::OpenAi,
+    }
 }
 
 impl Conversion {
-    pub fn new(client: Format, kind: ProviderKind) -> Self {
-        let upstream = match kind {
-            ProviderKind::Anthropic => Format::Anthropic,
-            ProviderKind::OpenAi | ProviderKind::Gemini => Format::OpenAi,
+    /// The conversion for a `client`-format request to `provider`, and the
+    /// request body in the provider's format. `seed` makes the ids of a
+    /// translated Responses answer unique.
+    pub fn prepare(
+        client: Format,
+        provider: &Provider,
+        body: &Bytes,
+        seed: &str,
+    ) -> Result<(Conversion, Bytes), ApiError> {
+        let mut conversion = Conversion {
+            client,
+            upstream: upstream_format(client, provider),
+            responses: None,
         };
-        Conversion { client, upstream }
+        if conversion.passthrough() {
+            return Ok((conversion, body.clone()));
+        }
+        let json: serde_json::Value = serde_json::from_slice(body)
+            .map_err(|e| ApiError::bad_request(format!("invalid request body: {e}")))?;
+        let untranslatable = |e: translate::TranslateError| untranslatable(client, &e);
+        let out = match (client, conversion.upstream) {
+            (Format::Responses, upstream) => {
+                let (chat, ctx) = responses::request_to_chat(&json).map_err(untranslatable)?;
+                conversion.responses = Some(Arc::new(ctx.with_seed(seed)));
+                match upstream {
+                    Format::Anthropic => anth::request_to_anthropic(&chat, DEFAULT_MAX_TOKENS)
+                        .map_err(|e| untranslatable_to(client, upstream, &e))?,
+                    _ => chat,
+                }
+            }
+            (Format::OpenAi, _) => {
+                anth::request_to_anthropic(&json, DEFAULT_MAX_TOKENS).map_err(untranslatable)?
+            }
+            (Format::Anthropic, _) => anth::request_to_openai(&json).map_err(untranslatable)?,
+        };
+        Ok((
+            conversion,
+            Bytes::from(serde_json::to_vec(&out).expect("json")),
+        ))
     }
 
     pub fn passthrough(&self) -> bool {
         self.client == self.upstream
-    }
-
-    /// The request body for the upstream adapter.
-    pub fn request(&self, body: &Bytes) -> Result<Bytes, ApiError> {
-        if self.passthrough() {
-            return Ok(body.clone());
-        }
-        let json: serde_json::Value = serde_json::from_slice(body)
-            .map_err(|e| ApiError::bad_request(format!("invalid request body: {e}")))?;
-        let out = match self.client {
-            Format::OpenAi => anth::request_to_anthropic(&json, DEFAULT_MAX_TOKENS),
-            Format::Anthropic => anth::request_to_openai(&json),
-        }
-        .map_err(|e| untranslatable(self, &e))?;
-        Ok(Bytes::from(serde_json::to_vec(&out).expect("json")))
     }
 
     /// A whole (non-stream) success body from the upstream, for the client.
@@ -64,9 +100,20 @@ impl Conversion {
         }
         let json: serde_json::Value = serde_json::from_slice(&body)
             .map_err(|e| format!("the provider's answer is not JSON ({e})"))?;
-        let out = match self.client {
-            Format::OpenAi => anth::response_to_openai_at(&json, created),
-            Format::Anthropic => anth::response_to_anthropic(&json),
+        let out = match (self.client, self.upstream) {
+            (Format::Anthropic, _) => anth::response_to_anthropic(&json),
+            (client, upstream) => {
+                let chat = match upstream {
+                    Format::Anthropic => anth::response_to_openai_at(&json, created),
+                    _ => json,
+                };
+                match (client, &self.responses) {
+                    (Format::Responses, Some(ctx)) => {
+                        responses::response_from_chat(&chat, ctx, created)
+                    }
+                    _ => chat,
+                }
+            }
         };
         Ok(Bytes::from(serde_json::to_vec(&out).expect("json")))
     }
@@ -74,7 +121,7 @@ impl Conversion {
     /// An upstream error the client should see (a 4xx that is the
     /// request's fault), in the client's format. `None`: pass as is.
     pub fn client_error(&self, status: StatusCode, body: &[u8]) -> Option<ApiError> {
-        if self.passthrough() {
+        if self.client.errors_like(self.upstream) {
             return None;
         }
         let message = anth::error_message(body)
@@ -84,65 +131,115 @@ impl Conversion {
 
     /// The stream converter for the relay.
     pub fn reframe(&self, created: u64) -> Box<dyn Reframe> {
-        match (self.upstream, self.client) {
-            (Format::OpenAi, Format::OpenAi) | (Format::Anthropic, Format::Anthropic) => {
-                Box::new(Passthrough(self.client))
-            }
-            (Format::Anthropic, Format::OpenAi) => Box::new(Translated {
-                to: Format::OpenAi,
-                step: Step::ToOpenAi(anth::StreamToOpenAi::with_created(created)),
-            }),
-            (Format::OpenAi, Format::Anthropic) => Box::new(Translated {
-                to: Format::Anthropic,
-                step: Step::ToAnthropic(anth::StreamToAnthropic::new()),
-            }),
+        if self.passthrough() {
+            return Box::new(Passthrough::new(self.client));
         }
+        let mut steps = Vec::new();
+        match (self.upstream, self.client) {
+            (Format::OpenAi, Format::Anthropic) => {
+                steps.push(Step::Anthropic(anth::StreamToAnthropic::new()));
+            }
+            (Format::Anthropic, _) => {
+                steps.push(Step::OpenAi(anth::StreamToOpenAi::with_created(created)));
+            }
+            _ => {}
+        }
+        if self.client == Format::Responses {
+            let ctx = self.responses.as_deref().cloned().unwrap_or_default();
+            steps.push(Step::Responses(Box::new(
+                responses::StreamToResponses::new(ctx, created),
+            )));
+        }
+        Box::new(Translated {
+            to: self.client,
+            steps,
+        })
     }
 }
 
-fn untranslatable(c: &Conversion, e: &translate::TranslateError) -> ApiError {
-    let (from, to) = match c.client {
-        Format::OpenAi => ("OpenAI", "Anthropic"),
-        Format::Anthropic => ("Anthropic", "OpenAI"),
+/// A format's display name, for errors.
+fn format_name(f: Format) -> &'static str {
+    match f {
+        Format::OpenAi => "OpenAI Chat Completions",
+        Format::Anthropic => "Anthropic Messages",
+        Format::Responses => "OpenAI Responses",
+    }
+}
+
+fn untranslatable(client: Format, e: &translate::TranslateError) -> ApiError {
+    let to = match client {
+        Format::OpenAi => Format::Anthropic,
+        Format::Anthropic | Format::Responses => Format::OpenAi,
     };
+    untranslatable_to(client, to, e)
+}
+
+fn untranslatable_to(client: Format, to: Format, e: &translate::TranslateError) -> ApiError {
     ApiError::bad_request(format!(
-        "this request cannot be sent to the model's provider: {e} (a {from}-format request \
-         to a provider that speaks the {to} format)"
+        "this request cannot be sent to the model's provider: {e} (an {}-format request to a \
+         provider that speaks {})",
+        format_name(client),
+        format_name(to),
     ))
     .code("untranslatable_request")
 }
 
+/// One translation of a stream, named for the format it writes.
 enum Step {
-    ToOpenAi(anth::StreamToOpenAi),
-    ToAnthropic(anth::StreamToAnthropic),
+    OpenAi(anth::StreamToOpenAi),
+    Anthropic(anth::StreamToAnthropic),
+    Responses(Box<responses::StreamToResponses>),
 }
 
-/// Upstream events parsed, translated, written again.
+impl Step {
+    fn push(&mut self, ev: &SseEvent) -> Vec<SseEvent> {
+        match self {
+            Step::OpenAi(s) => s.push(ev),
+            Step::Anthropic(s) => s.push(ev),
+            Step::Responses(s) => s.push(ev),
+        }
+    }
+
+    fn finish(&mut self) -> Vec<SseEvent> {
+        match self {
+            Step::OpenAi(s) => s.finish(),
+            Step::Anthropic(s) => s.finish(),
+            Step::Responses(s) => s.finish(),
+        }
+    }
+}
+
+/// Upstream events parsed, translated by each step in turn (Anthropic →
+/// OpenAI chat → Responses, say), written again.
 struct Translated {
     to: Format,
-    step: Step,
+    steps: Vec<Step>,
 }
 
 impl Reframe for Translated {
     fn events(&mut self, whole: Bytes) -> Bytes {
-        let mut out = Vec::new();
-        for ev in parse_events(&whole) {
-            out.extend(match &mut self.step {
-                Step::ToOpenAi(s) => s.push(&ev),
-                Step::ToAnthropic(s) => s.push(&ev),
-            });
+        let mut events = parse_events(&whole);
+        for step in &mut self.steps {
+            events = events.iter().flat_map(|ev| step.push(ev)).collect();
         }
-        write_events(&out)
+        write_events(&events)
     }
 
     fn end(&mut self) -> Bytes {
-        write_events(&match &mut self.step {
-            Step::ToOpenAi(s) => s.finish(),
-            Step::ToAnthropic(s) => s.finish(),
-        })
+        // Each step's last words go through the steps after it.
+        let mut carry: Vec<SseEvent> = Vec::new();
+        for step in &mut self.steps {
+            let mut next: Vec<SseEvent> = carry.iter().flat_map(|ev| step.push(ev)).collect();
+            next.extend(step.finish());
+            carry = next;
+        }
+        write_events(&carry)
     }
 
     fn error(&mut self, message: &str) -> Bytes {
-        error_event(self.to, message)
+        match self.steps.last_mut() {
+            Some(Step::Responses(s)) => write_events(&s.error(message)),
+            _ => error_event(self.to, message),
+        }
     }
 }

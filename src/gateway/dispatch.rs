@@ -44,6 +44,8 @@ pub struct Inbound {
     pub body: Bytes,
     /// Between the client's format and the provider's.
     pub conversion: Conversion,
+    /// Which of the provider's APIs the request goes to.
+    pub endpoint: upstream::Endpoint,
     pub headers: HeaderMap,
     /// Index of the provider the model routes to, in `generation`.
     pub provider: usize,
@@ -402,9 +404,10 @@ async fn send_once(ctx: &mut Ctx<'_>, lease: &Lease, token: &Secret) -> Step {
     let deadline = t0 + gw.first_byte_timeout;
     let sent = tokio::time::timeout_at(
         deadline,
-        upstream::send_chat(
+        upstream::send(
             pool.http(),
             lease.provider(),
+            ctx.req.endpoint,
             token,
             lease.refreshes(),
             ctx.req.body.clone(),
@@ -536,7 +539,7 @@ async fn send_once(ctx: &mut Ctx<'_>, lease: &Lease, token: &Secret) -> Step {
         lease.settings(),
         SystemTime::now(),
     );
-    let conversion = ctx.req.conversion;
+    let conversion = ctx.req.conversion.clone();
     outcome_step(ctx, lease, t0, outcome, status.as_u16(), move |status| {
         match conversion.client_error(status, &body) {
             // The client reads errors in its own format.

@@ -73,17 +73,29 @@ impl ApiError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Format {
+    /// OpenAI's Chat Completions (and the other OpenAI routes: embeddings).
     OpenAi,
     Anthropic,
+    /// OpenAI's Responses API. Its errors have OpenAI's shape; its streams
+    /// have their own events.
+    Responses,
 }
 
 impl Format {
-    /// `openai` or `anthropic`, as in request records and metric labels.
+    /// `openai`, `anthropic` or `responses`, as in request records and
+    /// metric labels.
     pub fn as_str(self) -> &'static str {
         match self {
             Format::OpenAi => "openai",
             Format::Anthropic => "anthropic",
+            Format::Responses => "responses",
         }
+    }
+
+    /// Whether error bodies look the same in both formats (OpenAI's
+    /// `{"error":{…}}` serves Chat Completions and Responses alike).
+    pub fn errors_like(self, other: Format) -> bool {
+        (self == Format::Anthropic) == (other == Format::Anthropic)
     }
 }
 
@@ -116,7 +128,7 @@ impl ApiError {
     /// The response in `format`.
     pub fn into_response_as(self, format: Format) -> Response {
         match format {
-            Format::OpenAi => self.into_response(),
+            Format::OpenAi | Format::Responses => self.into_response(),
             Format::Anthropic => {
                 let body = self.anthropic_body();
                 self.respond(serde_json::to_vec(&body).expect("json"))

@@ -31,6 +31,7 @@ pub use self::reload::{ReloadError, ReloadFrom};
 use crate::config::Config;
 use crate::events::{Level, human};
 use crate::pool::{PoolHandle, ReloadSummary};
+use crate::upstream::Endpoint;
 
 /// What every handler needs.
 pub struct AppState {
@@ -75,8 +76,12 @@ impl AppState {
 pub fn router(state: Arc<AppState>) -> Router {
     let v1 = Router::new()
         .route("/v1/chat/completions", post(chat))
+        .route("/v1/responses", post(responses))
+        .route("/v1/embeddings", post(embeddings))
         .route("/v1/messages", post(messages))
+        .route("/v1/messages/count_tokens", post(count_tokens))
         .route("/v1/models", get(models))
+        .route("/v1/models/{model}", get(model))
         // One layer, not three: its future is boxed once per request.
         .route_layer(middleware::from_fn_with_state(state.clone(), v1_gate));
     let admin =
@@ -145,6 +150,8 @@ fn presented_key(headers: &HeaderMap) -> Option<&str> {
 fn format_of(path: &str) -> Format {
     if path.starts_with("/v1/messages") {
         Format::Anthropic
+    } else if path.starts_with("/v1/responses") {
+        Format::Responses
     } else {
         Format::OpenAi
     }
@@ -300,19 +307,76 @@ async fn read_body(
     })
 }
 
-async fn chat(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
-    match inbound(&state, headers, body, Format::OpenAi).await {
-        Ok(req) => dispatch::dispatch(&state, req).await,
-        Err(e) => e.into_response_as(Format::OpenAi),
+/// A client API: the format it speaks and the provider endpoint it needs
+/// (`Generate` follows the conversion: chat, messages or responses).
+#[derive(Clone, Copy)]
+struct Api {
+    format: Format,
+    endpoint: Endpoint,
+}
+
+/// Reads, routes and dispatches one request of `api`; every error is in
+/// the client's format.
+async fn serve_api(state: &AppState, headers: HeaderMap, body: Body, api: Api) -> Response {
+    match inbound(state, headers, body, api).await {
+        Ok(req) => dispatch::dispatch(state, req).await,
+        Err(e) => e.into_response_as(api.format),
     }
+}
+
+/// `POST /v1/chat/completions`: OpenAI's Chat Completions.
+async fn chat(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
+    let api = Api {
+        format: Format::OpenAi,
+        endpoint: Endpoint::Generate,
+    };
+    serve_api(&state, headers, body, api).await
+}
+
+/// `POST /v1/responses`: OpenAI's Responses API (Codex CLI, the Agents
+/// SDK), translated to the provider's format or forwarded as is.
+async fn responses(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
+    let api = Api {
+        format: Format::Responses,
+        endpoint: Endpoint::Generate,
+    };
+    serve_api(&state, headers, body, api).await
+}
+
+/// `POST /v1/embeddings`: OpenAI's embeddings, on OpenAI-kind providers.
+async fn embeddings(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let api = Api {
+        format: Format::OpenAi,
+        endpoint: Endpoint::Embeddings,
+    };
+    serve_api(&state, headers, body, api).await
 }
 
 /// `POST /v1/messages`: Anthropic's Messages API.
 async fn messages(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
-    match inbound(&state, headers, body, Format::Anthropic).await {
-        Ok(req) => dispatch::dispatch(&state, req).await,
-        Err(e) => e.into_response_as(Format::Anthropic),
-    }
+    let api = Api {
+        format: Format::Anthropic,
+        endpoint: Endpoint::Generate,
+    };
+    serve_api(&state, headers, body, api).await
+}
+
+/// `POST /v1/messages/count_tokens`: Anthropic's token counting, on
+/// Anthropic providers.
+async fn count_tokens(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let api = Api {
+        format: Format::Anthropic,
+        endpoint: Endpoint::CountTokens,
+    };
+    serve_api(&state, headers, body, api).await
 }
 
 /// Deeper than this is hostile, not a chat request; serde_json's own limit
@@ -349,13 +413,13 @@ fn nesting_exceeds(body: &[u8], limit: usize) -> bool {
     false
 }
 
-/// Reads and checks a client request in `format`, routes its model, and
+/// Reads and checks a client request of `api`, routes its model, and
 /// converts the body for the provider when the formats differ.
 async fn inbound(
     state: &AppState,
     headers: HeaderMap,
     body: Body,
-    format: Format,
+    api: Api,
 ) -> Result<dispatch::Inbound, ApiError> {
     // The generation the request is routed in: its config decides the
     // limits, the provider and the conversion, even if a reload lands now.
@@ -395,7 +459,7 @@ async fn inbound(
             .param("model")
             .code("missing_model"));
     };
-    let Some(provider) = config.route(&model) else {
+    let Some(index) = config.route(&model) else {
         let shown: String = model.chars().take(100).collect();
         return Err(ApiError::not_found(format!(
             "the model `{shown}` is not served by this gateway"
@@ -403,36 +467,141 @@ async fn inbound(
         .param("model")
         .code("model_not_found"));
     };
-    let conversion = convert::Conversion::new(format, config.providers[provider].kind);
-    let upstream_body = conversion.request(&body)?;
+    let provider = &config.providers[index];
+    if !api.endpoint.served_by(provider.kind) {
+        return Err(unsupported(api.endpoint, &model, provider));
+    }
+    // Ids of a translated Responses answer; drawn only where one is made.
+    let seed = if api.format == Format::Responses {
+        format!("{:024x}", rand::random::<u128>() >> 32)
+    } else {
+        String::new()
+    };
+    let (conversion, upstream_body) =
+        convert::Conversion::prepare(api.format, provider, &body, &seed)?;
+    let endpoint = match api.endpoint {
+        Endpoint::Generate if conversion.upstream == Format::Responses => Endpoint::Responses,
+        e => e,
+    };
     Ok(dispatch::Inbound {
         model: model.into_owned(),
-        stream: peek.stream.unwrap_or(false),
+        // Only generation streams; a `stream` field elsewhere means nothing.
+        stream: endpoint_streams(endpoint) && peek.stream.unwrap_or(false),
         body: upstream_body,
         conversion,
+        endpoint,
         headers,
-        provider,
+        provider: index,
         generation: generation.clone(),
     })
 }
 
-async fn models(State(state): State<Arc<AppState>>) -> Response {
+fn endpoint_streams(e: Endpoint) -> bool {
+    matches!(e, Endpoint::Generate | Endpoint::Responses)
+}
+
+/// A model whose provider has no such endpoint: a 400 that says which
+/// providers do.
+fn unsupported(endpoint: Endpoint, model: &str, provider: &crate::config::Provider) -> ApiError {
+    let (what, who) = match endpoint {
+        Endpoint::CountTokens => ("token counting", "Anthropic providers"),
+        Endpoint::Embeddings => ("embeddings", "OpenAI-kind providers"),
+        Endpoint::Generate | Endpoint::Responses => ("this endpoint", "other providers"),
+    };
+    let shown: String = model.chars().take(100).collect();
+    ApiError::bad_request(format!(
+        "{what} is served by {who} only; the model `{shown}` routes to provider `{}` (kind = \"{}\")",
+        provider.name,
+        provider.kind.as_str()
+    ))
+    .param("model")
+    .code("unsupported_endpoint")
+}
+
+/// Whether the client of `headers` is an Anthropic one (its SDKs always
+/// send `anthropic-version`), which reads the model list in Anthropic's
+/// shape.
+fn anthropic_client(headers: &HeaderMap) -> bool {
+    headers.contains_key("anthropic-version")
+}
+
+/// The models the gateway lists: every literal model name (globs serve
+/// models but name none), first provider first, each once.
+fn listed_models(config: &Config) -> Vec<(&str, &str)> {
     let mut seen = std::collections::HashSet::new();
-    let mut data = Vec::new();
-    for p in &state.config().providers {
+    let mut out = Vec::new();
+    for p in &config.providers {
         for m in &p.models {
-            if m.contains(['*', '?']) || !seen.insert(m.clone()) {
+            if m.contains(['*', '?']) || !seen.insert(m.as_str()) {
                 continue;
             }
-            data.push(serde_json::json!({
-                "id": m,
-                "object": "model",
-                "created": 0,
-                "owned_by": p.name,
-            }));
+            out.push((m.as_str(), p.name.as_str()));
         }
     }
-    axum::Json(serde_json::json!({ "object": "list", "data": data })).into_response()
+    out
+}
+
+fn model_entry(id: &str, owner: &str, anthropic: bool) -> serde_json::Value {
+    if anthropic {
+        serde_json::json!({
+            "type": "model",
+            "id": id,
+            "display_name": id,
+            "created_at": "1970-01-01T00:00:00Z",
+        })
+    } else {
+        serde_json::json!({"id": id, "object": "model", "created": 0, "owned_by": owner})
+    }
+}
+
+/// `GET /v1/models`, in OpenAI's shape or, for an Anthropic client,
+/// Anthropic's (one page, `has_more: false`).
+async fn models(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    let config = state.config();
+    let anthropic = anthropic_client(&headers);
+    let listed = listed_models(&config);
+    let data: Vec<_> = listed
+        .iter()
+        .map(|(id, owner)| model_entry(id, owner, anthropic))
+        .collect();
+    let body = if anthropic {
+        serde_json::json!({
+            "data": data,
+            "has_more": false,
+            "first_id": listed.first().map(|m| m.0),
+            "last_id": listed.last().map(|m| m.0),
+        })
+    } else {
+        serde_json::json!({ "object": "list", "data": data })
+    };
+    axum::Json(body).into_response()
+}
+
+/// `GET /v1/models/{model}`: any model the gateway routes (a glob's too),
+/// in the client's shape; 404 in its error shape otherwise.
+async fn model(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Response {
+    let config = state.config();
+    let anthropic = anthropic_client(&headers);
+    match config.route(&id) {
+        Some(p) => {
+            axum::Json(model_entry(&id, &config.providers[p].name, anthropic)).into_response()
+        }
+        None => {
+            let shown: String = id.chars().take(100).collect();
+            let format = if anthropic {
+                Format::Anthropic
+            } else {
+                Format::OpenAi
+            };
+            ApiError::not_found(format!("the model `{shown}` is not served by this gateway"))
+                .code("model_not_found")
+                .into_response_as(format)
+        }
+    }
 }
 
 /// Whether the request came from this machine. An IPv4 client of a

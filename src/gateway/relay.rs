@@ -88,7 +88,9 @@ pub trait Reframe: Send + 'static {
 }
 
 /// The tail that ends a broken stream, in `format`: OpenAI's error chunk
-/// and `[DONE]`, or Anthropic's `error` event.
+/// and `[DONE]`, Anthropic's `error` event, or the Responses API's `error`
+/// and `response.failed` events (numbered from 0; see [`Passthrough`] for a
+/// stream that already numbered some).
 pub fn error_event(format: Format, message: &str) -> Bytes {
     let err = ApiError::new(
         http::StatusCode::BAD_GATEWAY,
@@ -108,20 +110,82 @@ pub fn error_event(format: Format, message: &str) -> Bytes {
             out.extend_from_slice(&serde_json::to_vec(&err.anthropic_body()).expect("json"));
             out.extend_from_slice(b"\n\n");
         }
+        Format::Responses => return responses_error(message, 0),
     }
     Bytes::from(out)
 }
 
+/// The Responses API's end of a broken stream, numbered from `seq`: an
+/// `error` event, then `response.failed` (which clients such as Codex wait
+/// for before they give up on a turn).
+fn responses_error(message: &str, seq: u64) -> Bytes {
+    let error = serde_json::json!({
+        "type": "error",
+        "sequence_number": seq,
+        "code": "stream_interrupted",
+        "message": message,
+        "param": null,
+    });
+    let failed = serde_json::json!({
+        "type": "response.failed",
+        "sequence_number": seq + 1,
+        "response": {
+            "object": "response",
+            "status": "failed",
+            "error": {"code": "server_error", "message": message},
+            "output": [],
+        },
+    });
+    Bytes::from(format!(
+        "event: error\ndata: {error}\n\nevent: response.failed\ndata: {failed}\n\n"
+    ))
+}
+
+/// The last `"sequence_number":N` in `events`, if any.
+fn last_sequence_number(events: &[u8]) -> Option<u64> {
+    const KEY: &[u8] = b"\"sequence_number\":";
+    let at = events.windows(KEY.len()).rposition(|w| w == KEY)?;
+    let digits: String = events[at + KEY.len()..]
+        .iter()
+        .skip_while(|b| b.is_ascii_whitespace())
+        .take_while(|b| b.is_ascii_digit())
+        .map(|&b| b as char)
+        .collect();
+    digits.parse().ok()
+}
+
 /// Same format on both sides: whole events go through untouched.
-pub struct Passthrough(pub Format);
+pub struct Passthrough {
+    format: Format,
+    /// Responses streams number their events; an error tail continues the
+    /// count. Read from the last event passed (only for that format).
+    next_seq: u64,
+}
+
+impl Passthrough {
+    pub fn new(format: Format) -> Self {
+        Passthrough {
+            format,
+            next_seq: 0,
+        }
+    }
+}
 
 impl Reframe for Passthrough {
     fn events(&mut self, whole: Bytes) -> Bytes {
+        if self.format == Format::Responses
+            && let Some(n) = last_sequence_number(&whole)
+        {
+            self.next_seq = n + 1;
+        }
         whole
     }
 
     fn error(&mut self, message: &str) -> Bytes {
-        error_event(self.0, message)
+        match self.format {
+            Format::Responses => responses_error(message, self.next_seq),
+            f => error_event(f, message),
+        }
     }
 }
 
@@ -321,6 +385,27 @@ mod tests {
         assert_eq!(v["error"]["code"], "stream_interrupted");
         assert_eq!(events.next(), Some("data: [DONE]"));
         assert_eq!(events.next(), None);
+    }
+
+    #[test]
+    fn responses_error_tail_continues_the_numbering() {
+        let mut p = Passthrough::new(Format::Responses);
+        let first = Bytes::from_static(
+            b"event: response.created\ndata: {\"type\":\"response.created\",\"sequence_number\":0}\n\nevent: response.output_text.delta\ndata: {\"type\":\"response.output_text.delta\",\"sequence_number\": 17,\"delta\":\"x\"}\n\n",
+        );
+        assert_eq!(p.events(first.clone()), first);
+        let tail = p.error("broke");
+        let events = crate::translate::parse_events(&tail);
+        assert_eq!(events.len(), 2);
+        assert_eq!(events[0].event.as_deref(), Some("error"));
+        assert_eq!(events[1].event.as_deref(), Some("response.failed"));
+        let failed: serde_json::Value = serde_json::from_str(&events[1].data).unwrap();
+        let error: serde_json::Value = serde_json::from_str(&events[0].data).unwrap();
+        assert_eq!(error["sequence_number"], 18);
+        assert_eq!(error["code"], "stream_interrupted");
+        assert_eq!(failed["sequence_number"], 19);
+        assert_eq!(failed["response"]["status"], "failed");
+        assert_eq!(failed["response"]["error"]["message"], "broke");
     }
 
     #[test]

@@ -6,6 +6,7 @@
 
 pub mod anthropic;
 pub mod gemini;
+pub mod responses;
 
 /// A request that cannot be expressed in the target format.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -45,12 +45,11 @@ fn auth_headers(headers: &mut HeaderMap, token: &Secret, auth: Auth) {
     }
 }
 
-/// Sends a Messages request. `client_headers` are the client's (an
-/// Anthropic client's `anthropic-version` and `anthropic-beta` go along);
-/// resolves when the response head arrives.
-pub async fn send_messages(
-    http: &reqwest::Client,
-    provider: &Provider,
+/// Sends `request` (a POST to Messages or token counting). `client_headers`
+/// are the client's (an Anthropic client's `anthropic-version` and
+/// `anthropic-beta` go along); resolves when the response head arrives.
+pub async fn send(
+    request: reqwest::RequestBuilder,
     token: &Secret,
     auth: Auth,
     body: Bytes,
@@ -58,11 +57,7 @@ pub async fn send_messages(
 ) -> Result<reqwest::Response, reqwest::Error> {
     let mut headers = super::upstream_headers(client_headers);
     auth_headers(&mut headers, token, auth);
-    let req = match &provider.chat_url {
-        Some(u) => http.post(u.clone()),
-        None => http.post(format!("{}/messages", provider.base_url)),
-    };
-    req.headers(headers).body(body).send().await
+    request.headers(headers).body(body).send().await
 }
 
 /// `GET {base}/models`: cheap, authenticated, no tokens spent.

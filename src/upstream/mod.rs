@@ -227,18 +227,72 @@ pub fn forward_response_header(name: &str) -> bool {
         || name.starts_with("anthropic-ratelimit-"))
 }
 
-/// Sends a chat request (already in the provider's format) with `token` to
-/// an HTTP provider. `bearer`: the token is an access token minted from a
-/// refresh token (Anthropic takes those as `Authorization: Bearer`, static
-/// keys as `x-api-key`). Resolves when the response head arrives.
-pub async fn send_chat(
+/// Which of a provider's APIs a request goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    /// The provider's generation call: Chat Completions (OpenAI kind) or
+    /// Messages (Anthropic), in whatever format the conversion chose.
+    Generate,
+    /// OpenAI's Responses API, forwarded as the client sent it
+    /// (`responses = "native"`).
+    Responses,
+    /// OpenAI's embeddings.
+    Embeddings,
+    /// Anthropic's token counting.
+    CountTokens,
+}
+
+impl Endpoint {
+    /// The path after a provider's `base_url`, or `None` for the parsed
+    /// generation URL the provider keeps (`Provider::chat_url`).
+    fn path(self) -> Option<&'static str> {
+        match self {
+            Endpoint::Generate => None,
+            Endpoint::Responses => Some("responses"),
+            Endpoint::Embeddings => Some("embeddings"),
+            Endpoint::CountTokens => Some("messages/count_tokens"),
+        }
+    }
+
+    /// Whether a provider of `kind` has this endpoint.
+    pub fn served_by(self, kind: ProviderKind) -> bool {
+        match self {
+            Endpoint::Generate => true,
+            Endpoint::Responses | Endpoint::Embeddings => kind == ProviderKind::OpenAi,
+            Endpoint::CountTokens => kind == ProviderKind::Anthropic,
+        }
+    }
+}
+
+/// A `POST` to `endpoint` of an HTTP provider (the parsed chat URL when
+/// there is one).
+fn post(
     http: &reqwest::Client,
     provider: &Provider,
+    endpoint: Endpoint,
+) -> reqwest::RequestBuilder {
+    match (endpoint.path(), &provider.chat_url) {
+        (None, Some(u)) => http.post(u.clone()),
+        (None, None) => http.post(provider.base_url.as_str()),
+        (Some(path), _) => http.post(format!("{}/{path}", provider.base_url)),
+    }
+}
+
+/// Sends a request (already in the provider's format) with `token` to
+/// `endpoint` of an HTTP provider. `bearer`: the token is an access token
+/// minted from a refresh token (Anthropic takes those as `Authorization:
+/// Bearer`, static keys as `x-api-key`). Resolves when the response head
+/// arrives.
+pub async fn send(
+    http: &reqwest::Client,
+    provider: &Provider,
+    endpoint: Endpoint,
     token: &Secret,
     bearer: bool,
     body: Bytes,
     client_headers: &HeaderMap,
 ) -> Result<reqwest::Response, reqwest::Error> {
+    let request = post(http, provider, endpoint);
     match provider.kind {
         ProviderKind::Anthropic => {
             let auth = if bearer {
@@ -246,10 +300,10 @@ pub async fn send_chat(
             } else {
                 anthropic::Auth::ApiKey
             };
-            anthropic::send_messages(http, provider, token, auth, body, client_headers).await
+            anthropic::send(request, token, auth, body, client_headers).await
         }
         ProviderKind::OpenAi | ProviderKind::Gemini => {
-            openai::send_chat(http, provider, token, body, client_headers).await
+            openai::send(request, token, body, client_headers).await
         }
     }
 }

@@ -11,9 +11,10 @@ use super::{Outcome, hints};
 use crate::config::{PoolSettings, Provider};
 use crate::secret::Secret;
 
-pub async fn send_chat(
-    http: &reqwest::Client,
-    provider: &Provider,
+/// Sends `request` (a POST to one of the provider's endpoints) with the
+/// key as a bearer token.
+pub async fn send(
+    request: reqwest::RequestBuilder,
     token: &Secret,
     body: Bytes,
     client_headers: &HeaderMap,
@@ -23,12 +24,7 @@ pub async fn send_chat(
         .unwrap_or_else(|_| HeaderValue::from_static("Bearer invalid"));
     auth.set_sensitive(true);
     headers.insert(header::AUTHORIZATION, auth);
-    // Parsed once with the config (a clone is a copy, not a parse).
-    let req = match &provider.chat_url {
-        Some(u) => http.post(u.clone()),
-        None => http.post(format!("{}/chat/completions", provider.base_url)),
-    };
-    req.headers(headers).body(body).send().await
+    request.headers(headers).body(body).send().await
 }
 
 pub async fn probe(
