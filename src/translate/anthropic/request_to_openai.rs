@@ -136,10 +136,38 @@ fn anthropic_message(m: &Value, at: &str, out: &mut Vec<Value>) -> Result<(), Tr
         .as_object()
         .ok_or_else(|| err(at, "must be a message object"))?;
     let role = str_of(m, "role").ok_or_else(|| err(format!("{at}.role"), "must be a string"))?;
+    if role == "system" {
+        // A system message mid-conversation (newer Claude models take one
+        // after a user turn; Claude Code sends them): a chat system message
+        // in place.
+        drop_unknown(obj, &["role", "content"], at);
+        let content = match m.get("content") {
+            Some(Value::String(s)) => Value::String(s.clone()),
+            Some(Value::Array(blocks)) => {
+                let texts = blocks
+                    .iter()
+                    .enumerate()
+                    .map(|(j, b)| match (str_of(b, "type"), str_of(b, "text")) {
+                        (Some("text"), Some(t)) => Ok(text_part(t.to_owned())),
+                        _ => Err(err(format!("{at}.content[{j}]"), "must be a text block")),
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                Value::Array(texts)
+            }
+            _ => {
+                return Err(err(
+                    format!("{at}.content"),
+                    "must be a string or an array of text blocks",
+                ));
+            }
+        };
+        out.push(json!({"role": "system", "content": content}));
+        return Ok(());
+    }
     if role != "user" && role != "assistant" {
         return Err(err(
             format!("{at}.role"),
-            format!("unknown role {role:?}; Anthropic messages are user or assistant"),
+            format!("unknown role {role:?}; Anthropic messages are user, assistant or system"),
         ));
     }
     drop_unknown(obj, &["role", "content"], at);

@@ -577,7 +577,7 @@ fn anthropic_requests_that_cannot_be_expressed_name_the_field() {
     assert_eq!(field(json!({"model": "m", "messages": "hi"})), "messages");
     assert_eq!(
         field(
-            json!({"messages": [{"role": "user", "content": "a"}, {"role": "system", "content": "b"}]})
+            json!({"messages": [{"role": "user", "content": "a"}, {"role": "tool", "content": "b"}]})
         ),
         "messages[1].role"
     );
@@ -1580,4 +1580,36 @@ proptest! {
         let max = req["max_completion_tokens"].as_u64().unwrap_or(1024);
         prop_assert_eq!(&back["max_completion_tokens"], &json!(max));
     }
+}
+
+/// Claude Code (2.1) sends a system message inside `messages`, after a
+/// user turn; it stays a system message, in place.
+#[test]
+fn anthropic_mid_conversation_system_message_stays_in_place() {
+    let req = json!({
+        "model": "m",
+        "max_tokens": 10,
+        "system": "top",
+        "messages": [
+            {"role": "user", "content": "hi"},
+            {"role": "system", "content": [{"type": "text", "text": "now be terse"}]},
+            {"role": "user", "content": "go"},
+        ],
+    });
+    let out = request_to_openai(&req).unwrap();
+    assert_eq!(
+        out["messages"],
+        json!([
+            {"role": "system", "content": "top"},
+            {"role": "user", "content": "hi"},
+            {"role": "system", "content": [{"type": "text", "text": "now be terse"}]},
+            {"role": "user", "content": "go"},
+        ])
+    );
+    let bad = json!({"model": "m", "max_tokens": 1, "messages": [
+        {"role": "system", "content": [{"type": "image", "source": {}}]}]});
+    assert_eq!(
+        request_to_openai(&bad).unwrap_err().field,
+        "messages[0].content[0]"
+    );
 }
