@@ -1,7 +1,9 @@
-//! The simulated Anthropic Messages API: `POST /v1/messages` in Anthropic's
-//! wire format, served by the same accounts, limiter, log and fault knobs
-//! as the OpenAI endpoint. A request to either endpoint counts against the
-//! same account window.
+//! The simulated Anthropic Messages API: `POST /v1/messages` and
+//! `POST /v1/messages/count_tokens` in Anthropic's wire format, served by
+//! the same accounts, limiter, log and fault knobs as the OpenAI
+//! endpoints. A request to any endpoint counts against the same account
+//! window, a token count included. A query string (Claude Code sends
+//! `?beta=true`) changes nothing.
 //!
 //! Authentication: a static key in `x-api-key`, or an access token minted
 //! by the sim's token endpoint as `Authorization: Bearer`, each accepted
@@ -16,9 +18,14 @@
 //!   exactly a piece, `"[k]"`, ends the answer before it.
 //! - A tool call, when the request has `tools` and either `tool_choice`
 //!   forces one (`any`: the first tool; `tool`: the named one) or, under
-//!   `auto`, the last user message's text mentions "weather". The call is
-//!   `tool_use` with input `{"city": "Paris"}`, streamed as several
-//!   `input_json_delta` pieces; `tool_choice: none` never calls.
+//!   `auto`, the last user message's text mentions "weather" or the last
+//!   message is a user message containing `sim:call-tool`. The call is
+//!   `tool_use` with input `{"city": "Paris"}`, or `{"piece":"[0]","n":1}`
+//!   (the chat endpoint's arguments) when the marker asked for it,
+//!   streamed as several `input_json_delta` pieces; `tool_choice: none`
+//!   never calls.
+//! - A token count: `{"input_tokens": N}`, the `input_tokens` the same
+//!   body would report from `/v1/messages`.
 //!
 //! How the limiter's answers look (the account's [`HintStyle`] picks the
 //! hints of a rate-limit 429; see [`wire::hint_headers`]):
@@ -55,7 +62,7 @@ use super::server::{Cut, SseEvents, abort_body, aborted, bearer, json_response, 
 use super::state::{Account, Caller, Drawn, Inner, Refusal, Shared};
 use super::wire::{RateInfo, insert};
 use super::{Endpoint, KeyFault, SimRequest};
-use request::Params;
+use request::{Kind, Params};
 use wire::Reply;
 
 /// `anthropic-version` values the real API accepts.
@@ -137,6 +144,13 @@ impl SseEvents for Reply {
     }
 }
 
+/// What an admitted request is answered with.
+enum Answer {
+    /// A whole JSON body: a message, or a token count.
+    Whole(String),
+    Stream(Reply),
+}
+
 /// What the limiter and fault dice decided for one request.
 enum Decision {
     /// Answer now (refusals come back without `latency`, as a limiter's do).
@@ -144,8 +158,7 @@ enum Decision {
     /// Answer with this status and body after `latency`.
     Fail(u16, String),
     Serve {
-        reply: Reply,
-        stream: bool,
+        answer: Answer,
         /// `None` for accounts that do not advertise their limits.
         rate: Option<RateInfo>,
         cut: Option<Cut>,
@@ -157,15 +170,34 @@ pub(super) async fn messages(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    handle(sh, headers, body, Endpoint::Messages).await
+}
+
+/// `POST /v1/messages/count_tokens`: checked, limited and refused exactly
+/// like a Messages request.
+pub(super) async fn count_tokens(
+    State(sh): State<Arc<Shared>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    handle(sh, headers, body, Endpoint::CountTokens).await
+}
+
+async fn handle(sh: Arc<Shared>, headers: HeaderMap, body: Bytes, endpoint: Endpoint) -> Response {
     let (now, wall) = (Instant::now(), SystemTime::now());
     let version = headers
         .get("anthropic-version")
         .map(|v| v.to_str().unwrap_or_default());
+    let kind = match endpoint {
+        Endpoint::CountTokens => Kind::CountTokens,
+        _ => Kind::Messages,
+    };
     let (decision, request_id) = decide(
         &sh,
+        endpoint,
         credential(&headers),
         version,
-        request::parse(&body),
+        request::parse(&body, kind),
         now,
         wall,
     );
@@ -178,34 +210,28 @@ pub(super) async fn messages(
             }
             json_response(status, body)
         }
-        Decision::Serve {
-            reply,
-            stream,
-            rate,
-            cut,
-        } => {
+        Decision::Serve { answer, rate, cut } => {
             if !sh.sleep(latency).await {
                 return aborted();
             }
-            let mut resp = if stream {
-                let interval = sh.settings.chunk_interval;
-                let mut resp = Response::new(sse_body(reply, interval, cut, sh.clone()));
-                let h = resp.headers_mut();
-                insert(h, "content-type", "text/event-stream");
-                insert(h, "cache-control", "no-cache");
-                resp
-            } else {
-                match cut {
-                    None => json_response(200, reply.body()),
-                    Some(Cut::Reset(_)) => {
-                        let mut resp = Response::new(abort_body(sh.clone()));
-                        insert(resp.headers_mut(), "content-type", "application/json");
-                        resp
-                    }
-                    Some(Cut::Stall(_)) => {
-                        sh.cancel.cancelled().await;
-                        return aborted();
-                    }
+            let mut resp = match (answer, cut) {
+                (Answer::Stream(reply), cut) => {
+                    let interval = sh.settings.chunk_interval;
+                    let mut resp = Response::new(sse_body(reply, interval, cut, sh.clone()));
+                    let h = resp.headers_mut();
+                    insert(h, "content-type", "text/event-stream");
+                    insert(h, "cache-control", "no-cache");
+                    resp
+                }
+                (Answer::Whole(body), None) => json_response(200, body),
+                (Answer::Whole(_), Some(Cut::Reset(_))) => {
+                    let mut resp = Response::new(abort_body(sh.clone()));
+                    insert(resp.headers_mut(), "content-type", "application/json");
+                    resp
+                }
+                (Answer::Whole(_), Some(Cut::Stall(_))) => {
+                    sh.cancel.cancelled().await;
+                    return aborted();
                 }
             };
             if let Some(rate) = rate {
@@ -218,11 +244,12 @@ pub(super) async fn messages(
     resp
 }
 
-/// Decides a Messages request under the lock and logs it. The checks run
-/// in the real API's order as far as it is known: who, which version,
-/// what body, which model; then faults and the limiter.
+/// Decides a Messages or count_tokens request under the lock and logs it.
+/// The checks run in the real API's order as far as it is known: who,
+/// which version, what body, which model; then faults and the limiter.
 fn decide(
     sh: &Shared,
+    endpoint: Endpoint,
     cred: Credential<'_>,
     version: Option<&str>,
     params: Result<Params, String>,
@@ -235,7 +262,7 @@ fn decide(
     let refuse = |status, body| Decision::Refuse(json_response(status, body));
     let mut req = SimRequest {
         at: now,
-        endpoint: Endpoint::Messages,
+        endpoint,
         label: None,
         model: params.as_ref().map(|p| p.model.clone()).unwrap_or_default(),
         stream: params.as_ref().is_ok_and(|p| p.stream),
@@ -302,30 +329,32 @@ fn decide(
     }
     let rate = inner.accounts[idx].consume(now);
     let rate = inner.accounts[idx].advertise.then_some(rate);
-    let (content, stop) = params.plan(sh.settings.chunks, id);
-    let reply = Reply {
-        id: format!("msg_sim{id:024x}"),
-        model: params.model.clone(),
-        content,
-        stop,
-        input_tokens: params.input_tokens,
-    };
-    let events = if params.stream {
-        reply.event_count()
+    let answer = if endpoint == Endpoint::CountTokens {
+        Answer::Whole(wire::token_count(params.input_tokens))
     } else {
-        0
+        let (content, stop) = params.plan(sh.settings.chunks, id);
+        let reply = Reply {
+            id: format!("msg_sim{id:024x}"),
+            model: params.model.clone(),
+            content,
+            stop,
+            input_tokens: params.input_tokens,
+        };
+        if params.stream {
+            Answer::Stream(reply)
+        } else {
+            Answer::Whole(reply.body())
+        }
+    };
+    let events = match &answer {
+        Answer::Whole(_) => 0,
+        Answer::Stream(reply) => reply.event_count(),
     };
     let cut = Cut::choose(&mut inner, idx, drawn, events);
     req.status = 200;
     req.fault = cut.map(Cut::as_fault);
     inner.record(req, Some(idx), false);
-    let decision = Decision::Serve {
-        reply,
-        stream: params.stream,
-        rate,
-        cut,
-    };
-    (decision, request_id)
+    (Decision::Serve { answer, rate, cut }, request_id)
 }
 
 /// `GET /v1/models` for an Anthropic client: the same credentials rules,

@@ -6,6 +6,12 @@
 //! chunk shapes. The gateway classifies responses by those formats, so the
 //! sim is only useful if it gets them right.
 //!
+//! On one port it serves OpenAI's chat completions, embeddings and
+//! Responses API (`chat`, `embeddings`, `responses`, behind the shared
+//! gate in `openai`), Anthropic's Messages and token counting
+//! (`anthropic`) and Gemini's gRPC service (`gemini`). Every [`Endpoint`]
+//! draws on the same accounts, windows and faults.
+//!
 //! It is used three ways: by integration tests (`start` on `127.0.0.1:0`,
 //! then inspect [`SimHandle::log`]), by `tokenyard demo`, and standalone via
 //! `tokenyard sim` ([`run_cli`]). [`traffic`] generates client load for the
@@ -15,8 +21,12 @@
 //! socket wait is involved.
 
 mod anthropic;
+mod chat;
 mod cli;
+mod embeddings;
 mod gemini;
+mod openai;
+mod responses;
 mod server;
 mod state;
 #[cfg(test)]
@@ -24,6 +34,7 @@ mod tests;
 pub mod traffic;
 mod wire;
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -232,8 +243,10 @@ pub enum TokenFailure {
     InvalidGrant,
 }
 
-/// Which API a chat request came in on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Which API a request came in on. Every one of them is served by the same
+/// accounts and uses up the same window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Endpoint {
     /// OpenAI's `POST /v1/chat/completions`.
     ChatCompletions,
@@ -242,9 +255,15 @@ pub enum Endpoint {
     /// Gemini's gRPC `GenerateContent` and `StreamGenerateContent` (on the
     /// same port; see [`SimHandle::gemini_url`]).
     GenerateContent,
+    /// OpenAI's `POST /v1/embeddings`.
+    Embeddings,
+    /// Anthropic's `POST /v1/messages/count_tokens`.
+    CountTokens,
+    /// OpenAI's `POST /v1/responses`.
+    Responses,
 }
 
-/// One chat request (on any [`Endpoint`]) as the sim saw and answered it.
+/// One request on any [`Endpoint`] as the sim saw and answered it.
 #[derive(Debug, Clone)]
 pub struct SimRequest {
     /// Arrival time.
@@ -257,6 +276,8 @@ pub struct SimRequest {
     pub label: Option<String>,
     /// The requested model; empty when the body could not be read.
     pub model: String,
+    /// Always false for endpoints that cannot stream (embeddings, token
+    /// counts).
     pub stream: bool,
     /// The status of the response head (200 also for answers a fault later
     /// cut short or never sent; see `fault`).
@@ -294,7 +315,7 @@ pub enum TokenOutcome {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SimStats {
     pub accounts: Vec<AccountStats>,
-    /// Chat requests with a missing or unknown bearer token.
+    /// Requests (on any endpoint) with a missing or unknown credential.
     pub unauthenticated: u64,
     pub token_calls: usize,
 }
@@ -308,8 +329,12 @@ impl SimStats {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AccountStats {
     pub label: String,
-    /// All chat completion requests for this account.
+    /// All requests for this account, on every [`Endpoint`].
     pub requests: u64,
+    /// `requests` by the endpoint they came in on (only endpoints that saw
+    /// one are listed).
+    #[serde(default)]
+    pub by_endpoint: BTreeMap<Endpoint, u64>,
     /// 2xx heads sent (including ones a fault later cut short).
     pub ok: u64,
     /// 429 `rate_limit_exceeded`.
@@ -397,7 +422,7 @@ impl SimHandle {
         format!("http://{}", self.addr)
     }
 
-    /// Every chat request, on any [`Endpoint`], in arrival order.
+    /// Every request on any [`Endpoint`], in arrival order.
     pub fn log(&self) -> Vec<SimRequest> {
         self.shared.lock().log.clone()
     }

@@ -349,13 +349,14 @@ impl Inner {
         }
     }
 
-    /// Records a chat request and counts it for its account; `quota` marks
+    /// Records a request on any endpoint and counts it for its account; `quota` marks
     /// a 429 that was `insufficient_quota` rather than a rate limit.
     pub fn record(&mut self, req: SimRequest, account: Option<usize>, quota: bool) {
         match account.and_then(|i| self.accounts.get_mut(i)) {
             Some(a) => {
                 let s = &mut a.stats;
                 s.requests += 1;
+                *s.by_endpoint.entry(req.endpoint).or_default() += 1;
                 match req.status {
                     200..=299 => s.ok += 1,
                     401 => s.unauthorized += 1,

@@ -3,7 +3,6 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -261,179 +260,14 @@ pub(crate) fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
-/// One completion the sim will produce, streamed or whole.
-#[derive(Debug, Clone)]
-pub(crate) struct Completion {
-    pub id: String,
-    pub created: u64,
-    pub model: String,
-    /// Content pieces: `[0]`, `[1]`, ...
-    pub pieces: usize,
-    /// `"length"` when `max_tokens` set the count, else `"stop"`.
-    pub finish: &'static str,
-    pub include_usage: bool,
-    pub prompt_tokens: u64,
-}
+/// What a request writes in its last user message to be answered with a
+/// tool call (on chat completions and Messages), so a test can ask for one
+/// without the sim guessing from natural language.
+pub(crate) const CALL_TOOL_MARKER: &str = "sim:call-tool";
 
-/// Token counts; completion tokens are the content pieces.
-#[derive(Serialize)]
-struct Usage {
-    prompt_tokens: u64,
-    completion_tokens: u64,
-    total_tokens: u64,
-}
-
-/// A `chat.completion.chunk`, fields in OpenAI's order.
-#[derive(Serialize)]
-struct Chunk<'a> {
-    id: &'a str,
-    object: &'static str,
-    created: u64,
-    model: &'a str,
-    system_fingerprint: Option<()>,
-    choices: Vec<ChunkChoice>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    usage: Option<Usage>,
-}
-
-#[derive(Serialize)]
-struct ChunkChoice {
-    index: u32,
-    delta: Delta,
-    logprobs: Option<()>,
-    finish_reason: Option<&'static str>,
-}
-
-#[derive(Serialize, Default)]
-struct Delta {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    role: Option<&'static str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    content: Option<String>,
-}
-
-/// A whole `chat.completion`, fields in OpenAI's order.
-#[derive(Serialize)]
-struct Whole<'a> {
-    id: &'a str,
-    object: &'static str,
-    created: u64,
-    model: &'a str,
-    choices: [WholeChoice; 1],
-    usage: Usage,
-    system_fingerprint: Option<()>,
-}
-
-#[derive(Serialize)]
-struct WholeChoice {
-    index: u32,
-    message: Message,
-    logprobs: Option<()>,
-    finish_reason: &'static str,
-}
-
-#[derive(Serialize)]
-struct Message {
-    role: &'static str,
-    content: String,
-    refusal: Option<()>,
-}
-
-impl Completion {
-    pub fn text(&self) -> String {
-        (0..self.pieces).map(|i| format!("[{i}]")).collect()
-    }
-
-    fn usage(&self) -> Usage {
-        let completion = self.pieces as u64;
-        Usage {
-            prompt_tokens: self.prompt_tokens,
-            completion_tokens: completion,
-            total_tokens: self.prompt_tokens + completion,
-        }
-    }
-
-    /// The non-stream `chat.completion` body.
-    pub fn body(&self) -> String {
-        let whole = Whole {
-            id: &self.id,
-            object: "chat.completion",
-            created: self.created,
-            model: &self.model,
-            choices: [WholeChoice {
-                index: 0,
-                message: Message {
-                    role: "assistant",
-                    content: self.text(),
-                    refusal: None,
-                },
-                logprobs: None,
-                finish_reason: self.finish,
-            }],
-            usage: self.usage(),
-            system_fingerprint: None,
-        };
-        serde_json::to_string(&whole).unwrap_or_default()
-    }
-
-    /// SSE data events in a full stream: role chunk, content chunks, finish
-    /// chunk, the usage chunk if asked, `[DONE]`.
-    pub fn event_count(&self) -> usize {
-        self.pieces + 3 + usize::from(self.include_usage)
-    }
-
-    /// Whether event `i` is a content chunk (paced by `chunk_interval`).
-    pub fn is_content(&self, i: usize) -> bool {
-        (1..=self.pieces).contains(&i)
-    }
-
-    /// SSE event `i` (`0 <= i < event_count()`), framed as `data: ...\n\n`.
-    pub fn event(&self, i: usize) -> Bytes {
-        let finish_at = self.pieces + 1;
-        let chunk = if i == 0 {
-            let delta = Delta {
-                role: Some("assistant"),
-                content: Some(String::new()),
-            };
-            self.chunk(vec![choice(delta, None)], None)
-        } else if i < finish_at {
-            let delta = Delta {
-                role: None,
-                content: Some(format!("[{}]", i - 1)),
-            };
-            self.chunk(vec![choice(delta, None)], None)
-        } else if i == finish_at {
-            self.chunk(vec![choice(Delta::default(), Some(self.finish))], None)
-        } else if i == finish_at + 1 && self.include_usage {
-            self.chunk(Vec::new(), Some(self.usage()))
-        } else {
-            return Bytes::from_static(b"data: [DONE]\n\n");
-        };
-        let json = serde_json::to_string(&chunk).unwrap_or_default();
-        Bytes::from(format!("data: {json}\n\n"))
-    }
-
-    fn chunk(&self, choices: Vec<ChunkChoice>, usage: Option<Usage>) -> Chunk<'_> {
-        Chunk {
-            id: &self.id,
-            object: "chat.completion.chunk",
-            created: self.created,
-            model: &self.model,
-            system_fingerprint: None,
-            choices,
-            usage,
-        }
-    }
-}
-
-fn choice(delta: Delta, finish_reason: Option<&'static str>) -> ChunkChoice {
-    ChunkChoice {
-        index: 0,
-        delta,
-        logprobs: None,
-        finish_reason,
-    }
-}
+/// The arguments of a tool call the marker asks for, in the pieces a stream
+/// sends them in; together they are `{"piece":"[0]","n":1}`.
+pub(crate) const TOOL_ARGS_PIECES: [&str; 3] = ["{\"piece\":\"", "[0]\",\"n\"", ":1}"];
 
 pub(crate) fn models_list(models: &[String], created: u64) -> Value {
     let data: Vec<Value> = models
@@ -472,6 +306,12 @@ mod tests {
     }
 
     #[test]
+    fn tool_args_pieces_are_one_json_object() {
+        let args: Value = serde_json::from_str(&TOOL_ARGS_PIECES.concat()).unwrap();
+        assert_eq!(args, json!({"piece": "[0]", "n": 1}));
+    }
+
+    #[test]
     fn hints_round_up() {
         assert_eq!(
             ceil_ms(Duration::from_nanos(1_200_001)),
@@ -484,28 +324,5 @@ mod tests {
         );
         let parsed = httpdate::parse_http_date(&date).unwrap();
         assert_eq!(parsed, epoch + Duration::from_secs(2));
-    }
-
-    #[test]
-    fn stream_events_are_numbered() {
-        let c = Completion {
-            id: "chatcmpl-sim-1".into(),
-            created: 1,
-            model: "sim-small".into(),
-            pieces: 2,
-            finish: "stop",
-            include_usage: true,
-            prompt_tokens: 3,
-        };
-        assert_eq!(c.event_count(), 6);
-        let text: Vec<String> = (0..c.event_count())
-            .map(|i| String::from_utf8(c.event(i).to_vec()).unwrap())
-            .collect();
-        assert!(text[0].starts_with(r#"data: {"id":"chatcmpl-sim-1","object":"chat.completion.chunk","created":1,"model":"sim-small","system_fingerprint":null,"choices":[{"index":0,"delta":{"role":"assistant","content":""},"logprobs":null,"finish_reason":null}]}"#));
-        assert!(text[1].contains(r#""delta":{"content":"[0]"}"#));
-        assert!(text[3].contains(r#""finish_reason":"stop""#));
-        assert!(text[4].contains(r#""choices":[]"#));
-        assert_eq!(text[5], "data: [DONE]\n\n");
-        assert_eq!(c.text(), "[0][1]");
     }
 }

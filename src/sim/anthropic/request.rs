@@ -1,9 +1,19 @@
-//! A Messages request body as the real API checks it, and what the
-//! simulated model makes of it. Pure functions, no I/O.
+//! A Messages (or count_tokens) request body as the real API checks it,
+//! and what the simulated model makes of it. Pure functions, no I/O.
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use super::wire::{Content, Stop};
+use crate::sim::wire::{CALL_TOOL_MARKER, TOOL_ARGS_PIECES};
+
+/// Which endpoint a body is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Kind {
+    Messages,
+    /// `count_tokens` takes a Messages body without the generation
+    /// settings: no `max_tokens`, `stream`, sampling or stop sequences.
+    CountTokens,
+}
 
 /// Top-level body fields the real API knows; any other is refused with
 /// "Extra inputs are not permitted", which catches OpenAI-only fields
@@ -30,6 +40,61 @@ const FIELDS: [&str; 19] = [
     "output_format",
 ];
 
+/// The fields `count_tokens` knows; the real API refuses the rest of a
+/// Messages body (`max_tokens: Extra inputs are not permitted`).
+const COUNT_TOKENS_FIELDS: [&str; 10] = [
+    "model",
+    "messages",
+    "system",
+    "tools",
+    "tool_choice",
+    "thinking",
+    "mcp_servers",
+    "context_management",
+    "output_config",
+    "output_format",
+];
+
+/// Which input a simulated tool call carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ToolInput {
+    /// `{"city": "Paris"}`, the answer to a question about the weather.
+    City,
+    /// `{"piece":"[0]","n":1}`, what the `sim:call-tool` marker asks for:
+    /// the chat endpoint's arguments, so both APIs call alike.
+    Piece,
+}
+
+/// The `partial_json` pieces of a streamed weather call.
+const CITY_PIECES: [&str; 4] = ["", "{\"city\": ", "\"Par", "is\"}"];
+
+impl ToolInput {
+    pub fn value(self) -> Value {
+        match self {
+            ToolInput::City => json!({"city": "Paris"}),
+            ToolInput::Piece => json!({"piece": "[0]", "n": 1}),
+        }
+    }
+
+    /// How many `input_json_delta`s a stream sends; together they are
+    /// `value()`.
+    pub fn piece_count(self) -> usize {
+        match self {
+            ToolInput::City => CITY_PIECES.len(),
+            ToolInput::Piece => 1 + TOOL_ARGS_PIECES.len(),
+        }
+    }
+
+    /// Delta `k`. The first is empty, as Anthropic's is.
+    pub fn piece(self, k: usize) -> &'static str {
+        match self {
+            ToolInput::City => CITY_PIECES[k],
+            ToolInput::Piece if k == 0 => "",
+            ToolInput::Piece => TOOL_ARGS_PIECES[k - 1],
+        }
+    }
+}
+
 /// What a Messages request asked for.
 #[derive(Debug, Clone)]
 pub(super) struct Params {
@@ -38,7 +103,7 @@ pub(super) struct Params {
     max_tokens: usize,
     stop_sequences: Vec<String>,
     /// The tool to call instead of answering in text, if any.
-    tool: Option<String>,
+    tool: Option<(String, ToolInput)>,
     pub input_tokens: u64,
 }
 
@@ -48,13 +113,17 @@ fn required(field: &str) -> String {
 
 /// Parses and checks a body as the real API would, with its pydantic-style
 /// messages (`max_tokens: Field required`).
-pub(super) fn parse(body: &[u8]) -> Result<Params, String> {
+pub(super) fn parse(body: &[u8], kind: Kind) -> Result<Params, String> {
     let value: Value = serde_json::from_slice(body)
         .map_err(|e| format!("There was an error parsing the body of your request: {e}"))?;
     let Some(obj) = value.as_object() else {
         return Err("Input should be a valid dictionary".to_owned());
     };
-    if let Some(extra) = obj.keys().find(|k| !FIELDS.contains(&k.as_str())) {
+    let known: &[&str] = match kind {
+        Kind::Messages => &FIELDS,
+        Kind::CountTokens => &COUNT_TOKENS_FIELDS,
+    };
+    if let Some(extra) = obj.keys().find(|k| !known.contains(&k.as_str())) {
         return Err(format!("{extra}: Extra inputs are not permitted"));
     }
     let field = |name: &str| obj.get(name).filter(|v| !v.is_null());
@@ -64,6 +133,8 @@ pub(super) fn parse(body: &[u8]) -> Result<Params, String> {
         Some(_) => return Err("model: Input should be a valid string".to_owned()),
     };
     let max_tokens = match field("max_tokens") {
+        // Nothing is generated; the field is refused above anyway.
+        None if kind == Kind::CountTokens => usize::MAX,
         None => return Err(required("max_tokens")),
         Some(v) => match v.as_u64() {
             Some(0) => {
@@ -82,9 +153,19 @@ pub(super) fn parse(body: &[u8]) -> Result<Params, String> {
         return Err("messages: at least one message is required".to_owned());
     }
     for (i, m) in messages.iter().enumerate() {
-        // A `system` role here is what an OpenAI body forgot to move.
         match m.get("role").and_then(Value::as_str) {
             Some("user" | "assistant") => {}
+            // Newer models take a system message right after a user turn
+            // (Claude Code sends one); anywhere else it is what an OpenAI
+            // body forgot to move to `system`.
+            Some("system")
+                if i > 0 && messages[i - 1].get("role").and_then(Value::as_str) == Some("user") => {
+            }
+            Some("system") => {
+                return Err(format!(
+                    "messages.{i}.role: a system message must come right after a user message"
+                ));
+            }
             Some(_) => {
                 return Err(format!(
                     "messages.{i}.role: Input should be 'user' or 'assistant'"
@@ -158,11 +239,34 @@ pub(super) fn parse(body: &[u8]) -> Result<Params, String> {
     })
 }
 
-/// Which tool, if any, the simulated model calls.
+/// Which tool, if any, the simulated model calls, and with what input:
+/// the marker's `{"piece":"[0]","n":1}` when the last message is a user
+/// message containing `sim:call-tool`, else the weather answer.
 fn tool_to_call(
     tools: &[String],
     choice: Option<&Value>,
     messages: &[Value],
+) -> Result<Option<(String, ToolInput)>, String> {
+    let marked = messages.last().is_some_and(|m| {
+        m.get("role").and_then(Value::as_str) == Some("user")
+            && text_of(&m["content"]).contains(CALL_TOOL_MARKER)
+    });
+    let input = if marked {
+        ToolInput::Piece
+    } else {
+        ToolInput::City
+    };
+    Ok(choose_tool(tools, choice, messages, marked)?.map(|name| (name, input)))
+}
+
+/// The tool `tool_choice` picks: forced (`any`, `tool`), never (`none`),
+/// or under `auto` the first one when the user marked the request or asks
+/// about the weather.
+fn choose_tool(
+    tools: &[String],
+    choice: Option<&Value>,
+    messages: &[Value],
+    marked: bool,
 ) -> Result<Option<String>, String> {
     let kind = match choice {
         None => "auto",
@@ -186,6 +290,7 @@ fn tool_to_call(
                 Err(format!("tool_choice: Tool '{name}' not found in tools"))
             }
         }
+        "auto" if marked => Ok(first),
         "auto" => {
             let last_user = messages
                 .iter()
@@ -223,10 +328,11 @@ fn text_len(content: &Value) -> usize {
 impl Params {
     /// What the answer says and why it ends; `id` numbers a tool call.
     pub(super) fn plan(&self, chunks: usize, id: u64) -> (Content, Stop) {
-        if let Some(name) = &self.tool {
+        if let Some((name, input)) = &self.tool {
             let content = Content::ToolUse {
                 id: format!("toolu_sim{id:020x}"),
                 name: name.clone(),
+                input: *input,
             };
             return (content, Stop::ToolUse);
         }
@@ -256,7 +362,7 @@ mod tests {
     use super::*;
 
     fn parsed(body: Value) -> Result<Params, String> {
-        parse(body.to_string().as_bytes())
+        parse(body.to_string().as_bytes(), Kind::Messages)
     }
 
     #[test]
@@ -301,7 +407,7 @@ mod tests {
             if let Some(c) = choice {
                 b["tool_choice"] = c;
             }
-            parsed(b).unwrap().tool
+            parsed(b).unwrap().tool.map(|(name, _)| name)
         };
         let weather = Some("get_weather".to_owned());
         assert_eq!(ask(json!("WEATHER?"), None), weather);

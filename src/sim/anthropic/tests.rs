@@ -7,6 +7,8 @@ use serde_json::{Value, json};
 
 use crate::sim::*;
 
+mod count_tokens;
+
 const KEY: &str = "sk-ant-sim-aaaa-1234";
 
 async fn sim(cfg: SimConfig) -> SimHandle {
@@ -583,6 +585,12 @@ async fn bad_requests_get_invalid_request_errors() {
             "messages.0.role",
         ),
         (
+            json!({"model": "sim-small", "max_tokens": 5, "messages": [
+                {"role": "user", "content": "hi"}, {"role": "assistant", "content": "yes"},
+                {"role": "system", "content": "be brief"}]}),
+            "messages.2.role",
+        ),
+        (
             json!({"model": "sim-small", "max_tokens": 5, "n": 2,
                 "messages": [{"role": "user", "content": "hi"}]}),
             "n: Extra inputs",
@@ -607,7 +615,14 @@ async fn bad_requests_get_invalid_request_errors() {
         (status, kind.as_str(), message.as_str()),
         (404, "not_found_error", "model: claude-nope")
     );
-    assert_eq!(sim.stats().account("key-a").unwrap().bad_requests, 8);
+    assert_eq!(sim.stats().account("key-a").unwrap().bad_requests, 9);
+
+    // A system message right after a user turn is fine (Claude Code sends one).
+    let body = json!({"model": "sim-small", "max_tokens": 2, "messages": [
+        {"role": "user", "content": "hi"},
+        {"role": "system", "content": [{"type": "text", "text": "be brief"}]}]});
+    let resp = post(&sim, KEY, body).await;
+    assert_eq!(resp.status(), 200);
     sim.shutdown().await;
 }
 

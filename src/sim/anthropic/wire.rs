@@ -9,17 +9,9 @@ use http::HeaderMap;
 use serde::Serialize;
 use serde_json::{Value, json};
 
+use super::request::ToolInput;
 use crate::sim::HintStyle;
 use crate::sim::wire::{RateInfo, ceil_ms, http_date_after, insert};
-
-/// The pieces of the `partial_json` a streamed tool call arrives in. The
-/// first is empty, as Anthropic's is; together they are `TOOL_INPUT`.
-pub(crate) const TOOL_INPUT_PIECES: [&str; 4] = ["", "{\"city\": ", "\"Par", "is\"}"];
-
-/// The input of every simulated tool call.
-pub(crate) fn tool_input() -> Value {
-    json!({"city": "Paris"})
-}
 
 /// Anthropic's error envelope. Real answers carry the request id in the
 /// body too, so a user can quote it to support.
@@ -234,12 +226,11 @@ impl Stop {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Content {
     /// `[0][1]...` in this many pieces, the same text the OpenAI path sends.
-    Text {
-        pieces: usize,
-    },
+    Text { pieces: usize },
     ToolUse {
         id: String,
         name: String,
+        input: ToolInput,
     },
 }
 
@@ -349,7 +340,7 @@ impl Reply {
     fn deltas(&self) -> usize {
         match &self.content {
             Content::Text { pieces } => *pieces,
-            Content::ToolUse { .. } => TOOL_INPUT_PIECES.len(),
+            Content::ToolUse { input, .. } => input.piece_count(),
         }
     }
 
@@ -382,10 +373,10 @@ impl Reply {
             Content::Text { pieces } => Block::Text {
                 text: numbered(0..*pieces),
             },
-            Content::ToolUse { id, name } => Block::ToolUse {
+            Content::ToolUse { id, name, input } => Block::ToolUse {
                 id,
                 name,
-                input: tool_input(),
+                input: input.value(),
             },
         };
         let usage = Usage {
@@ -428,7 +419,7 @@ impl Reply {
                     Content::Text { .. } => Block::Text {
                         text: String::new(),
                     },
-                    Content::ToolUse { id, name } => Block::ToolUse {
+                    Content::ToolUse { id, name, .. } => Block::ToolUse {
                         id,
                         name,
                         input: json!({}),
@@ -442,8 +433,8 @@ impl Reply {
                     Content::Text { .. } => Delta::TextDelta {
                         text: format!("[{k}]"),
                     },
-                    Content::ToolUse { .. } => Delta::InputJsonDelta {
-                        partial_json: TOOL_INPUT_PIECES[k],
+                    Content::ToolUse { input, .. } => Delta::InputJsonDelta {
+                        partial_json: input.piece(k),
                     },
                 };
                 Event::ContentBlockDelta { index: 0, delta }
@@ -469,6 +460,11 @@ impl Reply {
 /// `[a][a+1]...`
 fn numbered(range: std::ops::Range<usize>) -> String {
     range.map(|i| format!("[{i}]")).collect()
+}
+
+/// The body of a `count_tokens` answer.
+pub(crate) fn token_count(input_tokens: u64) -> String {
+    json!({ "input_tokens": input_tokens }).to_string()
 }
 
 /// `GET /v1/models` in Anthropic's shape: one page with every model.
@@ -550,6 +546,7 @@ mod tests {
             Content::ToolUse {
                 id: "toolu_sim1".into(),
                 name: "get_weather".into(),
+                input: ToolInput::City,
             },
             Stop::ToolUse,
         );
@@ -559,11 +556,12 @@ mod tests {
             json!([{"type": "tool_use", "id": "toolu_sim1", "name": "get_weather", "input": {"city": "Paris"}}])
         );
         assert_eq!(v["stop_reason"], "tool_use");
-        let joined: String = TOOL_INPUT_PIECES.concat();
-        assert_eq!(
-            serde_json::from_str::<Value>(&joined).unwrap(),
-            tool_input()
-        );
+        for input in [ToolInput::City, ToolInput::Piece] {
+            let joined: String = (0..input.piece_count()).map(|k| input.piece(k)).collect();
+            let parsed: Value = serde_json::from_str(&joined).unwrap();
+            assert_eq!(parsed, input.value());
+            assert_eq!(input.piece(0), "", "Anthropic's first delta is empty");
+        }
     }
 
     #[test]

@@ -1,0 +1,268 @@
+//! What OpenAI's endpoints (chat completions, embeddings, responses)
+//! share: bearer auth, the checks in OpenAI's order, the account limiter,
+//! status and drawn faults, and the headers of every answer. Each endpoint
+//! parses its own body and plans its own answer; this module decides
+//! whether it gets to, logs the request and sends what was planned.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use axum::body::Bytes;
+use axum::response::Response;
+use tokio::time::Instant;
+
+use super::server::{Cut, SseEvents, abort_body, aborted, json_response, sse_body};
+use super::state::{Caller, Drawn, Refusal, Shared};
+use super::wire::{self, RateInfo};
+use super::{Endpoint, KeyFault, SimRequest};
+
+/// A body OpenAI would refuse with 400, as its error envelope names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct BadRequest {
+    pub message: String,
+    pub param: Option<&'static str>,
+    pub code: Option<&'static str>,
+}
+
+impl BadRequest {
+    pub fn new(message: impl Into<String>) -> Self {
+        BadRequest {
+            message: message.into(),
+            param: None,
+            code: None,
+        }
+    }
+
+    pub fn param(mut self, param: &'static str) -> Self {
+        self.param = Some(param);
+        self
+    }
+
+    pub fn code(mut self, code: &'static str) -> Self {
+        self.code = Some(code);
+        self
+    }
+
+    /// The 400 for a body that is not JSON, word for word OpenAI's.
+    pub fn not_json() -> Self {
+        BadRequest::new(
+            "We could not parse the JSON body of your request. (HINT: This likely means you aren't using your HTTP library correctly. The OpenAI API expects a JSON payload, but what was sent was not valid JSON.)",
+        )
+    }
+
+    /// `Invalid type for 'param': expected ….`
+    pub fn invalid_type(param: &'static str, expected: &str) -> Self {
+        BadRequest::new(format!("Invalid type for '{param}': expected {expected}."))
+            .param(param)
+            .code("invalid_type")
+    }
+
+    fn body(&self) -> String {
+        wire::error_body(
+            &self.message,
+            "invalid_request_error",
+            self.param,
+            self.code,
+        )
+    }
+}
+
+/// What the gate needs from a parsed body; the rest is the endpoint's.
+pub(super) trait Ask {
+    fn model(&self) -> &str;
+    fn stream(&self) -> bool;
+}
+
+/// An admitted request's answer, planned under the lock.
+pub(super) enum Answer {
+    /// A whole JSON body.
+    Whole(String),
+    /// SSE events, paced and cut like every stream.
+    Stream(Box<dyn SseEvents>),
+}
+
+impl SseEvents for Box<dyn SseEvents> {
+    fn event_count(&self) -> usize {
+        (**self).event_count()
+    }
+    fn is_content(&self, i: usize) -> bool {
+        (**self).is_content(i)
+    }
+    fn event(&self, i: usize) -> Bytes {
+        (**self).event(i)
+    }
+}
+
+/// What the limiter and fault dice decided for one request.
+pub(super) enum Decision {
+    /// Answer now (refusals come back without `latency`, as a limiter's do).
+    Refuse(Response),
+    /// Answer with this error after `latency`.
+    Fail(u16, String),
+    Serve {
+        answer: Answer,
+        /// `None` for accounts that do not advertise their limits.
+        rate: Option<RateInfo>,
+        cut: Option<Cut>,
+    },
+}
+
+/// Decides a request under the lock and logs it: who, what body, which
+/// model, the account's status fault, the limiter, a drawn fault; then
+/// `plan` builds the answer from the body and the request's number.
+pub(super) fn decide<P: Ask>(
+    sh: &Shared,
+    endpoint: Endpoint,
+    token: Option<&str>,
+    params: Result<P, BadRequest>,
+    now: Instant,
+    plan: impl FnOnce(&P, u64) -> Answer,
+) -> (Decision, String) {
+    let mut inner = sh.lock();
+    let id = inner.next_id();
+    let request_id = format!("req_sim{id:024x}");
+    let refuse = |status, body| Decision::Refuse(json_response(status, body));
+    let mut req = SimRequest {
+        at: now,
+        endpoint,
+        label: None,
+        model: params
+            .as_ref()
+            .map(|p| p.model().to_owned())
+            .unwrap_or_default(),
+        stream: params.as_ref().is_ok_and(|p| p.stream()),
+        status: 401,
+        retry_after: None,
+        fault: None,
+    };
+    let idx = match inner.caller(token, now) {
+        Caller::Missing | Caller::Unknown => {
+            inner.record(req, None, false);
+            let body = wire::invalid_api_key(token.unwrap_or(""));
+            return (refuse(401, body), request_id);
+        }
+        Caller::Expired(i) => {
+            req.label = Some(inner.accounts[i].label.clone());
+            inner.record(req, Some(i), false);
+            let body = wire::invalid_api_key(token.unwrap_or(""));
+            return (refuse(401, body), request_id);
+        }
+        Caller::Account(i) => i,
+    };
+    req.label = Some(inner.accounts[idx].label.clone());
+    let params = match params {
+        Ok(p) => p,
+        Err(bad) => {
+            req.status = 400;
+            inner.record(req, Some(idx), false);
+            return (refuse(400, bad.body()), request_id);
+        }
+    };
+    if !sh.settings.models.iter().any(|m| m == params.model()) {
+        req.status = 404;
+        inner.record(req, Some(idx), false);
+        return (
+            refuse(404, wire::model_not_found(params.model())),
+            request_id,
+        );
+    }
+    if let Some(KeyFault::Status(status)) = inner.accounts[idx].fault {
+        req.status = status;
+        req.fault = Some(KeyFault::Status(status));
+        inner.record(req, Some(idx), false);
+        let body = wire::status_body(status, token.unwrap_or(""));
+        return (Decision::Fail(status, body), request_id);
+    }
+    match inner.admit(idx, now) {
+        Ok(()) => {}
+        Err(Refusal::RateLimited { wait, limit }) => {
+            let hints = inner.accounts[idx].hints;
+            let body = wire::rate_limited(params.model(), limit, wait);
+            let mut resp = json_response(429, body);
+            wire::hint_headers(resp.headers_mut(), hints, wait, limit, SystemTime::now());
+            req.status = 429;
+            req.retry_after = Some(wait);
+            inner.record(req, Some(idx), false);
+            return (Decision::Refuse(resp), request_id);
+        }
+        Err(Refusal::Quota) => {
+            req.status = 429;
+            inner.record(req, Some(idx), true);
+            return (refuse(429, wire::insufficient_quota()), request_id);
+        }
+    }
+    let drawn = inner.draw_fault();
+    if let Some(Drawn::ServerError(status)) = drawn {
+        // Failed before admission: does not use up the window.
+        req.status = status;
+        inner.record(req, Some(idx), false);
+        return (Decision::Fail(status, wire::server_error()), request_id);
+    }
+    let rate = inner.accounts[idx].consume(now);
+    let rate = inner.accounts[idx].advertise.then_some(rate);
+    let answer = plan(&params, id);
+    let events = match &answer {
+        Answer::Whole(_) => 0,
+        Answer::Stream(events) => events.event_count(),
+    };
+    let cut = Cut::choose(&mut inner, idx, drawn, events);
+    req.status = 200;
+    req.fault = cut.map(Cut::as_fault);
+    inner.record(req, Some(idx), false);
+    (Decision::Serve { answer, rate, cut }, request_id)
+}
+
+/// Sends what `decide` decided, with the headers every OpenAI answer
+/// carries (`x-request-id`, `openai-processing-ms`, and `x-ratelimit-*` on
+/// successes of accounts that advertise).
+pub(super) async fn respond(sh: Arc<Shared>, decision: Decision, request_id: String) -> Response {
+    let latency = sh.settings.latency;
+    let refused = matches!(decision, Decision::Refuse(_));
+    let mut resp = match decision {
+        Decision::Refuse(resp) => resp,
+        Decision::Fail(status, body) => {
+            if !sh.sleep(latency).await {
+                return aborted();
+            }
+            json_response(status, body)
+        }
+        Decision::Serve { answer, rate, cut } => {
+            if !sh.sleep(latency).await {
+                return aborted();
+            }
+            let mut resp = match (answer, cut) {
+                (Answer::Stream(events), cut) => {
+                    let interval = sh.settings.chunk_interval;
+                    let mut resp = Response::new(sse_body(events, interval, cut, sh.clone()));
+                    let h = resp.headers_mut();
+                    wire::insert(h, "content-type", "text/event-stream");
+                    wire::insert(h, "cache-control", "no-cache");
+                    resp
+                }
+                (Answer::Whole(body), None) => json_response(200, body),
+                (Answer::Whole(_), Some(Cut::Reset(_))) => {
+                    let mut resp = Response::new(abort_body(sh.clone()));
+                    wire::insert(resp.headers_mut(), "content-type", "application/json");
+                    resp
+                }
+                (Answer::Whole(_), Some(Cut::Stall(_))) => {
+                    sh.cancel.cancelled().await;
+                    return aborted();
+                }
+            };
+            if let Some(rate) = rate {
+                wire::ratelimit_headers(resp.headers_mut(), rate);
+            }
+            resp
+        }
+    };
+    let h = resp.headers_mut();
+    wire::insert(h, "x-request-id", &request_id);
+    let processing = if refused { Duration::ZERO } else { latency };
+    wire::insert(
+        h,
+        "openai-processing-ms",
+        &processing.as_millis().to_string(),
+    );
+    resp
+}
