@@ -44,7 +44,16 @@ pub fn pool_report(config: &Config, snap: &PoolSnapshot, notes: &[String]) -> St
                 .iter()
                 .filter(|c| c.provider == p.name)
                 .count();
-            format!("{} {n} ({}, {})", p.name, p.kind.as_str(), p.base_url)
+            let native = match p.responses {
+                crate::config::ResponsesMode::Native => ", /v1/responses native",
+                crate::config::ResponsesMode::Translate => "",
+            };
+            format!(
+                "{} {n} ({}, {}{native})",
+                p.name,
+                p.kind.as_str(),
+                p.base_url
+            )
         })
         .collect();
     let _ = writeln!(out, "  providers: {}", per_provider.join(" · "));

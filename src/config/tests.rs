@@ -403,3 +403,33 @@ fn redis_state_backend_is_parsed_and_checked() {
         assert!(!e.contains("hunter2"), "{e}");
     }
 }
+
+#[test]
+fn responses_mode_is_per_openai_provider() {
+    let c = parse(MINIMAL).unwrap();
+    assert_eq!(c.providers[0].responses, ResponsesMode::Translate);
+    let native = MINIMAL.replace(
+        "kind = \"openai\"",
+        "kind = \"openai\"\nresponses = \"native\"",
+    );
+    assert_eq!(
+        parse(&native).unwrap().providers[0].responses,
+        ResponsesMode::Native
+    );
+    let e = err(&MINIMAL.replace(
+        "kind = \"openai\"",
+        "kind = \"openai\"\nresponses = \"yes\"",
+    ));
+    assert!(
+        e.contains("provider[0].responses") && e.contains("translate, native"),
+        "{e}"
+    );
+    let e = err(&MINIMAL.replace(
+        "kind = \"openai\"",
+        "kind = \"anthropic\"\nresponses = \"native\"",
+    ));
+    assert!(
+        e.contains("provider[0].responses") && e.contains("kind = \"openai\" only"),
+        "{e}"
+    );
+}
