@@ -58,9 +58,9 @@ use axum::http::HeaderMap;
 use axum::response::Response;
 use tokio::time::Instant;
 
-use super::server::{Cut, SseEvents, abort_body, aborted, bearer, json_response, sse_body};
+use super::server::{Answer, Cut, Decision, SseEvents, bearer, deliver, json_response};
 use super::state::{Account, Caller, Drawn, Inner, Refusal, Shared};
-use super::wire::{RateInfo, insert};
+use super::wire::insert;
 use super::{Endpoint, KeyFault, SimRequest};
 use request::{Kind, Params};
 use wire::Reply;
@@ -144,27 +144,6 @@ impl SseEvents for Reply {
     }
 }
 
-/// What an admitted request is answered with.
-enum Answer {
-    /// A whole JSON body: a message, or a token count.
-    Whole(String),
-    Stream(Reply),
-}
-
-/// What the limiter and fault dice decided for one request.
-enum Decision {
-    /// Answer now (refusals come back without `latency`, as a limiter's do).
-    Refuse(Response),
-    /// Answer with this status and body after `latency`.
-    Fail(u16, String),
-    Serve {
-        answer: Answer,
-        /// `None` for accounts that do not advertise their limits.
-        rate: Option<RateInfo>,
-        cut: Option<Cut>,
-    },
-}
-
 pub(super) async fn messages(
     State(sh): State<Arc<Shared>>,
     headers: HeaderMap,
@@ -201,45 +180,10 @@ async fn handle(sh: Arc<Shared>, headers: HeaderMap, body: Bytes, endpoint: Endp
         now,
         wall,
     );
-    let latency = sh.settings.latency;
-    let mut resp = match decision {
-        Decision::Refuse(resp) => resp,
-        Decision::Fail(status, body) => {
-            if !sh.sleep(latency).await {
-                return aborted();
-            }
-            json_response(status, body)
-        }
-        Decision::Serve { answer, rate, cut } => {
-            if !sh.sleep(latency).await {
-                return aborted();
-            }
-            let mut resp = match (answer, cut) {
-                (Answer::Stream(reply), cut) => {
-                    let interval = sh.settings.chunk_interval;
-                    let mut resp = Response::new(sse_body(reply, interval, cut, sh.clone()));
-                    let h = resp.headers_mut();
-                    insert(h, "content-type", "text/event-stream");
-                    insert(h, "cache-control", "no-cache");
-                    resp
-                }
-                (Answer::Whole(body), None) => json_response(200, body),
-                (Answer::Whole(_), Some(Cut::Reset(_))) => {
-                    let mut resp = Response::new(abort_body(sh.clone()));
-                    insert(resp.headers_mut(), "content-type", "application/json");
-                    resp
-                }
-                (Answer::Whole(_), Some(Cut::Stall(_))) => {
-                    sh.cancel.cancelled().await;
-                    return aborted();
-                }
-            };
-            if let Some(rate) = rate {
-                wire::ratelimit_headers(resp.headers_mut(), rate, wall);
-            }
-            resp
-        }
-    };
+    let mut resp = deliver(&sh, decision, |h, rate| {
+        wire::ratelimit_headers(h, rate, wall)
+    })
+    .await;
     insert(resp.headers_mut(), "request-id", &request_id);
     resp
 }
@@ -341,7 +285,7 @@ fn decide(
             input_tokens: params.input_tokens,
         };
         if params.stream {
-            Answer::Stream(reply)
+            Answer::Stream(Box::new(reply))
         } else {
             Answer::Whole(reply.body())
         }

@@ -7,13 +7,13 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use axum::body::Bytes;
 use axum::response::Response;
 use tokio::time::Instant;
 
-use super::server::{Cut, SseEvents, abort_body, aborted, json_response, sse_body};
+pub(super) use super::server::{Answer, Decision};
+use super::server::{Cut, deliver, json_response};
 use super::state::{Caller, Drawn, Refusal, Shared};
-use super::wire::{self, RateInfo};
+use super::wire;
 use super::{Endpoint, KeyFault, SimRequest};
 
 /// A body OpenAI would refuse with 400, as its error envelope names it.
@@ -71,40 +71,6 @@ impl BadRequest {
 pub(super) trait Ask {
     fn model(&self) -> &str;
     fn stream(&self) -> bool;
-}
-
-/// An admitted request's answer, planned under the lock.
-pub(super) enum Answer {
-    /// A whole JSON body.
-    Whole(String),
-    /// SSE events, paced and cut like every stream.
-    Stream(Box<dyn SseEvents>),
-}
-
-impl SseEvents for Box<dyn SseEvents> {
-    fn event_count(&self) -> usize {
-        (**self).event_count()
-    }
-    fn is_content(&self, i: usize) -> bool {
-        (**self).is_content(i)
-    }
-    fn event(&self, i: usize) -> Bytes {
-        (**self).event(i)
-    }
-}
-
-/// What the limiter and fault dice decided for one request.
-pub(super) enum Decision {
-    /// Answer now (refusals come back without `latency`, as a limiter's do).
-    Refuse(Response),
-    /// Answer with this error after `latency`.
-    Fail(u16, String),
-    Serve {
-        answer: Answer,
-        /// `None` for accounts that do not advertise their limits.
-        rate: Option<RateInfo>,
-        cut: Option<Cut>,
-    },
 }
 
 /// Decides a request under the lock and logs it: who, what body, which
@@ -216,46 +182,9 @@ pub(super) fn decide<P: Ask>(
 /// carries (`x-request-id`, `openai-processing-ms`, and `x-ratelimit-*` on
 /// successes of accounts that advertise).
 pub(super) async fn respond(sh: Arc<Shared>, decision: Decision, request_id: String) -> Response {
-    let latency = sh.settings.latency;
     let refused = matches!(decision, Decision::Refuse(_));
-    let mut resp = match decision {
-        Decision::Refuse(resp) => resp,
-        Decision::Fail(status, body) => {
-            if !sh.sleep(latency).await {
-                return aborted();
-            }
-            json_response(status, body)
-        }
-        Decision::Serve { answer, rate, cut } => {
-            if !sh.sleep(latency).await {
-                return aborted();
-            }
-            let mut resp = match (answer, cut) {
-                (Answer::Stream(events), cut) => {
-                    let interval = sh.settings.chunk_interval;
-                    let mut resp = Response::new(sse_body(events, interval, cut, sh.clone()));
-                    let h = resp.headers_mut();
-                    wire::insert(h, "content-type", "text/event-stream");
-                    wire::insert(h, "cache-control", "no-cache");
-                    resp
-                }
-                (Answer::Whole(body), None) => json_response(200, body),
-                (Answer::Whole(_), Some(Cut::Reset(_))) => {
-                    let mut resp = Response::new(abort_body(sh.clone()));
-                    wire::insert(resp.headers_mut(), "content-type", "application/json");
-                    resp
-                }
-                (Answer::Whole(_), Some(Cut::Stall(_))) => {
-                    sh.cancel.cancelled().await;
-                    return aborted();
-                }
-            };
-            if let Some(rate) = rate {
-                wire::ratelimit_headers(resp.headers_mut(), rate);
-            }
-            resp
-        }
-    };
+    let latency = sh.settings.latency;
+    let mut resp = deliver(&sh, decision, wire::ratelimit_headers).await;
     let h = resp.headers_mut();
     wire::insert(h, "x-request-id", &request_id);
     let processing = if refused { Duration::ZERO } else { latency };

@@ -338,3 +338,85 @@ async fn not_found(method: Method, uri: Uri) -> Response {
     let message = format!("Invalid URL ({method} {})", uri.path());
     json_response(404, wire::invalid_request(&message, None))
 }
+
+/// An admitted request's answer, planned under the lock.
+pub(super) enum Answer {
+    /// A whole JSON body.
+    Whole(String),
+    /// SSE events, paced and cut like every stream.
+    Stream(Box<dyn SseEvents>),
+}
+
+impl SseEvents for Box<dyn SseEvents> {
+    fn event_count(&self) -> usize {
+        (**self).event_count()
+    }
+    fn is_content(&self, i: usize) -> bool {
+        (**self).is_content(i)
+    }
+    fn event(&self, i: usize) -> Bytes {
+        (**self).event(i)
+    }
+}
+
+/// What the limiter and fault dice decided for one HTTP request.
+pub(super) enum Decision {
+    /// Answer now (refusals come back without `latency`, as a limiter's do).
+    Refuse(Response),
+    /// Answer with this status and body after `latency`.
+    Fail(u16, String),
+    Serve {
+        answer: Answer,
+        /// `None` for accounts that do not advertise their limits.
+        rate: Option<wire::RateInfo>,
+        cut: Option<Cut>,
+    },
+}
+
+/// Sends what was decided, after the sim's latency unless it is a refusal:
+/// a paced stream, or a whole body, cut where planned. `rate_headers`
+/// writes a served answer's limits in the provider's own headers.
+pub(super) async fn deliver(
+    sh: &Arc<Shared>,
+    decision: Decision,
+    rate_headers: impl FnOnce(&mut HeaderMap, wire::RateInfo),
+) -> Response {
+    let latency = sh.settings.latency;
+    let (answer, rate, cut) = match decision {
+        Decision::Refuse(resp) => return resp,
+        Decision::Fail(status, body) => {
+            if !sh.sleep(latency).await {
+                return aborted();
+            }
+            return json_response(status, body);
+        }
+        Decision::Serve { answer, rate, cut } => (answer, rate, cut),
+    };
+    if !sh.sleep(latency).await {
+        return aborted();
+    }
+    let mut resp = match (answer, cut) {
+        (Answer::Stream(events), cut) => {
+            let interval = sh.settings.chunk_interval;
+            let mut resp = Response::new(sse_body(events, interval, cut, sh.clone()));
+            let h = resp.headers_mut();
+            wire::insert(h, "content-type", "text/event-stream");
+            wire::insert(h, "cache-control", "no-cache");
+            resp
+        }
+        (Answer::Whole(body), None) => json_response(200, body),
+        (Answer::Whole(_), Some(Cut::Reset(_))) => {
+            let mut resp = Response::new(abort_body(sh.clone()));
+            wire::insert(resp.headers_mut(), "content-type", "application/json");
+            resp
+        }
+        (Answer::Whole(_), Some(Cut::Stall(_))) => {
+            sh.cancel.cancelled().await;
+            return aborted();
+        }
+    };
+    if let Some(rate) = rate {
+        rate_headers(resp.headers_mut(), rate);
+    }
+    resp
+}
