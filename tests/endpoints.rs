@@ -13,22 +13,13 @@ use async_openai::config::OpenAIConfig;
 use async_openai::types::embeddings::{CreateEmbeddingRequestArgs, EncodingFormat};
 use common::*;
 use serde_json::{Value, json};
-use tokenyard::sim::{Endpoint, Limit, SimAccount, SimConfig, SimHandle};
+use tokenyard::sim::{Endpoint, SimConfig, SimHandle};
 
 /// Two keys that allow one and two requests in a long window and do not
 /// say so until they answer 429: three requests fit, by rotating.
 async fn tight_sim() -> SimHandle {
     let quiet = |label: &str, key: &str, requests: u32| {
-        let mut a = SimAccount::api_key(
-            label,
-            key,
-            Limit::Window {
-                requests,
-                window: Duration::from_secs(600),
-            },
-        );
-        a.advertise = false;
-        a
+        quiet_account(label, key, requests, Duration::from_secs(600))
     };
     start_sim(SimConfig {
         accounts: vec![

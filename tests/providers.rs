@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{config_toml, expected_text, key, start, start_sim};
+use common::{config_toml, expected_text, key, quiet_account, start, start_sim};
 use serde_json::{Value, json};
 use tokenyard::sim::{Limit, SimAccount, SimConfig, SimHandle};
 use tokenyard::translate::{SseEvent, parse_events};
@@ -17,16 +17,7 @@ use tokenyard::translate::{SseEvent, parse_events};
 /// runs into at least one 429 on the way.
 async fn tight_sim() -> SimHandle {
     let quiet = |label: &str, key: &str, requests: u32| {
-        let mut a = SimAccount::api_key(
-            label,
-            key,
-            Limit::Window {
-                requests,
-                window: Duration::from_secs(60),
-            },
-        );
-        a.advertise = false;
-        a
+        quiet_account(label, key, requests, Duration::from_secs(60))
     };
     start_sim(SimConfig {
         accounts: vec![

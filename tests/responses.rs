@@ -19,7 +19,7 @@ use async_openai::types::responses::{
 use common::*;
 use futures_util::StreamExt;
 use serde_json::{Value, json};
-use tokenyard::sim::{Endpoint, KeyFault, Limit, SimAccount, SimConfig, SimHandle};
+use tokenyard::sim::{Endpoint, KeyFault, Limit, SimConfig, SimHandle};
 
 const CLIENT_KEY: &str = "ck-responses-test-key";
 
@@ -28,16 +28,7 @@ const CLIENT_KEY: &str = "ck-responses-test-key";
 /// runs into 429s on the way.
 async fn tight_sim() -> SimHandle {
     let quiet = |label: &str, key: &str, requests: u32| {
-        let mut a = SimAccount::api_key(
-            label,
-            key,
-            Limit::Window {
-                requests,
-                window: Duration::from_secs(600),
-            },
-        );
-        a.advertise = false;
-        a
+        quiet_account(label, key, requests, Duration::from_secs(600))
     };
     start_sim(SimConfig {
         accounts: vec![
@@ -167,20 +158,43 @@ async fn six_through_rotation(gw: &tokenyard::gateway::Running, sim: &SimHandle,
     assert!(log.iter().all(|r| r.endpoint == at), "{log:?}");
 }
 
+/// A fresh sim and gateway (provider `kind`, `extra` lines in its table)
+/// that have carried six calls through rotation to `at`.
+async fn rotated(
+    kind: &str,
+    extra: &str,
+    at: Endpoint,
+) -> (SimHandle, tokenyard::gateway::Running) {
+    let sim = tight_sim().await;
+    let gw = gateway(&sim, kind, extra).await;
+    six_through_rotation(&gw, &sim, at).await;
+    (sim, gw)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn translated_to_chat_completions_through_rotation() {
-    let sim = tight_sim().await;
-    let gw = gateway(&sim, "openai", "").await;
-    six_through_rotation(&gw, &sim, Endpoint::ChatCompletions).await;
+    let (sim, gw) = rotated("openai", "", Endpoint::ChatCompletions).await;
+    gw.stop().await;
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn translated_to_anthropic_through_rotation() {
+    let (sim, gw) = rotated("anthropic", "", Endpoint::Messages).await;
+    gw.stop().await;
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn translated_to_gemini_through_rotation() {
+    let (sim, gw) = rotated("gemini", "", Endpoint::GenerateContent).await;
     gw.stop().await;
     sim.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forwarded_natively_through_rotation() {
-    let sim = tight_sim().await;
-    let gw = gateway(&sim, "openai", "responses = \"native\"").await;
-    six_through_rotation(&gw, &sim, Endpoint::Responses).await;
+    let (sim, gw) = rotated("openai", "responses = \"native\"", Endpoint::Responses).await;
     // The body goes as the client wrote it: the provider, not tokenyard,
     // answers for previous_response_id (the sim keeps no responses).
     let resp = client()
@@ -196,24 +210,6 @@ async fn forwarded_natively_through_rotation() {
         body["error"]["code"], "previous_response_not_found",
         "{body}"
     );
-    gw.stop().await;
-    sim.shutdown().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn translated_to_anthropic_through_rotation() {
-    let sim = tight_sim().await;
-    let gw = gateway(&sim, "anthropic", "").await;
-    six_through_rotation(&gw, &sim, Endpoint::Messages).await;
-    gw.stop().await;
-    sim.shutdown().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn translated_to_gemini_through_rotation() {
-    let sim = tight_sim().await;
-    let gw = gateway(&sim, "gemini", "").await;
-    six_through_rotation(&gw, &sim, Endpoint::GenerateContent).await;
     gw.stop().await;
     sim.shutdown().await;
 }

@@ -103,6 +103,20 @@ pub async fn start_on(config: Config, port: u16) -> Running {
     gateway::start(config, listener, CancellationToken::new()).unwrap()
 }
 
+/// An API-key account allowing `requests` per `window` that says nothing
+/// of its limit until it answers 429 (as many OpenAI-compatible servers
+/// do), so the gateway meets the 429 itself and must rotate.
+pub fn quiet_account(
+    label: &str,
+    key: &str,
+    requests: u32,
+    window: std::time::Duration,
+) -> sim::SimAccount {
+    let mut a = sim::SimAccount::api_key(label, key, sim::Limit::Window { requests, window });
+    a.advertise = false;
+    a
+}
+
 pub async fn start_sim(cfg: SimConfig) -> SimHandle {
     sim::start(cfg, "127.0.0.1:0".parse().unwrap())
         .await
