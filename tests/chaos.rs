@@ -1,5 +1,5 @@
 //! Chaos: the real binary, at `trace` log level, under mixed client load
-//! (OpenAI and Anthropic format, streaming and not) while the upstream
+//! (OpenAI Chat Completions, OpenAI Responses and Anthropic format, streaming and not) while the upstream
 //! misbehaves in every way the suite knows at once:
 //! - 30 % of admitted upstream requests answer 429 with a hint of 0.1–1.5 s,
 //!   in a different hint style per credential (ms, seconds, HTTP date,
@@ -352,8 +352,11 @@ async fn watch_events(http: reqwest::Client, base: String, feed: Arc<Mutex<Feed>
 }
 
 fn pick(rng: &mut StdRng) -> Ask {
-    let format = if rng.random_bool(0.3) {
+    let roll: f64 = rng.random();
+    let format = if roll < 0.3 {
         Format::Anthropic
+    } else if roll < 0.5 {
+        Format::Responses
     } else {
         Format::OpenAi
     };

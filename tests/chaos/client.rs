@@ -1,5 +1,6 @@
 //! One chaos client request and what the client made of it: the answer is
-//! judged in the client's own wire format (OpenAI or Anthropic), and the
+//! judged in the client's own wire format (OpenAI Chat Completions, OpenAI
+//! Responses or Anthropic), and the
 //! sim's numbered pieces (`[0][1]…`) show any lost, doubled or reordered
 //! text.
 
@@ -12,6 +13,9 @@ use tokio::time::Instant;
 pub enum Format {
     OpenAi,
     Anthropic,
+    /// OpenAI's Responses API: translated by the gateway for every provider
+    /// of the chaos mix.
+    Responses,
 }
 
 /// What one client asks for.
@@ -105,6 +109,16 @@ async fn exchange(
                 "messages": [{"role": "user", "content": "chaos"}],
                 "stream": ask.stream,
             })),
+        Format::Responses => http
+            .post(format!("{base}/v1/responses"))
+            .bearer_auth(client_key)
+            .json(&json!({
+                "model": ask.model,
+                "instructions": "chaos",
+                "input": [{"role": "user", "content": [{"type": "input_text", "text": "chaos"}]}],
+                "stream": ask.stream,
+                "max_output_tokens": ask.pieces,
+            })),
     };
     let mut resp = match req.send().await {
         Ok(r) => r,
@@ -156,6 +170,7 @@ fn judge(ask: &Ask, status: u16, content_type: &str, raw: &[u8], broken: Option<
         return match ask.format {
             Format::OpenAi => openai_stream(text, ask.pieces),
             Format::Anthropic => anthropic_stream(text, ask.pieces),
+            Format::Responses => responses_stream(text, ask.pieces),
         };
     }
     let Ok(v) = serde_json::from_str::<Value>(text) else {
@@ -164,6 +179,10 @@ fn judge(ask: &Ask, status: u16, content_type: &str, raw: &[u8], broken: Option<
     let got = match ask.format {
         Format::OpenAi => v["choices"][0]["message"]["content"].as_str(),
         Format::Anthropic => v["content"][0]["text"].as_str(),
+        Format::Responses => v["output"]
+            .as_array()
+            .and_then(|items| items.iter().find(|i| i["type"] == "message"))
+            .and_then(|m| m["content"][0]["text"].as_str()),
     };
     match got {
         Some(t) if t == expected(ask.pieces) => End::Complete,
@@ -183,7 +202,7 @@ fn error_answer(format: Format, status: u16, content_type: &str, text: &str) -> 
         return End::Malformed(format!("{status} body is not JSON: {text:.200}"));
     };
     let code = match format {
-        Format::OpenAi => v["error"]["message"]
+        Format::OpenAi | Format::Responses => v["error"]["message"]
             .as_str()
             .and(v["error"]["code"].as_str().or(v["error"]["type"].as_str())),
         Format::Anthropic => (v["type"] == "error")
@@ -327,6 +346,70 @@ fn anthropic_stream(body: &str, pieces: u64) -> End {
     }
     if events.last().map(|(n, _)| n.as_deref()) != Some(Some("message_stop")) {
         return End::Malformed(format!("no message_stop; text {text:?}"));
+    }
+    if text == expected(pieces) {
+        End::Complete
+    } else {
+        End::Malformed(format!("text {text:?}, wanted {:?}", expected(pieces)))
+    }
+}
+
+/// A Responses stream: every event named for its `type` and numbered from
+/// 0 without a gap; `response.created` first; the text deltas whole and
+/// once before `response.completed` (or `response.incomplete`), or a clean
+/// prefix before `error` and `response.failed`, the last two events.
+fn responses_stream(body: &str, pieces: u64) -> End {
+    let Some(events) = events(body) else {
+        return End::Malformed("stream ended inside an event".into());
+    };
+    let mut text = String::new();
+    for (i, (name, data)) in events.iter().enumerate() {
+        let Ok(v) = serde_json::from_str::<Value>(data) else {
+            return End::Malformed(format!("torn event {data:.200}"));
+        };
+        let Some(kind) = v["type"].as_str() else {
+            return End::Malformed(format!("event without a type: {data:.200}"));
+        };
+        if name.as_deref() != Some(kind) {
+            return End::Malformed(format!("event name {name:?} but type {kind:?}"));
+        }
+        if v["sequence_number"].as_u64() != Some(i as u64) {
+            return End::Malformed(format!("event {i} numbered {}", v["sequence_number"]));
+        }
+        if i == 0 && kind != "response.created" {
+            return End::Malformed(format!("first event is {kind}"));
+        }
+        let last = i + 1 == events.len();
+        match kind {
+            "response.output_text.delta" => text.push_str(v["delta"].as_str().unwrap_or("")),
+            "error" => {
+                let failed = events.get(i + 1).and_then(|(n, _)| n.as_deref());
+                if i + 2 != events.len() || failed != Some("response.failed") {
+                    return End::Malformed("an error event not followed by response.failed".into());
+                }
+                let (Some(code), Some(_)) = (v["code"].as_str(), v["message"].as_str()) else {
+                    return End::Malformed(format!("error event without code: {data:.200}"));
+                };
+                if !clean_prefix(&text, pieces) {
+                    return End::Malformed(format!("text before the error: {text:?}"));
+                }
+                return End::StreamError(code.to_owned());
+            }
+            "response.completed" | "response.incomplete" if !last => {
+                return End::Malformed(format!("events after {kind}"));
+            }
+            "response.completed" | "response.incomplete" => {
+                let whole = v["response"]["output"][0]["content"][0]["text"].as_str();
+                if whole != Some(text.as_str()) {
+                    return End::Malformed(format!("final output {whole:?}, deltas {text:?}"));
+                }
+            }
+            _ => {}
+        }
+    }
+    let end = events.last().and_then(|(n, _)| n.as_deref());
+    if !matches!(end, Some("response.completed" | "response.incomplete")) {
+        return End::Malformed(format!("stream ended with {end:?}; text {text:?}"));
     }
     if text == expected(pieces) {
         End::Complete
