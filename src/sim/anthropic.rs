@@ -65,8 +65,22 @@ use super::{Endpoint, KeyFault, SimRequest};
 use request::{Kind, Params};
 use wire::Reply;
 
-/// `anthropic-version` values the real API accepts.
-const VERSIONS: [&str; 2] = ["2023-06-01", "2023-01-01"];
+/// Whether the real API would take this `anthropic-version`: the two
+/// versions it documented for years, or any later date a newer SDK sends
+/// (the Python SDK 2.17 sends `2026-10-21`). Not a date at all, or older:
+/// refused.
+fn version_ok(v: &str) -> bool {
+    let b = v.as_bytes();
+    let dated = b.len() == 10
+        && b.iter().enumerate().all(|(i, c)| {
+            if i == 4 || i == 7 {
+                *c == b'-'
+            } else {
+                c.is_ascii_digit()
+            }
+        });
+    dated && v >= "2023-01-01"
+}
 
 /// How a request identified itself.
 #[derive(Debug, Clone, Copy)]
@@ -127,7 +141,7 @@ fn authenticate(inner: &Inner, cred: Credential<'_>, now: Instant) -> Result<usi
 fn version_error(version: Option<&str>) -> Option<String> {
     match version {
         None => Some("anthropic-version header is required".to_owned()),
-        Some(v) if VERSIONS.contains(&v.trim()) => None,
+        Some(v) if version_ok(v.trim()) => None,
         Some(v) => Some(format!("anthropic-version: \"{v}\" is not a valid version")),
     }
 }

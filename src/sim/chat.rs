@@ -160,12 +160,8 @@ impl ChatParams {
                 (says, "tool_calls")
             }
             None => {
-                let pieces = self.max_tokens.unwrap_or(chunks);
-                let finish = if self.max_tokens.is_some() {
-                    "length"
-                } else {
-                    "stop"
-                };
+                let (pieces, cut) = wire::pieces_under(self.max_tokens, chunks);
+                let finish = if cut { "length" } else { "stop" };
                 (Says::Text { pieces }, finish)
             }
         };

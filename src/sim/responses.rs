@@ -152,13 +152,14 @@ fn item_chars(item: &Value) -> usize {
 
 impl ResponsesParams {
     fn answer(&self, chunks: usize, id: u64) -> Answer {
+        let (pieces, incomplete) = super::wire::pieces_under(self.max_output_tokens, chunks);
         let reply = Reply {
             id: format!("resp_sim{id:024x}"),
             item_id: format!("msg_sim{id:024x}"),
             created_at: super::wire::unix_now(),
             model: self.model.clone(),
-            pieces: self.max_output_tokens.unwrap_or(chunks),
-            incomplete: self.max_output_tokens.is_some(),
+            pieces,
+            incomplete,
             input_tokens: self.input_tokens,
             echo: self.echo.clone(),
         };

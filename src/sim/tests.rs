@@ -609,3 +609,15 @@ async fn a_rate_limit_burst_holds_the_account_for_the_hinted_wait() {
     assert!(log[1].retry_after.unwrap() < Duration::from_millis(400));
     sim.shutdown().await;
 }
+
+/// A small token limit sizes the answer exactly; a large one (Claude Code
+/// asks for 32,000) is a ceiling the default answer stays under.
+#[test]
+fn token_limits_size_small_answers_and_cap_large_ones() {
+    use super::wire::pieces_under;
+    assert_eq!(pieces_under(None, 8), (8, false));
+    assert_eq!(pieces_under(Some(3), 8), (3, true));
+    assert_eq!(pieces_under(Some(12), 8), (12, true));
+    assert_eq!(pieces_under(Some(32_000), 8), (8, false));
+    assert_eq!(pieces_under(Some(2_000), 5_000), (2_000, true));
+}

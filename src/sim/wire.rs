@@ -265,6 +265,23 @@ pub(crate) fn unix_now() -> u64 {
 /// without the sim guessing from natural language.
 pub(crate) const CALL_TOOL_MARKER: &str = "sim:call-tool";
 
+/// The largest token limit that sets an answer's length exactly: tests size
+/// answers with small limits (`max_tokens: 3` is `[0][1][2]`, ending for
+/// `length`). A larger one is a ceiling the answer stays under, as a real
+/// model's does — Claude Code asks for 32,000 and must get an answer that
+/// ends by itself, not 10,000 pieces cut for length.
+pub(crate) const EXACT_PIECES: usize = 1024;
+
+/// An answer's pieces under token limit `limit` (default length `chunks`),
+/// and whether the limit cut it.
+pub(crate) fn pieces_under(limit: Option<usize>, chunks: usize) -> (usize, bool) {
+    match limit {
+        Some(n) if n <= EXACT_PIECES => (n, true),
+        Some(n) => (chunks.min(n), n < chunks),
+        None => (chunks, false),
+    }
+}
+
 /// The arguments of a tool call the marker asks for, in the pieces a stream
 /// sends them in; together they are `{"piece":"[0]","n":1}`.
 pub(crate) const TOOL_ARGS_PIECES: [&str; 3] = ["{\"piece\":\"", "[0]\",\"n\"", ":1}"];

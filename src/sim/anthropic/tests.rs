@@ -707,3 +707,14 @@ async fn faults_apply_with_anthropic_bodies() {
         .await
         .unwrap();
 }
+
+#[test]
+fn dated_versions_from_2023_on_are_taken() {
+    use super::version_ok;
+    for ok in ["2023-06-01", "2023-01-01", "2026-10-21"] {
+        assert!(version_ok(ok), "{ok}");
+    }
+    for bad in ["2022-12-31", "latest", "2023-6-1", "2023-06-01x", ""] {
+        assert!(!version_ok(bad), "{bad}");
+    }
+}
