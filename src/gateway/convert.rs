@@ -6,6 +6,12 @@
 //! Gemini speaks gRPC, not JSON: its adapter turns the provider's messages
 //! into OpenAI's shapes first, so from here a Gemini upstream looks like an
 //! OpenAI one.
+//!
+//! A Responses client behind anything but a `responses = "native"`
+//! provider goes through Chat Completions: its request becomes a chat
+//! request (then Anthropic's, for an Anthropic provider), and the answer
+//! comes back the same way in reverse — for a stream, one translation step
+//! after another (Anthropic events → chat chunks → Responses events).
 
 use std::sync::Arc;
 

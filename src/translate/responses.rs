@@ -26,11 +26,12 @@
 //! - Tools: `function` tools pass; tools inside a `namespace` are flattened
 //!   to `{namespace}__{name}` and named back on the way out; `custom`
 //!   (free-form) tools become functions with one string argument `input`,
-//!   whose calls come back as `custom_tool_call` items. Tools the provider
-//!   would run itself (`web_search`, `file_search`, `code_interpreter`,
-//!   `image_generation`, `computer_use_preview`, `mcp`, `local_shell`, …)
-//!   cannot run behind a chat server: they are dropped from the offer (debug
-//!   log), and a `tool_choice` that forces one is an error.
+//!   whose calls come back as `custom_tool_call` items. Built-in tools have
+//!   no chat form — those the provider runs itself (`web_search`,
+//!   `file_search`, `code_interpreter`, `image_generation`,
+//!   `computer_use_preview`, `mcp`) and those only OpenAI's models call
+//!   (`local_shell`, …): they are dropped from the offer (debug log), and a
+//!   `tool_choice` that forces one is an error.
 //! - `max_output_tokens` → `max_completion_tokens`; `text.format` →
 //!   `response_format`; `text.verbosity` → `verbosity`; `reasoning.effort`
 //!   → `reasoning_effort`; `temperature`, `top_p`, `user`,

@@ -388,8 +388,8 @@ fn tools_to_chat(tools: Option<&Value>, ctx: &mut Context) -> Result<Vec<Value>,
                     add(made, &at)?;
                 }
             }
-            // A tool the provider runs itself (web search, file search,
-            // code interpreter, …): a chat server has none to run.
+            // A built-in tool (web search, file search, code interpreter,
+            // local shell, …): it has no chat form.
             Some(other) => dropped(&format!("{at} (type {other:?})")),
             None => return Err(err(format!("{at}.type"), "must be a string")),
         }
