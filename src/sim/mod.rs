@@ -56,6 +56,27 @@ pub(crate) fn test_client() -> reqwest::Client {
     reqwest::Client::builder().no_proxy().build().unwrap()
 }
 
+/// `(event name, data)` of each event of a complete, named SSE body (the
+/// Anthropic and Responses streams); every event's `type` must repeat its
+/// name.
+#[cfg(test)]
+pub(crate) fn sse_events(body: &str) -> Vec<(String, serde_json::Value)> {
+    assert!(
+        body.ends_with("\n\n"),
+        "stream must end on an event boundary"
+    );
+    body.split_terminator("\n\n")
+        .map(|e| {
+            let (event, data) = e.split_once('\n').expect("event and data lines");
+            let name = event.strip_prefix("event: ").expect("named event");
+            let data: serde_json::Value =
+                serde_json::from_str(data.strip_prefix("data: ").expect("data line")).unwrap();
+            assert_eq!(data["type"], name, "type field repeats the event name");
+            (name.to_owned(), data)
+        })
+        .collect()
+}
+
 /// Everything the sim needs to know up front. Most of it can be changed
 /// later through [`SimHandle`] setters.
 #[derive(Debug, Clone)]

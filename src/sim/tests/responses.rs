@@ -23,25 +23,6 @@ fn streamed(mut body: Value) -> Value {
     body
 }
 
-/// `(event name, data)` of each event of a complete SSE body; every
-/// event's `type` must repeat its name.
-fn sse_events(body: &str) -> Vec<(String, Value)> {
-    assert!(
-        body.ends_with("\n\n"),
-        "stream must end on an event boundary"
-    );
-    body.split_terminator("\n\n")
-        .map(|e| {
-            let (event, data) = e.split_once('\n').expect("event and data lines");
-            let name = event.strip_prefix("event: ").expect("named event");
-            let data: Value =
-                serde_json::from_str(data.strip_prefix("data: ").expect("data line")).unwrap();
-            assert_eq!(data["type"], name, "type field repeats the event name");
-            (name.to_owned(), data)
-        })
-        .collect()
-}
-
 #[tokio::test]
 async fn whole_response_is_a_response_object() {
     let sim = sim(one_key(Limit::Window {
