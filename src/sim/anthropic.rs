@@ -253,7 +253,7 @@ fn decide(
         let body = wire::not_found(&params.model, &request_id);
         return (refuse(404, body), request_id);
     }
-    if let Some(KeyFault::Status(status)) = inner.accounts[idx].fault {
+    if let Some(status) = inner.accounts[idx].status_fault() {
         req.status = status;
         req.fault = Some(KeyFault::Status(status));
         inner.record(req, Some(idx), false);

@@ -236,7 +236,7 @@ fn decide(
         inner.record(log, Some(idx), false);
         return Decision::Refuse(wire::model_not_found(&params.model));
     }
-    if let Some(KeyFault::Status(status)) = inner.accounts[idx].fault {
+    if let Some(status) = inner.accounts[idx].status_fault() {
         log.status = status;
         log.fault = Some(KeyFault::Status(status));
         inner.record(log, Some(idx), false);

@@ -470,7 +470,25 @@ impl SimHandle {
     /// # Panics
     /// If no account has this label.
     pub fn set_fault(&self, label: &str, fault: Option<KeyFault>) {
-        self.shared.lock().account_mut(label).fault = fault;
+        let mut inner = self.shared.lock();
+        let account = inner.account_mut(label);
+        account.fault = fault;
+        account.fault_left = None;
+    }
+
+    /// The next `n` generation requests (chat, messages, responses,
+    /// embeddings, token counts, Gemini calls) of the account answer
+    /// `status` with the provider's error body; then it serves normally.
+    /// Model-list probes are not counted.
+    ///
+    /// # Panics
+    /// If no account has this label, or `n` is 0.
+    pub fn fail_next(&self, label: &str, status: u16, n: u32) {
+        assert!(n > 0, "fail_next needs at least one request");
+        let mut inner = self.shared.lock();
+        let account = inner.account_mut(label);
+        account.fault = Some(KeyFault::Status(status));
+        account.fault_left = Some(n);
     }
 
     /// Replaces the account's limit and starts its counters afresh.

@@ -132,7 +132,7 @@ pub(super) fn decide<P: Ask>(
             request_id,
         );
     }
-    if let Some(KeyFault::Status(status)) = inner.accounts[idx].fault {
+    if let Some(status) = inner.accounts[idx].status_fault() {
         req.status = status;
         req.fault = Some(KeyFault::Status(status));
         inner.record(req, Some(idx), false);

@@ -69,6 +69,7 @@ impl Shared {
                     limit: a.limit,
                     hints: a.hints,
                     fault: a.fault,
+                    fault_left: None,
                     advertise: a.advertise,
                     token_failure: None,
                     refresh_token,
@@ -154,6 +155,9 @@ pub(crate) struct Account {
     pub limit: Limit,
     pub hints: HintStyle,
     pub fault: Option<KeyFault>,
+    /// How many more generation requests `fault` applies to (`None`: all);
+    /// at zero the fault is gone.
+    pub fault_left: Option<u32>,
     /// Successes carry `x-ratelimit-*` headers.
     pub advertise: bool,
     pub token_failure: Option<TokenFailure>,
@@ -176,6 +180,22 @@ pub(crate) enum Refusal {
 }
 
 impl Account {
+    /// The status a `KeyFault::Status` makes this generation request
+    /// answer, counted against `fault_left`.
+    pub fn status_fault(&mut self) -> Option<u16> {
+        let Some(KeyFault::Status(status)) = self.fault else {
+            return None;
+        };
+        if let Some(left) = &mut self.fault_left {
+            *left = left.saturating_sub(1);
+            if *left == 0 {
+                self.fault = None;
+                self.fault_left = None;
+            }
+        }
+        Some(status)
+    }
+
     pub fn set_limit(&mut self, limit: Limit) {
         self.limit = limit;
         self.window_start = None;
@@ -423,6 +443,7 @@ mod tests {
             limit,
             hints: HintStyle::All,
             fault: None,
+            fault_left: None,
             advertise: true,
             token_failure: None,
             refresh_token: None,
