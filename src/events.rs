@@ -92,6 +92,19 @@ pub enum CredentialKind {
     RefreshToken,
 }
 
+/// A provider's health as the pool judges it from its credentials'
+/// answers: unhealthy when several credentials failed with no good answer
+/// between (an outage), which marks no key failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProviderView {
+    pub name: String,
+    pub healthy: bool,
+    /// Why it is unhealthy (the failures that showed it).
+    pub reason: Option<String>,
+    /// When it was found unhealthy.
+    pub since_ms: Option<u64>,
+}
+
 /// Pool-wide counters, kept by the pool itself.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Totals {
@@ -116,6 +129,9 @@ pub struct PoolSnapshot {
     pub started_ms: u64,
     pub tiers: Vec<String>,
     pub credentials: Vec<CredentialView>,
+    /// Every configured provider's health (absent from older versions).
+    #[serde(default)]
+    pub providers: Vec<ProviderView>,
     /// The credential the next request (for the first provider) would get.
     pub next: Option<String>,
     pub totals: Totals,
@@ -165,6 +181,8 @@ pub enum Event {
         request: RequestRecord,
         totals: Totals,
     },
+    /// A provider turned unhealthy or recovered.
+    Provider { provider: ProviderView },
     /// A request moved from one credential to another.
     Rotation {
         at_ms: u64,

@@ -170,6 +170,16 @@ pub fn event_line(event: &Event) -> Option<(Level, String)> {
             };
             Some((level, line))
         }
+        Event::Provider { provider: p } => Some(match &p.reason {
+            Some(why) => (
+                Level::Warn,
+                format!(
+                    "provider {} is unhealthy ({why}); its keys stay in rotation, none is marked failed",
+                    p.name
+                ),
+            ),
+            None => (Level::Info, format!("provider {} answers again", p.name)),
+        }),
         Event::Notice { level, message, .. } => Some((*level, message.clone())),
         Event::Request { .. } | Event::Reloaded { .. } => None,
     }

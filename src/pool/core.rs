@@ -85,7 +85,24 @@ pub struct Cred {
     pub in_flight: u32,
     pub stats: CredStats,
     pub last_error: Option<String>,
+    /// Its provider's count of good answers when the current run of
+    /// failures began: equal to the count now means the provider has not
+    /// answered well anywhere since, the sign of an outage (see
+    /// [`ProviderHealth`]).
+    run_from: u64,
+    /// The last [`RECENT`] answers, newest in bit 0 (1: a failure), and
+    /// how many of those bits are filled. A run of `max_failures` marks
+    /// the credential failed only if at least half of them are failures:
+    /// at a 5 % error rate, a key serving eight requests at once meets
+    /// three failures in a row every few thousand requests, and must not
+    /// be taken out for it; a key that fails everything still goes at
+    /// `max_failures`.
+    recent: u16,
+    recent_len: u8,
 }
+
+/// How many answers [`Cred::recent`] keeps.
+const RECENT: u8 = 16;
 
 impl Cred {
     pub fn new(name: String, provider: usize, tier: usize) -> Self {
@@ -101,7 +118,21 @@ impl Cred {
             in_flight: 0,
             stats: CredStats::default(),
             last_error: None,
+            run_from: 0,
+            recent: 0,
+            recent_len: 0,
         }
+    }
+
+    /// Remembers one answer for the failure rate.
+    fn note(&mut self, failure: bool) {
+        self.recent = (self.recent << 1) | u16::from(failure);
+        self.recent_len = (self.recent_len + 1).min(RECENT);
+    }
+
+    /// At least half of the recent answers were failures.
+    fn mostly_failing(&self) -> bool {
+        2 * self.recent.count_ones() >= u32::from(self.recent_len)
     }
 
     pub fn state(&self, now: Instant) -> State {
@@ -168,6 +199,26 @@ pub struct Unavailable {
     pub limited: bool,
 }
 
+/// A provider's health, as its credentials' failures tell it. Failures
+/// that one credential gathers while its siblings answer are that
+/// credential's; failures that several credentials gather while nothing
+/// of the provider answers are the provider's (an outage, a broken
+/// deployment), and then no key is marked failed: the provider is marked
+/// unhealthy instead, and every key stays in rotation for the moment it
+/// answers again.
+#[derive(Debug, Clone, Default)]
+pub struct ProviderHealth {
+    /// Good answers (a success, or a 429 or quota answer: a provider that
+    /// says "slow down" is up). Compared with [`Cred::run_from`].
+    answers: u64,
+    /// Credentials that failed since the last good answer, each with
+    /// whether that run made it `failed` (undone if the provider turns out
+    /// to be the cause).
+    streak: Vec<(usize, bool)>,
+    /// Why the provider is unhealthy, and since when; `None` while healthy.
+    pub down: Option<(String, Instant)>,
+}
+
 /// The pool's state machine: credentials, tier cursors, the operator's
 /// "use next" pick.
 #[derive(Debug, Clone)]
@@ -183,6 +234,9 @@ pub struct Core {
     /// Pool-wide counters; kept here so they move under the same lock as
     /// the credential they describe.
     pub totals: Totals,
+    /// Per provider index (grown on demand: a provider without
+    /// credentials never needs one).
+    health: Vec<ProviderHealth>,
 }
 
 impl Core {
@@ -198,7 +252,28 @@ impl Core {
             settings,
             next_override: None,
             totals: Totals::default(),
+            health: Vec::new(),
         }
+    }
+
+    /// The provider's health (healthy until its credentials say otherwise).
+    pub fn health(&self, provider: usize) -> Option<&ProviderHealth> {
+        self.health.get(provider)
+    }
+
+    /// Why `provider` is unhealthy, if it is.
+    pub fn provider_down(&self, provider: usize) -> Option<&str> {
+        self.health(provider)
+            .and_then(|h| h.down.as_ref())
+            .map(|(why, _)| why.as_str())
+    }
+
+    fn health_mut(&mut self, provider: usize) -> &mut ProviderHealth {
+        if self.health.len() <= provider {
+            self.health
+                .resize_with(provider + 1, ProviderHealth::default);
+        }
+        &mut self.health[provider]
     }
 
     pub fn find(&self, name: &str) -> Option<usize> {
@@ -310,18 +385,31 @@ impl Core {
     }
 
     /// Applies what an attempt said. Returns the state before and after so
-    /// the caller can publish a change.
+    /// the caller can publish a change (a change of the provider's health
+    /// shows in [`Core::provider_down`]).
     pub fn record(&mut self, i: usize, verdict: &Verdict, now: Instant) -> (State, State) {
-        let max_failures = self.settings.max_failures;
-        let probe_interval = self.settings.probe_interval;
         if matches!(
             verdict,
             Verdict::RateLimited { .. } | Verdict::QuotaExhausted { .. }
         ) {
             self.totals.upstream_429 += 1;
         }
+        let before = self.creds[i].state(now);
+        let provider = self.creds[i].provider;
+        match verdict {
+            Verdict::Success { .. }
+            | Verdict::RateLimited { .. }
+            | Verdict::QuotaExhausted { .. } => self.answered(provider),
+            Verdict::Failure { reason } => self.provider_failure(i, reason, now),
+            Verdict::Unauthorized { .. } | Verdict::Neutral => {}
+        }
         let c = &mut self.creds[i];
-        let before = c.state(now);
+        if matches!(
+            verdict,
+            Verdict::Success { .. } | Verdict::RateLimited { .. } | Verdict::QuotaExhausted { .. }
+        ) {
+            c.note(false);
+        }
         match verdict {
             Verdict::Success { hold } => {
                 c.stats.successes += 1;
@@ -344,20 +432,101 @@ impl Core {
                 c.stats.errors += 1;
                 c.failures = c.failures.saturating_add(1);
                 c.last_error = Some(reason.clone());
-                c.failed = Some((reason.clone(), now + probe_interval));
+                c.failed = Some((reason.clone(), now + self.settings.probe_interval));
             }
-            Verdict::Failure { reason } => {
-                c.stats.errors += 1;
-                c.failures = c.failures.saturating_add(1);
-                c.last_error = Some(reason.clone());
-                if c.failures >= max_failures && c.failed.is_none() {
-                    c.failed = Some((
-                        format!("{} consecutive failures; last: {reason}", c.failures),
-                        now + probe_interval,
-                    ));
-                }
+            // Counted in `provider_failure`.
+            Verdict::Failure { .. } | Verdict::Neutral => {}
+        }
+        (before, c.state(now))
+    }
+
+    /// A good answer from `provider`: its failures so far were passing, and
+    /// if it was down, the keys it failed on start over.
+    fn answered(&mut self, provider: usize) {
+        let h = self.health_mut(provider);
+        h.answers += 1;
+        let streak = std::mem::take(&mut h.streak);
+        if h.down.take().is_some() {
+            for (j, _) in streak {
+                self.creds[j].failures = 0;
             }
-            Verdict::Neutral => {}
+        }
+    }
+
+    /// A failure (5xx, a broken connection, a timeout) on credential `i`:
+    /// the credential's count rises; at `max_failures` (with at least half
+    /// of its recent answers failures) it is marked failed,
+    /// unless the provider has not answered well since the run began and
+    /// another of its credentials failed meanwhile: then the provider is
+    /// marked down instead, and what this run marked failed is undone.
+    fn provider_failure(&mut self, i: usize, reason: &str, now: Instant) {
+        let (max_failures, probe_interval) =
+            (self.settings.max_failures, self.settings.probe_interval);
+        let provider = self.creds[i].provider;
+        let answers = self.health_mut(provider).answers;
+        let c = &mut self.creds[i];
+        c.stats.errors += 1;
+        if c.failures == 0 {
+            c.run_from = answers;
+        }
+        c.failures = c.failures.saturating_add(1);
+        c.last_error = Some(reason.to_string());
+        c.note(true);
+        let (failures, run_from, already) = (c.failures, c.run_from, c.failed.is_some());
+        let mostly_failing = c.mostly_failing();
+        let h = &mut self.health[provider];
+        let pos = match h.streak.iter().position(|(j, _)| *j == i) {
+            Some(pos) => pos,
+            None => {
+                h.streak.push((i, false));
+                h.streak.len() - 1
+            }
+        };
+        if h.down.is_some() || failures < max_failures || already || !mostly_failing {
+            return;
+        }
+        let others = h.streak.iter().filter(|(j, _)| *j != i).count();
+        if others > 0 && run_from == h.answers {
+            h.down = Some((
+                format!(
+                    "{} credentials failed with no good answer between; last: {reason}",
+                    others + 1
+                ),
+                now,
+            ));
+            let undo: Vec<usize> = h.streak.iter().filter(|s| s.1).map(|s| s.0).collect();
+            for (_, made_failed) in &mut h.streak {
+                *made_failed = false;
+            }
+            for j in undo {
+                self.creds[j].failed = None;
+            }
+        } else {
+            h.streak[pos].1 = true;
+            self.creds[i].failed = Some((
+                format!("{failures} consecutive failures; last: {reason}"),
+                now + probe_interval,
+            ));
+        }
+    }
+
+    /// A refresh that failed for a reason that may pass (the token
+    /// endpoint answered 5xx or not at all): counts towards
+    /// `max_failures` like any failure, but says nothing about the
+    /// provider's API.
+    pub fn refresh_failed(&mut self, i: usize, reason: &str, now: Instant) -> (State, State) {
+        let (max_failures, probe_interval) =
+            (self.settings.max_failures, self.settings.probe_interval);
+        let c = &mut self.creds[i];
+        let before = c.state(now);
+        c.stats.errors += 1;
+        c.failures = c.failures.saturating_add(1);
+        c.last_error = Some(reason.to_string());
+        if c.failures >= max_failures && c.failed.is_none() {
+            c.failed = Some((
+                format!("{} consecutive failures; last: {reason}", c.failures),
+                now + probe_interval,
+            ));
         }
         (before, c.state(now))
     }
@@ -409,6 +578,9 @@ impl Core {
                 c.failed = None;
                 c.failures = 0;
                 c.last_error = None;
+                // Back from a failure: judged afresh.
+                c.recent = 0;
+                c.recent_len = 0;
             }
             Err(reason) => {
                 c.last_error = Some(reason.clone());

@@ -36,12 +36,12 @@ use tokio_util::sync::CancellationToken;
 use self::core::{Cooldown, Core, Cred};
 pub use self::core::{CooldownKind, Unavailable, Verdict};
 pub use self::reload::ReloadSummary;
-use self::snapshot::view;
+use self::snapshot::{provider_view, view};
 use self::tokens::TokenSlot;
 use crate::config::{AuthSpec, Config, CredentialSpec, PoolSettings, Provider};
 use crate::events::{
-    Command, CredentialKind, CredentialView, Event, Level, PoolSnapshot, RequestRecord, State,
-    human, unix_ms,
+    Command, CredentialKind, CredentialView, Event, Level, PoolSnapshot, ProviderView,
+    RequestRecord, State, human, unix_ms,
 };
 use crate::metrics::{CredentialInfo, CredentialSeries, Metrics};
 use crate::secret::Secret;
@@ -365,9 +365,6 @@ impl PoolHandle {
     /// Spawns the clock (cooldown ends, probes) and the state writer. Both
     /// stop when `cancel` fires; call [`PoolHandle::save`] after that for
     /// the final write.
-    /// Spawns the clock (cooldown ends, probes) and the state writer. Both
-    /// stop when `cancel` fires; call [`PoolHandle::save`] after that for
-    /// the final write.
     pub fn start(&self, cancel: CancellationToken) {
         tokio::spawn(self.clone().clock_task(cancel.clone()));
         self.start_cluster(cancel.clone());
@@ -489,6 +486,8 @@ impl PoolHandle {
         let wall = SystemTime::now();
         let applied = self.apply(&lease.generation, lease.idx, |core, i| {
             core.totals.attempts += 1;
+            let provider = core.creds[i].provider;
+            let was_down = core.provider_down(provider).is_some();
             let failures_before = core.creds[i].failures;
             let (before, after) = core.record(i, verdict, now);
             let c = &mut core.creds[i];
@@ -497,13 +496,22 @@ impl PoolHandle {
             if status.is_some() {
                 c.stats.last_status = status;
             }
-            (before, after, failures_before != c.failures)
+            let health = (was_down != core.provider_down(provider).is_some()).then_some(provider);
+            (
+                before,
+                after,
+                failures_before != core.creds[i].failures,
+                health,
+            )
         });
         // Shared with the current generation for an unchanged credential.
         lease.generation.series.attempt(lease.idx, verdict);
         match applied {
-            Some((generation, i, (before, after, failures_changed))) => {
-                self.changed(&generation, i, before, after, failures_changed)
+            Some((generation, i, (before, after, failures_changed, health))) => {
+                self.changed(&generation, i, before, after, failures_changed);
+                if let Some(provider) = health {
+                    self.health_changed(&generation, provider);
+                }
             }
             // The credential went with a reload: the attempt still counts
             // in the pool's totals.
@@ -517,6 +525,45 @@ impl PoolHandle {
                 }
             }),
         }
+    }
+
+    /// A provider went down or came back: say so, and republish its
+    /// credentials (going down can bring back keys its failures had marked
+    /// failed; coming back resets their failure counts).
+    fn health_changed(&self, generation: &Generation, provider: usize) {
+        if generation.is_retired() {
+            return;
+        }
+        let view = {
+            let core = lock(&generation.core);
+            provider_view(
+                generation,
+                &core,
+                provider,
+                Instant::now(),
+                SystemTime::now(),
+            )
+        };
+        self.shell.ready.notify_waiters();
+        self.shell.clock.notify_one();
+        self.shell.dirty.notify_one();
+        for i in 0..generation.specs().len() {
+            if generation.specs()[i].provider == provider {
+                self.publish_credential(generation, i);
+            }
+        }
+        self.publish(Event::Provider { provider: view });
+    }
+
+    /// Why the provider a request routes to is unhealthy, if it is.
+    pub fn provider_down(&self, routed: &Arc<Generation>, provider: usize) -> Option<String> {
+        let current = self.current();
+        let (generation, p) = match current.follow(routed, provider) {
+            Some(p) => (current, p),
+            None => (routed.clone(), provider),
+        };
+        let core = lock(&generation.core);
+        core.provider_down(p).map(str::to_string)
     }
 
     /// Publishes a finished client request and counts it.

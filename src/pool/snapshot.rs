@@ -17,9 +17,29 @@ impl PoolHandle {
             credentials: (0..core.creds.len())
                 .map(|i| view(&generation, &core, i, expiries[i], now, wall))
                 .collect(),
+            providers: (0..generation.providers().len())
+                .map(|p| provider_view(&generation, &core, p, now, wall))
+                .collect(),
             next: core.peek(0, now).map(|i| core.creds[i].name.clone()),
             totals: core.totals,
         }
+    }
+}
+
+/// Provider `p` of `generation` with the health its credentials showed.
+pub(super) fn provider_view(
+    generation: &Generation,
+    core: &Core,
+    p: usize,
+    now: Instant,
+    wall: SystemTime,
+) -> ProviderView {
+    let down = core.health(p).and_then(|h| h.down.as_ref());
+    ProviderView {
+        name: generation.providers()[p].name.clone(),
+        healthy: down.is_none(),
+        reason: down.map(|(why, _)| why.clone()),
+        since_ms: down.map(|(_, at)| unix_ms(wall - now.saturating_duration_since(*at))),
     }
 }
 

@@ -9,7 +9,7 @@ use tokio::time::Instant;
 
 use super::cluster::Fetched;
 use super::oauth::{self, RefreshError};
-use super::{Generation, PoolHandle, State, Verdict, lock};
+use super::{Generation, PoolHandle, State, lock};
 use crate::config::AuthSpec;
 use crate::events::Level;
 use crate::secret::Secret;
@@ -297,13 +297,7 @@ impl PoolHandle {
                     } else if e.fatal {
                         core.fail(i, e.message.clone(), now)
                     } else {
-                        core.record(
-                            i,
-                            &Verdict::Failure {
-                                reason: e.message.clone(),
-                            },
-                            now,
-                        )
+                        core.refresh_failed(i, &e.message, now)
                     }
                 });
                 if judge {

@@ -2,7 +2,7 @@
 //! tiers, a fixed clock, masked secrets.
 
 use crate::events::{
-    CredentialKind, CredentialView, Event, PoolSnapshot, RequestRecord, State, Totals,
+    CredentialKind, CredentialView, Event, PoolSnapshot, ProviderView, RequestRecord, State, Totals,
 };
 
 /// 2026-11-26 12:00:00 UTC: the clock every fixture is set against.
@@ -61,6 +61,12 @@ pub fn healthy() -> PoolSnapshot {
         started_ms: NOW_MS - 3_723_000,
         tiers: vec!["primary".into(), "backup".into(), "fallback".into()],
         credentials: creds,
+        providers: vec![ProviderView {
+            name: "openai".into(),
+            healthy: true,
+            reason: None,
+            since_ms: None,
+        }],
         next: Some("team-b".into()),
         totals: Totals {
             requests: 1_265,

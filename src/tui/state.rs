@@ -4,7 +4,9 @@
 
 use std::collections::VecDeque;
 
-use crate::events::{CredentialView, Event, Level, PoolSnapshot, RequestRecord, State, Totals};
+use crate::events::{
+    CredentialView, Event, Level, PoolSnapshot, ProviderView, RequestRecord, State, Totals,
+};
 use crate::tui::Feed;
 
 /// Per-second samples kept for the 429 history and the rates: ten minutes.
@@ -24,6 +26,8 @@ pub struct Dashboard {
     pub started_ms: u64,
     pub tiers: Vec<String>,
     pub credentials: Vec<CredentialView>,
+    /// Every provider's health; the header names the unhealthy ones.
+    pub providers: Vec<ProviderView>,
     /// The credential the next request would get (from the last snapshot).
     pub next: Option<String>,
     /// The pool's own counters, as of the last snapshot or request event.
@@ -89,6 +93,7 @@ impl Dashboard {
         self.started_ms = snap.started_ms;
         self.tiers = snap.tiers;
         self.credentials = snap.credentials;
+        self.providers = snap.providers;
         self.next = snap.next;
         self.totals = snap.totals;
         if self.baseline.is_none() {
@@ -134,6 +139,13 @@ impl Dashboard {
                 } else {
                     None
                 }
+            }
+            Event::Provider { provider } => {
+                match self.providers.iter_mut().find(|p| p.name == provider.name) {
+                    Some(known) => *known = provider.clone(),
+                    None => self.providers.push(provider.clone()),
+                }
+                crate::report::event_line(&event)
             }
             Event::Request { .. } | Event::Reloaded { .. } => None,
             Event::Rotation { .. } => {

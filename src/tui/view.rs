@@ -144,6 +144,23 @@ fn render_header(frame: &mut Frame, area: Rect, d: &Dashboard, cx: &Context) {
             ));
         }
     }
+    for p in d.providers.iter().filter(|p| !p.healthy) {
+        top.extend([
+            sep(),
+            Span::raw(format!(" {} UNHEALTHY ", p.name))
+                .bold()
+                .fg(Color::White)
+                .bg(Color::Red),
+        ]);
+        if let Some(since) = p.since_ms {
+            top.push(Span::raw(format!(
+                " for {}",
+                crate::events::human(std::time::Duration::from_millis(
+                    cx.now_ms.saturating_sub(since)
+                ))
+            )));
+        }
+    }
     if let Some(why) = &d.disconnected {
         top.extend([
             sep(),

@@ -160,6 +160,135 @@ fn failures_count_then_fail_then_probe_brings_back() {
     assert_eq!(p.creds[0].failures, 0);
 }
 
+fn failure(status: u16) -> Verdict {
+    Verdict::Failure {
+        reason: format!("upstream answered {status}"),
+    }
+}
+
+#[test]
+fn a_key_that_fails_while_its_siblings_answer_is_the_keys_fault() {
+    let now = Instant::now();
+    let mut p = pool(&["a"], &[("k1", 0), ("k2", 0)]);
+    for _ in 0..3 {
+        p.record(0, &failure(500), now);
+        p.record(1, &Verdict::Success { hold: None }, now);
+    }
+    assert_eq!(p.creds[0].state(now), State::Failed);
+    assert_eq!(p.provider_down(0), None);
+    // Another key failing once after that does not blame the provider:
+    // k1's run saw the provider answer.
+    p.record(1, &failure(500), now);
+    assert_eq!(p.provider_down(0), None);
+    assert_eq!(p.creds[0].state(now), State::Failed);
+}
+
+#[test]
+fn a_run_of_failures_among_many_answers_is_not_a_broken_key() {
+    let now = Instant::now();
+    let mut p = pool(&["a"], &[("k1", 0)]);
+    for _ in 0..20 {
+        p.record(0, &Verdict::Success { hold: None }, now);
+    }
+    // Three in a row after twenty good answers: bad luck at a few percent
+    // of errors, not a broken key.
+    for _ in 0..3 {
+        p.record(0, &failure(500), now);
+    }
+    assert_eq!(p.creds[0].state(now), State::Ready);
+    assert_eq!(p.creds[0].failures, 3);
+    // If it keeps failing, it goes once half of its last 16 answers are
+    // failures: at the eighth.
+    for _ in 0..4 {
+        p.record(0, &failure(500), now);
+    }
+    assert_eq!(p.creds[0].state(now), State::Ready);
+    p.record(0, &failure(500), now);
+    assert_eq!(p.creds[0].state(now), State::Failed);
+    assert_eq!(p.creds[0].failures, 8);
+}
+
+#[test]
+fn keys_failing_alike_with_no_answer_between_mark_the_provider_down() {
+    let now = Instant::now();
+    let mut p = pool(&["a"], &[("k1", 0), ("k2", 0), ("k3", 0)]);
+    // k1 alone first (the others cooling, say): it goes failed.
+    for _ in 0..3 {
+        p.record(0, &failure(500), now);
+    }
+    assert_eq!(p.creds[0].state(now), State::Failed);
+    assert_eq!(p.provider_down(0), None);
+    // Then k2 fails alike with nothing answering between: an outage. k1 is
+    // back, and no key goes failed however long it lasts.
+    for _ in 0..2 {
+        p.record(1, &failure(502), now);
+    }
+    assert_eq!(p.provider_down(0), None, "k2 has not reached max_failures");
+    p.record(1, &failure(502), now);
+    let why = p.provider_down(0).expect("the provider is down");
+    assert!(why.starts_with("2 credentials failed"), "{why}");
+    assert!(why.contains("502"), "{why}");
+    for _ in 0..10 {
+        for i in 0..3 {
+            p.record(i, &failure(500), now);
+        }
+    }
+    for i in 0..3 {
+        assert_eq!(p.creds[i].state(now), State::Ready, "{}", p.creds[i].name);
+    }
+    assert!(p.creds[2].failures >= 10, "the count still rises");
+    assert_eq!(p.creds[2].stats.errors, 10);
+    // One good answer anywhere: the provider is up and every key of the
+    // outage starts over.
+    p.record(2, &rate_limited(1), now);
+    assert_eq!(p.provider_down(0), None);
+    for i in 0..3 {
+        assert_eq!(p.creds[i].failures, 0, "{}", p.creds[i].name);
+    }
+    // A key that fails on its own after that goes failed as usual.
+    p.record(1, &Verdict::Success { hold: None }, now);
+    for _ in 0..3 {
+        p.record(0, &failure(500), now);
+        p.record(1, &Verdict::Success { hold: None }, now);
+    }
+    assert_eq!(p.creds[0].state(now), State::Failed);
+}
+
+#[test]
+fn a_single_key_provider_fails_its_key() {
+    let now = Instant::now();
+    let mut p = Core::new(
+        settings(&["a"]),
+        vec![
+            Cred::new("only".into(), 0, 0),
+            Cred::new("elsewhere".into(), 1, 0),
+        ],
+    );
+    // A failure at another provider is not this one's.
+    p.record(1, &failure(500), now);
+    for _ in 0..3 {
+        p.record(0, &failure(500), now);
+    }
+    assert_eq!(p.creds[0].state(now), State::Failed);
+    assert_eq!(p.provider_down(0), None);
+    assert_eq!(p.provider_down(1), None);
+}
+
+#[test]
+fn a_refresh_failure_says_nothing_about_the_provider() {
+    let now = Instant::now();
+    let mut p = pool(&["a"], &[("k1", 0), ("k2", 0)]);
+    for _ in 0..3 {
+        p.refresh_failed(0, "token endpoint answered 503", now);
+    }
+    assert_eq!(p.creds[0].state(now), State::Failed);
+    for _ in 0..3 {
+        p.record(1, &failure(500), now);
+    }
+    assert_eq!(p.creds[1].state(now), State::Failed);
+    assert_eq!(p.provider_down(0), None);
+}
+
 #[test]
 fn unauthorized_fails_at_once() {
     let now = Instant::now();

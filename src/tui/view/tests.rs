@@ -110,6 +110,30 @@ fn pool_exhausted() {
 }
 
 #[test]
+fn provider_unhealthy() {
+    let mut d = watched(fixtures::healthy());
+    let line = d.apply(
+        Feed::Event(crate::events::Event::Provider {
+            provider: crate::events::ProviderView {
+                name: "openai".into(),
+                healthy: false,
+                reason: Some(
+                    "3 credentials failed with no good answer between; last: upstream answered 500"
+                        .into(),
+                ),
+                since_ms: Some(NOW_MS - 12_000),
+            },
+        }),
+        NOW_MS,
+    );
+    let (_, line) = line.expect("a log line");
+    assert!(line.contains("provider openai is unhealthy"), "{line}");
+    let text = screen(&d, &Ui::default(), 160, 48);
+    assert!(text.contains("openai UNHEALTHY  for 12s"), "{text}");
+    both("provider_unhealthy", &d, &Ui::default());
+}
+
+#[test]
 fn help_overlay() {
     let d = watched(fixtures::healthy());
     let ui = Ui {
