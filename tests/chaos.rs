@@ -19,6 +19,9 @@
 //! no secret in any output (logs at trace level, responses, the event feed,
 //! the admin API, the dashboard drawn from that feed, the state file).
 //!
+//! `transient_mix` (see `chaos/transient.rs`) is a second, smaller mix:
+//! transient 5xx and cut connections only, which must cost clients nothing.
+//!
 //! `cargo test --test chaos` runs the short version (about 8 s of load).
 //! The long one: `cargo test --release --test chaos -- --ignored`
 //! (`TOKENYARD_CHAOS_SECS`, default 180, sets its length).
@@ -33,6 +36,8 @@ mod client;
 mod figures;
 #[path = "chaos/sweep.rs"]
 mod sweep;
+#[path = "chaos/transient.rs"]
+mod transient;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -182,6 +187,41 @@ async fn chaos_long() {
         seed: 11,
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transient_mix() {
+    let outcomes = transient::run(3).await;
+    let problems = transient::problems(&outcomes);
+    assert!(problems.is_empty(), "{problems:#?}");
+}
+
+/// The transient mix over many seeds: `cargo test --release --test chaos
+/// -- --ignored transient_mix_seeds` (`TOKENYARD_TRANSIENT_SEEDS`, default
+/// 20, sets how many).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a minute or more: cargo test --release --test chaos -- --ignored transient_mix_seeds"]
+async fn transient_mix_seeds() {
+    let seeds: u64 = std::env::var("TOKENYARD_TRANSIENT_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20);
+    let mut problems = Vec::new();
+    let mut total = 0;
+    for seed in 1..=seeds {
+        let outcomes = transient::run(seed).await;
+        total += outcomes.len();
+        problems.extend(
+            transient::problems(&outcomes)
+                .into_iter()
+                .map(|p| format!("seed {seed}: {p}")),
+        );
+    }
+    println!(
+        "{seeds} seeds, {total} requests, {} problems",
+        problems.len()
+    );
+    assert!(problems.is_empty(), "{problems:#?}");
 }
 
 fn free_port() -> u16 {

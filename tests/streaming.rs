@@ -131,19 +131,36 @@ async fn server_errors_before_a_stream_are_retried() {
     gw.stop().await;
 }
 
+/// Every credential fails alike: each is tried again after a pause until
+/// the failures show the provider is down (the third failure of one key
+/// with the other failing too and nothing answering between); then the
+/// client gets a 503 in its format that says so, and no key is failed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn when_every_credential_breaks_the_client_gets_a_502_in_its_format() {
+async fn when_every_credential_breaks_the_client_gets_a_503_in_its_format() {
     let mut cfg = two_keys(Some(KeyFault::Status(500)));
     cfg.accounts[1].fault = Some(KeyFault::Status(503));
     let sim = start_sim(cfg).await;
     let gw = gateway(&sim, "").await;
     let r = post_chat(&client(), &gw, &chat_body(true, 3)).await;
-    assert_eq!(r.status(), 502);
-    assert_eq!(r.headers()["x-tokenyard-attempts"], "2");
+    assert_eq!(r.status(), 503);
+    assert_eq!(r.headers()["x-tokenyard-attempts"], "6");
+    assert_eq!(r.headers()["retry-after"], "1");
     let v: serde_json::Value = r.json().await.unwrap();
-    assert_eq!(v["error"]["type"], "upstream_error");
+    assert_eq!(v["error"]["code"], "provider_unhealthy");
+    assert_eq!(v["error"]["type"], "server_error");
     assert!(v["error"]["message"].as_str().unwrap().contains("503"));
-    assert_eq!(labels(&sim), ["key-a", "key-b"]);
+    assert_eq!(
+        labels(&sim),
+        ["key-a", "key-b", "key-a", "key-b", "key-a", "key-b"]
+    );
+    assert_eq!(
+        gw.pool.state_of("key-a"),
+        Some(tokenyard::events::State::Ready)
+    );
+    assert_eq!(
+        gw.pool.state_of("key-b"),
+        Some(tokenyard::events::State::Ready)
+    );
     gw.stop().await;
 }
 

@@ -29,6 +29,12 @@ use crate::upstream::{self, Outcome};
 /// The longest pause before retrying elsewhere after a provider said it is
 /// overloaded.
 const OVERLOAD_PAUSE_MAX: Duration = Duration::from_secs(1);
+/// The first pause before a credential that failed transiently is tried
+/// again for the same request (when no other is ready); it doubles with
+/// every round, up to [`RETRY_PAUSE_MAX`], and is jittered so that
+/// requests that failed together do not return together.
+const RETRY_PAUSE: Duration = Duration::from_millis(25);
+const RETRY_PAUSE_MAX: Duration = Duration::from_millis(400);
 
 /// Error bodies read from upstream are capped at this size.
 const MAX_ERROR_BODY: usize = 1024 * 1024;
@@ -58,7 +64,15 @@ pub struct Inbound {
 /// Why the last attempt did not produce an answer.
 enum Failure {
     RateLimited,
-    Upstream { status: StatusCode, message: String },
+    Upstream {
+        status: StatusCode,
+        message: String,
+        /// A failure that may pass by itself (a 5xx other than 501, a
+        /// connection refused or reset, a timeout, all before the first
+        /// byte): worth another try, on the same credential if no other is
+        /// ready.
+        transient: bool,
+    },
 }
 
 /// The result of one send.
@@ -140,8 +154,13 @@ async fn run(state: &AppState, req: Inbound) -> Response {
         },
     };
     let wait_until = started + settings.max_wait;
+    let deadline = started + req.generation.config().gateway.request_timeout;
     // By name: a reload may renumber the credentials mid-request.
     let mut tried: Vec<String> = Vec::new();
+    // The tried credentials whose failure may pass: tried again, after a
+    // pause, once no other credential is ready.
+    let mut transient: Vec<String> = Vec::new();
+    let mut rounds = 0u32;
     // The last attempt's failure, and the last failure that was not a rate
     // limit (which decides between "busy, come back" and "broken").
     let mut last: Option<Failure> = None;
@@ -161,6 +180,24 @@ async fn run(state: &AppState, req: Inbound) -> Response {
             // Every credential that could serve is at its concurrency cap:
             // shed the request now rather than queue it without bound.
             Err(u) if u.busy => break GiveUp::Busy,
+            // Nothing untried is ready, but a credential that failed in a
+            // way that may pass is: try it again after a short pause
+            // (unless the provider is down: then every credential fails
+            // alike, and hammering it helps nobody).
+            Err(u) if u.tried_ready && !transient.is_empty() => {
+                if pool.provider_down(&req.generation, req.provider).is_some() {
+                    break GiveUp::AllTried;
+                }
+                let pause = retry_pause(rounds);
+                if Instant::now() + pause >= deadline {
+                    break GiveUp::AllTried;
+                }
+                rounds += 1;
+                tokio::time::sleep(pause).await;
+                tried.retain(|name| !transient.contains(name));
+                transient.clear();
+                continue;
+            }
             Err(u) => match u.retry_at {
                 // Only with time left to wait: a failed credential whose
                 // probe is due (or running) "recovers" in the past, and
@@ -188,8 +225,16 @@ async fn run(state: &AppState, req: Inbound) -> Response {
                 // A rate-limited credential is kept out by its cooldown and
                 // may serve this same request once the cooldown ends; one
                 // that failed otherwise is not tried again for it.
-                if let Failure::Upstream { status, message } = &failure {
+                if let Failure::Upstream {
+                    status,
+                    message,
+                    transient: passing,
+                } = &failure
+                {
                     tried.push(name.clone());
+                    if *passing {
+                        transient.push(name.clone());
+                    }
                     broken = Some((*status, message.clone()));
                 }
                 moving_on = Some((name, note));
@@ -217,11 +262,35 @@ async fn run(state: &AppState, req: Inbound) -> Response {
             exhausted(recovery(), attempts)
         }
         (_, _, Some((status, message))) => {
-            ApiError::new(status, "upstream_error", message).code("upstream_unavailable")
+            match pool.provider_down(&req.generation, req.provider) {
+                Some(why) => ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "server_error",
+                    format!(
+                        "the provider is failing for every credential ({why}); \
+                         last: {message}; retry shortly"
+                    ),
+                )
+                .code("provider_unhealthy")
+                .retry_after(1),
+                None => {
+                    ApiError::new(status, "upstream_error", message).code("upstream_unavailable")
+                }
+            }
         }
     };
     ctx.record.error = Some(error.message.clone());
     answer_error(&mut ctx, error)
+}
+
+/// The pause before round `round` (from 0) of retrying credentials that
+/// failed transiently: doubling from [`RETRY_PAUSE`], capped, and drawn
+/// from its upper half.
+fn retry_pause(round: u32) -> Duration {
+    let full = RETRY_PAUSE
+        .saturating_mul(1 << round.min(8))
+        .min(RETRY_PAUSE_MAX);
+    full.mul_f64(rand::random_range(0.5..=1.0))
 }
 
 #[derive(Clone, Copy)]
@@ -333,6 +402,8 @@ async fn try_credential(
             let failure = Failure::Upstream {
                 status: StatusCode::BAD_GATEWAY,
                 message: format!("could not get an access token for {name}: {e}"),
+                // The token endpoint has its own retries and probes.
+                transient: false,
             };
             return Err((name, failure, note));
         }
@@ -382,6 +453,7 @@ fn unauthorized_failure(name: &str) -> Failure {
     Failure::Upstream {
         status: StatusCode::BAD_GATEWAY,
         message: format!("the provider refused credential {name} (401)"),
+        transient: false,
     }
 }
 
@@ -510,11 +582,14 @@ async fn send_once(ctx: &mut Ctx<'_>, lease: &Lease, token: &Secret) -> Step {
         }
         let body = match read_body(resp, deadline, MAX_RESPONSE_BODY).await {
             Ok(b) => b,
-            Err(what) => return failed(ctx, lease, t0, StatusCode::BAD_GATEWAY, what),
+            Err(BodyError::TooLarge(what)) => return garbled(ctx, lease, t0, what),
+            Err(BodyError::Broken(what)) => {
+                return failed(ctx, lease, t0, StatusCode::BAD_GATEWAY, what);
+            }
         };
         let body = match ctx.req.conversion.response(body, unix_secs()) {
             Ok(b) => b,
-            Err(what) => return failed(ctx, lease, t0, StatusCode::BAD_GATEWAY, what),
+            Err(what) => return garbled(ctx, lease, t0, what),
         };
         pool.record(
             lease,
@@ -584,6 +659,8 @@ async fn outcome_step(
                 failure: Failure::Upstream {
                     status: StatusCode::BAD_GATEWAY,
                     message: format!("the upstream answered {s} for credential {name}"),
+                    // 501: the provider does not do this at all.
+                    transient: s != 501,
                 },
                 note: format!("{s} on {name}"),
             }
@@ -599,6 +676,7 @@ async fn outcome_step(
                 failure: Failure::Upstream {
                     status: StatusCode::SERVICE_UNAVAILABLE,
                     message: format!("the provider is overloaded ({status} on {name})"),
+                    transient: true,
                 },
                 note: format!("{status} overloaded on {name}"),
             }
@@ -611,7 +689,28 @@ async fn outcome_step(
     }
 }
 
+/// The attempt failed in a way that may pass (a broken connection, a
+/// timeout, a stream cut before its first event): counted against the
+/// credential, retried.
 fn failed(ctx: &Ctx<'_>, lease: &Lease, t0: Instant, status: StatusCode, what: String) -> Step {
+    failed_as(ctx, lease, t0, status, what, true)
+}
+
+/// The upstream answered something that cannot be used (a body that is
+/// not what its API returns, or too large): counted against the
+/// credential, and tried elsewhere but not again on it.
+fn garbled(ctx: &Ctx<'_>, lease: &Lease, t0: Instant, what: String) -> Step {
+    failed_as(ctx, lease, t0, StatusCode::BAD_GATEWAY, what, false)
+}
+
+fn failed_as(
+    ctx: &Ctx<'_>,
+    lease: &Lease,
+    t0: Instant,
+    status: StatusCode,
+    what: String,
+    transient: bool,
+) -> Step {
     let name = lease.name();
     ctx.state.pool.record(
         lease,
@@ -626,6 +725,7 @@ fn failed(ctx: &Ctx<'_>, lease: &Lease, t0: Instant, status: StatusCode, what: S
         failure: Failure::Upstream {
             status,
             message: format!("credential {name}: {what}"),
+            transient,
         },
     }
 }
@@ -647,29 +747,42 @@ fn client_headers(upstream: &HeaderMap) -> HeaderMap {
     out
 }
 
+enum BodyError {
+    /// Larger than the limit: the same again next time.
+    TooLarge(String),
+    /// Broken or slow: may pass.
+    Broken(String),
+}
+
 async fn read_body(
     resp: reqwest::Response,
     deadline: Instant,
     limit: usize,
-) -> Result<Bytes, String> {
+) -> Result<Bytes, BodyError> {
     let mut stream = resp.bytes_stream();
     let mut buf = BytesMut::new();
     loop {
         match tokio::time::timeout_at(deadline, stream.next()).await {
             Ok(Some(Ok(chunk))) => {
                 if buf.len() + chunk.len() > limit {
-                    return Err(format!("response body larger than {limit} bytes"));
+                    return Err(BodyError::TooLarge(format!(
+                        "response body larger than {limit} bytes"
+                    )));
                 }
                 buf.extend_from_slice(&chunk);
             }
             Ok(Some(Err(e))) => {
-                return Err(format!(
+                return Err(BodyError::Broken(format!(
                     "connection broke while reading the body: {}",
                     upstream::describe_error(&e)
-                ));
+                )));
             }
             Ok(None) => return Ok(buf.freeze()),
-            Err(_) => return Err("timed out reading the response body".into()),
+            Err(_) => {
+                return Err(BodyError::Broken(
+                    "timed out reading the response body".into(),
+                ));
+            }
         }
     }
 }

@@ -175,7 +175,7 @@ async fn unary(ctx: &mut Ctx<'_>, lease: &Lease, token: &Secret, call: Call) -> 
     let body = Bytes::from(serde_json::to_vec(&openai).expect("json"));
     let body = match ctx.req.conversion.response(body, created) {
         Ok(b) => b,
-        Err(what) => return failed(ctx, lease, t0, StatusCode::BAD_GATEWAY, what),
+        Err(what) => return garbled(ctx, lease, t0, what),
     };
     let mut headers = HeaderMap::new();
     headers.insert(
