@@ -524,14 +524,28 @@ async fn resets_and_stalls_as_a_client_sees_them() {
         read_events_after(&mut stalled, 1, Duration::from_millis(300)).await,
         (1, "quiet")
     );
-    let pending = tokio::time::timeout(
-        Duration::from_millis(300),
-        post(&sim, key, plain("sim-small")),
-    );
-    assert!(
-        pending.await.is_err(),
-        "a stalled plain request never answers"
-    );
+    // Checked once the sim has the request (on loaded cores it can take
+    // longer than the 300 ms of silence to get there).
+    {
+        let logged = sim.log().len();
+        let mut pending = std::pin::pin!(post(&sim, key, plain("sim-small")));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while sim.log().len() == logged {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the plain request never reached the sim"
+            );
+            if let Ok(resp) = tokio::time::timeout(Duration::from_millis(10), &mut pending).await {
+                panic!("a stalled plain request answered {}", resp.status());
+            }
+        }
+        assert!(
+            tokio::time::timeout(Duration::from_millis(300), pending)
+                .await
+                .is_err(),
+            "a stalled plain request never answers"
+        );
+    }
 
     sim.set_fault("key-a", Some(KeyFault::Status(503)));
     let resp = post(&sim, key, stream).await;
