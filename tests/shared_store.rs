@@ -629,6 +629,7 @@ async fn a_redis_restart_shows_in_health_and_ends_in_a_resync() {
     let a = connect(&server, "restart").await;
     let b = connect(&server, "restart").await;
     let mut rx = a.changes();
+    let mut b_rx = b.changes();
     assert!(a.healthy());
     // Mid-refresh when Redis dies (and comes back empty).
     a.seed_refresh_token("c", &Secret::new("rt-1-configured-token"))
@@ -660,6 +661,10 @@ async fn a_redis_restart_shows_in_health_and_ends_in_a_resync() {
     assert!(resync.is_some(), "no Resync after the restart");
     let back = restarted.elapsed();
     assert!(a.healthy());
+    // B notices on its own schedule (on loaded cores, well after A): until
+    // its Resync, its first command may still meet the dead connection.
+    let resync = next_change(&mut b_rx, Duration::from_secs(10), |c| *c == Change::Resync).await;
+    assert!(resync.is_some(), "no Resync for B after the restart");
     println!(
         "redis killed: unhealthy after {down:?}; restarted: Resync and healthy after {back:?}"
     );
@@ -702,7 +707,6 @@ async fn a_redis_restart_shows_in_health_and_ends_in_a_resync() {
     );
 
     // Both stores work again, including notifications between them.
-    let mut b_rx = b.changes();
     assert!(
         wait_for(Duration::from_secs(5), || b.healthy())
             .await

@@ -189,6 +189,30 @@ impl Reframe for Passthrough {
     }
 }
 
+/// Whether `out`, whole client events, ends with the event that ends a
+/// stream in `format`: OpenAI's `[DONE]`, Anthropic's `message_stop`, the
+/// Responses API's `response.completed`/`incomplete`/`failed`. Only the last
+/// event is looked at, parsed whole, so text inside a JSON string never
+/// matches.
+fn ends_stream(format: Format, out: &[u8]) -> bool {
+    let body = out
+        .strip_suffix(b"\r\n\r\n")
+        .or_else(|| out.strip_suffix(b"\n\n"))
+        .unwrap_or(out);
+    let start = last_event_end(body).unwrap_or(0);
+    let Some(last) = crate::translate::parse_events(&out[start..]).pop() else {
+        return false;
+    };
+    match format {
+        Format::OpenAi => last.data == "[DONE]",
+        Format::Anthropic => last.event.as_deref() == Some("message_stop"),
+        Format::Responses => matches!(
+            last.event.as_deref(),
+            Some("response.completed" | "response.incomplete" | "response.failed")
+        ),
+    }
+}
+
 /// Publishes the request record when the stream ends, however it ends —
 /// including the client walking away, which drops the stream.
 struct Finish {
@@ -200,6 +224,21 @@ struct Finish {
 }
 
 impl Finish {
+    /// Ends the request as answered once its last event goes out: a client
+    /// may hang up right after it (async-openai drops the body at
+    /// `[DONE]`), before the upstream's own end arrives, and it has not
+    /// left mid-stream (499). Also publishes the record before the client
+    /// can read that event, so whoever reads the stream to its end then
+    /// finds the request counted.
+    fn answered(&mut self, out: &[u8]) {
+        if !self.done
+            && let Some(format) = self.record.format
+            && ends_stream(format, out)
+        {
+            self.end(None);
+        }
+    }
+
     fn end(&mut self, error: Option<String>) {
         if self.done {
             return;
@@ -283,6 +322,7 @@ pub fn relay(
         if let Some(first) = r.first.take()
             && !first.is_empty()
         {
+            r.finish.answered(&first);
             return Some((Ok(first), r));
         }
         loop {
@@ -295,6 +335,7 @@ pub fn relay(
                     if let Some(whole) = r.buffer.push(chunk) {
                         let out = r.reframe.events(whole);
                         if !out.is_empty() {
+                            r.finish.answered(&out);
                             return Some((Ok(out), r));
                         }
                     }
@@ -373,6 +414,45 @@ mod tests {
         assert_eq!(b.push(whole.clone()), Some(whole));
         b.push(Bytes::from_static(b"data: tail"));
         assert_eq!(b.rest().as_deref(), Some(&b"data: tail"[..]));
+    }
+
+    #[test]
+    fn only_a_last_event_that_ends_the_stream_ends_it() {
+        let chunk =
+            |d: &str| format!("data: {{\"choices\":[{{\"delta\":{{\"content\":{d:?}}}}}]}}\n\n");
+        assert!(ends_stream(Format::OpenAi, b"data: [DONE]\n\n"));
+        let tail = format!("{}data: [DONE]\n\n", chunk("x"));
+        assert!(ends_stream(Format::OpenAi, tail.as_bytes()));
+        assert!(ends_stream(
+            Format::OpenAi,
+            b"data: {}\r\n\r\ndata: [DONE]\r\n\r\n"
+        ));
+        // Content that quotes the marker, or a marker not last: not the end.
+        assert!(!ends_stream(
+            Format::OpenAi,
+            chunk("\n\ndata: [DONE]\n\n").as_bytes()
+        ));
+        let early = format!("data: [DONE]\n\n{}", chunk("x"));
+        assert!(!ends_stream(Format::OpenAi, early.as_bytes()));
+        assert!(!ends_stream(Format::OpenAi, b""));
+
+        let stop = b"event: message_delta\ndata: {}\n\nevent: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
+        assert!(ends_stream(Format::Anthropic, stop));
+        assert!(!ends_stream(Format::OpenAi, stop));
+        assert!(!ends_stream(
+            Format::Anthropic,
+            b"event: message_delta\ndata: {}\n\n"
+        ));
+        for end in [
+            "response.completed",
+            "response.incomplete",
+            "response.failed",
+        ] {
+            let e = format!("event: {end}\ndata: {{\"type\":\"{end}\"}}\n\n");
+            assert!(ends_stream(Format::Responses, e.as_bytes()), "{end}");
+        }
+        let delta = b"event: response.output_text.delta\ndata: {}\n\n";
+        assert!(!ends_stream(Format::Responses, delta));
     }
 
     #[test]

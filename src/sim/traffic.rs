@@ -447,6 +447,15 @@ mod tests {
         assert!(!c.verdict(1));
     }
 
+    /// Waits (as long as a loaded machine needs, up to 10 s) for `done`.
+    async fn until(done: impl Fn() -> bool, what: &str) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !done() {
+            assert!(tokio::time::Instant::now() < deadline, "never saw {what}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     #[tokio::test]
     async fn traffic_generator_checks_answers() {
         let mut cfg = SimConfig::with_api_keys(1, Limit::Unlimited);
@@ -465,13 +474,15 @@ mod tests {
             stream_ratio: 0.5,
             seed: 1,
         };
+        // Stopped once the live counts show ten answers, not after a fixed
+        // time: on loaded cores 400 ms held fewer than ten.
         let cancel = CancellationToken::new();
         let (counters, task) = spawn(traffic("sk-sim-1"), cancel.clone());
-        tokio::time::sleep(Duration::from_millis(400)).await;
-        assert!(
-            counters.snapshot().sent > 0,
-            "live counts move while running"
-        );
+        until(
+            || counters.snapshot().ok >= 10,
+            "live counts move while running",
+        )
+        .await;
         cancel.cancel();
         let report = task.await.unwrap();
         assert!(report.ok >= 10, "{report:?}");
@@ -484,12 +495,17 @@ mod tests {
         assert_eq!(report.in_flight, 0);
 
         let cancel = CancellationToken::new();
-        let stop = cancel.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            stop.cancel();
-        });
-        let report = run(traffic("sk-sim-broken"), cancel).await;
+        let (counters, task) = spawn(traffic("sk-sim-broken"), cancel.clone());
+        until(
+            || {
+                let live = counters.snapshot();
+                live.stream_errors > 0 && live.body_errors > 0
+            },
+            "a broken stream and a broken body",
+        )
+        .await;
+        cancel.cancel();
+        let report = task.await.unwrap();
         assert_eq!(report.ok, 0, "{report:?}");
         assert!(
             report.stream_errors > 0 && report.body_errors > 0,

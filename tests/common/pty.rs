@@ -2,6 +2,7 @@
 //! vt100 emulator: what an operator would see, and what keys they press.
 
 use std::io::{Read, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -14,6 +15,10 @@ pub struct Tui {
     parser: Arc<Mutex<vt100::Parser>>,
     /// Everything the program wrote, for diagnosing a failed wait.
     raw: Arc<Mutex<Vec<u8>>>,
+    /// Set when the reader thread has read the pty to its end: only then
+    /// is the last thing an exited program wrote (leaving the alternate
+    /// screen, say) in `parser` and `raw`.
+    drained: Arc<AtomicBool>,
 }
 
 impl Tui {
@@ -46,12 +51,17 @@ impl Tui {
             0,
         )));
         let raw = Arc::new(Mutex::new(Vec::new()));
-        let (p, r) = (parser.clone(), raw.clone());
+        let drained = Arc::new(AtomicBool::new(false));
+        let (p, r, d) = (parser.clone(), raw.clone(), drained.clone());
         std::thread::spawn(move || {
             let mut buf = [0u8; 8192];
             loop {
                 match reader.read(&mut buf) {
-                    Ok(0) | Err(_) => return,
+                    // EOF (EIO on Linux) once every slave end is closed.
+                    Ok(0) | Err(_) => {
+                        d.store(true, Ordering::Release);
+                        return;
+                    }
                     Ok(n) => {
                         p.lock().unwrap().process(&buf[..n]);
                         r.lock().unwrap().extend_from_slice(&buf[..n]);
@@ -65,6 +75,7 @@ impl Tui {
             writer,
             parser,
             raw,
+            drained,
         }
     }
 
@@ -106,12 +117,18 @@ impl Tui {
         }
     }
 
-    /// Waits for the process to exit; `None` if it is still running after
-    /// `limit` (then it is killed).
+    /// Waits for the process to exit and for everything it wrote to be
+    /// read (on loaded cores the reader thread can lag the exit); `None`
+    /// if it is still running after `limit` (then it is killed).
     pub async fn wait_exit(&mut self, limit: Duration) -> Option<portable_pty::ExitStatus> {
         let start = Instant::now();
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
+                // Bounded too: a slave end leaked into another process
+                // would hold off EOF; the caller's asserts then decide.
+                while !self.drained.load(Ordering::Acquire) && start.elapsed() <= limit {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
                 return Some(status);
             }
             if start.elapsed() > limit {

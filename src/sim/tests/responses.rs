@@ -252,7 +252,7 @@ async fn resets_and_stalls_cut_a_responses_stream() {
     sim.set_fault("key-a", Some(KeyFault::StallAfterChunks(3)));
     let mut stalled = create(&sim, streamed(hello())).await;
     assert_eq!(
-        read_events(&mut stalled, Duration::from_millis(200)).await,
+        read_events_after(&mut stalled, 3, Duration::from_millis(200)).await,
         (3, "quiet")
     );
     sim.set_fault("key-a", None);
