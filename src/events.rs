@@ -4,6 +4,9 @@
 //! masked, and times are wall-clock milliseconds since the Unix epoch so the
 //! same JSON works for a dashboard in another process.
 
+#[cfg(test)]
+pub(crate) mod fixtures;
+
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};

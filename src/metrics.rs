@@ -449,7 +449,7 @@ impl Collector for PoolSeries {
 mod tests {
     use super::*;
     use crate::events::Format;
-    use crate::tui::fixtures;
+    use crate::events::fixtures;
 
     /// `name{labels}` → value: every sample line of an exposition.
     fn samples(text: &str) -> std::collections::BTreeMap<String, f64> {

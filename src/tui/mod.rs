@@ -3,8 +3,6 @@
 //! the admin API.
 
 pub mod app;
-#[cfg(test)]
-pub(crate) mod fixtures;
 pub mod keys;
 pub mod remote;
 pub mod source;
