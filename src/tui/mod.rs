@@ -3,6 +3,7 @@
 //! the admin API.
 
 pub mod app;
+pub mod feed;
 pub mod keys;
 pub mod remote;
 pub mod source;

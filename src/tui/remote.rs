@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 mod sse;
 
 use self::sse::SseParser;
-use super::source::Feed;
+use super::feed::Feed;
 use crate::events::{Command, Event, PoolSnapshot};
 use crate::secret::Secret;
 
