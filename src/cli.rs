@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{self, Config};
 use crate::secret::Secret;
+pub use crate::vocab::parse_duration;
 use crate::{demo, gateway, report, sim, tui};
 
 #[derive(Parser, Debug)]
@@ -357,9 +358,4 @@ async fn wait_for_signal() {
     {
         let _ = tokio::signal::ctrl_c().await;
     }
-}
-
-/// Parses `--duration` style values.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s).map_err(|e| format!("{s:?} is not a duration ({e})"))
 }

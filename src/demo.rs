@@ -19,7 +19,7 @@ use crate::{gateway, report, tui};
 pub struct DemoArgs {
     /// How long to run before the final summary; 0 runs until Ctrl-C.
     /// Default: 60s headless; with the dashboard, until you press q.
-    #[arg(long, value_parser = crate::cli::parse_duration)]
+    #[arg(long, value_parser = crate::vocab::parse_duration)]
     pub duration: Option<Duration>,
     /// Client requests started per second.
     #[arg(long, default_value_t = 6.0)]

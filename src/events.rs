@@ -4,11 +4,14 @@
 //! masked, and times are wall-clock milliseconds since the Unix epoch so the
 //! same JSON works for a dashboard in another process.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+#[cfg(test)]
+pub(crate) mod fixtures;
+
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-pub use crate::gateway::error::Format;
+pub use crate::vocab::{Format, human};
 
 /// Wall-clock milliseconds since the Unix epoch.
 pub fn unix_ms(t: SystemTime) -> u64 {
@@ -228,36 +231,9 @@ pub enum Command {
     Rotate,
 }
 
-/// Formats a duration the way logs and reports show a wait: `12s`, `1m30s`, `850ms`.
-pub fn human(d: Duration) -> String {
-    let ms = d.as_millis();
-    if ms < 1000 {
-        return format!("{ms}ms");
-    }
-    let secs = d.as_secs_f64().round() as u64;
-    let (h, m, s) = (secs / 3600, (secs / 60) % 60, secs % 60);
-    match (h, m) {
-        (0, 0) => format!("{s}s"),
-        (0, _) if s == 0 => format!("{m}m"),
-        (0, _) => format!("{m}m{s}s"),
-        _ if m == 0 && s == 0 => format!("{h}h"),
-        _ => format!("{h}h{m}m"),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn human_durations() {
-        assert_eq!(human(Duration::from_millis(850)), "850ms");
-        assert_eq!(human(Duration::from_millis(12_400)), "12s");
-        assert_eq!(human(Duration::from_secs(90)), "1m30s");
-        assert_eq!(human(Duration::from_secs(120)), "2m");
-        assert_eq!(human(Duration::from_secs(3600)), "1h");
-        assert_eq!(human(Duration::from_secs(3660)), "1h1m");
-    }
 
     #[test]
     fn events_serialize_with_a_type_tag() {

@@ -5,6 +5,7 @@
 //! README's architecture section.
 
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod demo;
 pub mod events;
@@ -19,3 +20,4 @@ pub mod sim;
 pub mod translate;
 pub mod tui;
 pub mod upstream;
+pub mod vocab;

@@ -33,7 +33,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
 use crate::events::{CredentialKind, PoolSnapshot, RequestRecord, State};
-use crate::pool::Verdict;
+use crate::vocab::Verdict;
 
 /// What `GET /metrics` answers with.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -449,7 +449,7 @@ impl Collector for PoolSeries {
 mod tests {
     use super::*;
     use crate::events::Format;
-    use crate::tui::fixtures;
+    use crate::events::fixtures;
 
     /// `name{labels}` → value: every sample line of an exposition.
     fn samples(text: &str) -> std::collections::BTreeMap<String, f64> {

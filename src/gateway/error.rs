@@ -5,6 +5,8 @@
 use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode, header};
 
+pub use crate::vocab::Format;
+
 #[derive(Debug, Clone)]
 pub struct ApiError {
     pub status: StatusCode,
@@ -66,36 +68,6 @@ impl ApiError {
                 "code": self.code,
             }
         })
-    }
-}
-
-/// The wire format a client speaks (and, for HTTP providers, an upstream).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Format {
-    /// OpenAI's Chat Completions (and the other OpenAI routes: embeddings).
-    OpenAi,
-    Anthropic,
-    /// OpenAI's Responses API. Its errors have OpenAI's shape; its streams
-    /// have their own events.
-    Responses,
-}
-
-impl Format {
-    /// `openai`, `anthropic` or `responses`, as in request records and
-    /// metric labels.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Format::OpenAi => "openai",
-            Format::Anthropic => "anthropic",
-            Format::Responses => "responses",
-        }
-    }
-
-    /// Whether error bodies look the same in both formats (OpenAI's
-    /// `{"error":{…}}` serves Chat Completions and Responses alike).
-    pub fn errors_like(self, other: Format) -> bool {
-        (self == Format::Anthropic) == (other == Format::Anthropic)
     }
 }
 

@@ -8,50 +8,13 @@ use tokio::time::Instant;
 
 use crate::config::PoolSettings;
 use crate::events::{State, Totals};
-
-/// Why a credential is cooling down.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CooldownKind {
-    /// A 429 with (or without) a retry hint, or a success that said the
-    /// remaining count hit zero. Recovers by itself.
-    RateLimited,
-    /// Quota gone (`insufficient_quota`). Recovers by itself, much later.
-    Quota,
-}
+pub use crate::vocab::{CooldownKind, Verdict};
 
 #[derive(Debug, Clone)]
 pub struct Cooldown {
     pub until: Instant,
     pub kind: CooldownKind,
     pub reason: String,
-}
-
-/// What one upstream attempt said about the credential it used.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Verdict {
-    /// 2xx. `hold` keeps the key out of rotation until a depleted limit
-    /// resets, before it ever answers 429.
-    Success {
-        hold: Option<(Duration, String)>,
-    },
-    RateLimited {
-        wait: Duration,
-        reason: String,
-    },
-    QuotaExhausted {
-        wait: Duration,
-        reason: String,
-    },
-    /// 401 that a refresh could not (or cannot) fix: the key is bad.
-    Unauthorized {
-        reason: String,
-    },
-    /// 5xx, connection error, timeout: counts towards `max_failures`.
-    Failure {
-        reason: String,
-    },
-    /// A response that says nothing about the key (another 4xx).
-    Neutral,
 }
 
 #[derive(Debug, Clone, Default)]

@@ -73,12 +73,12 @@ impl Client<'_> {
             .send()
             .await
             .map_err(|e| RefreshError {
-                message: format!("token endpoint: {}", crate::upstream::describe_error(&e)),
+                message: format!("token endpoint: {}", crate::client::describe_error(&e)),
                 fatal: false,
             })?;
         let status = resp.status();
         let body = resp.bytes().await.map_err(|e| RefreshError {
-            message: format!("token endpoint: {}", crate::upstream::describe_error(&e)),
+            message: format!("token endpoint: {}", crate::client::describe_error(&e)),
             fatal: false,
         })?;
         parse_response(status.as_u16(), &body, &[refresh_token])

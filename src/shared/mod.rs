@@ -97,8 +97,8 @@ pub use self::types::{
 use self::types::{TokensReply, parse_cred, tokens_from};
 pub use self::wire::{Change, Field, Op};
 use self::wire::{Keys, Message, field};
-pub use crate::pool::CooldownKind;
 use crate::secret::Secret;
+pub use crate::vocab::CooldownKind;
 
 /// How often the background task pings Redis on both connections, which
 /// bounds how long a silently dead connection goes unnoticed.

@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::pool::CooldownKind;
+use crate::vocab::CooldownKind;
 
 /// The `{…}` around the namespace is a Redis Cluster hash tag: every key of
 /// one namespace lands in the same slot, so the Lua scripts that touch a

@@ -58,7 +58,7 @@ use axum::http::HeaderMap;
 use axum::response::Response;
 use tokio::time::Instant;
 
-use super::server::{Answer, Cut, Decision, SseEvents, bearer, deliver, json_response};
+use super::reply::{Answer, Cut, Decision, SseEvents, bearer, deliver, json_response};
 use super::state::{Account, Caller, Drawn, Inner, Refusal, Shared};
 use super::wire::insert;
 use super::{Endpoint, KeyFault, SimRequest};

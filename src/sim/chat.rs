@@ -17,7 +17,7 @@ use tokio::time::Instant;
 
 use super::Endpoint;
 use super::openai::{self, Answer, Ask, BadRequest};
-use super::server::bearer;
+use super::reply::bearer;
 use super::state::Shared;
 use super::wire::{self, CALL_TOOL_MARKER};
 use completion::{Completion, Says};

@@ -22,7 +22,7 @@ use tokio::time::Instant;
 
 use super::Endpoint;
 use super::openai::{self, Answer, Ask, BadRequest};
-use super::server::bearer;
+use super::reply::bearer;
 use super::state::Shared;
 
 /// Vector length when the request does not say; short, so test bodies

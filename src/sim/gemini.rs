@@ -58,7 +58,7 @@ use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::server::NamedService;
 use tonic::{Code, Request, Response, Status};
 
-use super::server::Cut;
+use super::reply::Cut;
 use super::state::{Account, Caller, Drawn, Inner, Refusal, Shared};
 use super::{Endpoint, KeyFault, SimRequest};
 use crate::gemini::v1beta as pb;

@@ -26,6 +26,7 @@ mod cli;
 mod embeddings;
 mod gemini;
 mod openai;
+mod reply;
 mod responses;
 mod server;
 mod state;

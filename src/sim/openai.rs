@@ -10,8 +10,8 @@ use std::time::{Duration, SystemTime};
 use axum::response::Response;
 use tokio::time::Instant;
 
-pub(super) use super::server::{Answer, Decision};
-use super::server::{Cut, deliver, json_response};
+pub(super) use super::reply::{Answer, Decision};
+use super::reply::{Cut, deliver, json_response};
 use super::state::{Caller, Drawn, Refusal, Shared};
 use super::wire;
 use super::{Endpoint, KeyFault, SimRequest};

@@ -29,7 +29,7 @@ use tokio::time::Instant;
 use super::Endpoint;
 use super::chat::{MAX_PIECES, content_text};
 use super::openai::{self, Answer, Ask, BadRequest};
-use super::server::bearer;
+use super::reply::bearer;
 use super::state::Shared;
 use wire::{Echo, Reply};
 

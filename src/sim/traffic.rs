@@ -211,7 +211,7 @@ pub async fn run_with(
     cancel: CancellationToken,
     counters: Arc<TrafficCounters>,
 ) -> TrafficReport {
-    let client = match crate::upstream::client_builder()
+    let client = match crate::client::client_builder()
         .timeout(REQUEST_TIMEOUT)
         .build()
     {

@@ -378,8 +378,8 @@ impl Ui {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::events::fixtures::{self, NOW_MS};
     use crate::tui::Feed;
-    use crate::tui::fixtures::{self, NOW_MS};
 
     fn press(ui: &mut Ui, d: &Dashboard, code: KeyCode) -> Option<Effect> {
         let a = action(KeyEvent::new(code, KeyModifiers::NONE), ui)?;

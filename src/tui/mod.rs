@@ -3,8 +3,7 @@
 //! the admin API.
 
 pub mod app;
-#[cfg(test)]
-pub(crate) mod fixtures;
+pub mod feed;
 pub mod keys;
 pub mod remote;
 pub mod source;

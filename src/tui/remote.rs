@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 mod sse;
 
 use self::sse::SseParser;
-use super::source::Feed;
+use super::feed::Feed;
 use crate::events::{Command, Event, PoolSnapshot};
 use crate::secret::Secret;
 
@@ -57,7 +57,7 @@ pub struct Remote {
 impl Remote {
     pub fn new(base: url::Url, admin_key: Option<Secret>) -> Self {
         // The environment's proxies, but not for an instance on loopback.
-        let http = crate::upstream::client_builder()
+        let http = crate::client::client_builder()
             .connect_timeout(CONNECT_TIMEOUT)
             .tcp_nodelay(true)
             // A redirect would carry x-admin-key to wherever it points.

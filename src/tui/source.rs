@@ -10,8 +10,9 @@ use tokio::sync::broadcast::{self, error::RecvError};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+pub use super::feed::Feed;
 use super::remote::Remote;
-use crate::events::{Command, Event, PoolSnapshot};
+use crate::events::{Command, Event};
 use crate::pool::{CommandError, PoolHandle};
 
 /// Bound of the channel between a source's feeder task and the dashboard.
@@ -19,18 +20,6 @@ use crate::pool::{CommandError, PoolHandle};
 /// broadcast lags, and the feeder answers the lag with a fresh snapshot —
 /// the proxy never waits for the dashboard.
 pub const FEED_CAPACITY: usize = 4096;
-
-/// One message from a source to the dashboard.
-#[derive(Debug, Clone)]
-pub enum Feed {
-    /// The whole pool. Replaces what the dashboard had: sent first, after a
-    /// lag and after every (re)connect.
-    Snapshot(PoolSnapshot),
-    Event(Event),
-    /// The connection to a remote instance is gone; the dashboard says
-    /// "disconnected, retrying" until the next `Snapshot`.
-    Disconnected(String),
-}
 
 pub enum Source {
     /// The pool of the gateway running in this process.

@@ -74,7 +74,7 @@ pub async fn probe(
         .headers(headers)
         .send()
         .await
-        .map_err(|e| format!("probe: {}", super::describe_error(&e)))?;
+        .map_err(|e| format!("probe: {}", crate::client::describe_error(&e)))?;
     let status = resp.status();
     if status.is_success() {
         Ok(())
@@ -211,7 +211,7 @@ mod tests {
         assert_eq!(classify_at(529, &HeaderMap::new()), Outcome::Overloaded);
         assert_eq!(
             Outcome::Overloaded.verdict(),
-            crate::pool::Verdict::Neutral,
+            crate::vocab::Verdict::Neutral,
             "no cooldown, no failure count"
         );
     }

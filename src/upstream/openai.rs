@@ -37,7 +37,7 @@ pub async fn probe(
         .bearer_auth(token.expose())
         .send()
         .await
-        .map_err(|e| format!("probe: {}", super::describe_error(&e)))?;
+        .map_err(|e| format!("probe: {}", crate::client::describe_error(&e)))?;
     let status = resp.status();
     if status.is_success() {
         Ok(())

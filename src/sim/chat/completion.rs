@@ -5,7 +5,7 @@
 use bytes::Bytes;
 use serde::Serialize;
 
-use crate::sim::server::SseEvents;
+use crate::sim::reply::SseEvents;
 use crate::sim::wire::TOOL_ARGS_PIECES;
 
 /// What the assistant says.

@@ -5,7 +5,7 @@ use bytes::Bytes;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::sim::server::SseEvents;
+use crate::sim::reply::SseEvents;
 
 /// Fields a Response echoes from its request, already defaulted as the
 /// real API defaults them.

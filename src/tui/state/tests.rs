@@ -1,6 +1,6 @@
 use super::*;
+use crate::events::fixtures::{self, NOW_MS};
 use crate::events::{CredentialKind, Level};
-use crate::tui::fixtures::{self, NOW_MS};
 
 fn loaded(snap: PoolSnapshot) -> Dashboard {
     let mut d = Dashboard::new("127.0.0.1:8080");

@@ -7,9 +7,9 @@ use ratatui::Terminal;
 use ratatui::backend::TestBackend;
 
 use super::*;
+use crate::events::fixtures::{self, NOW_MS};
 use crate::events::{Event, PoolSnapshot};
 use crate::tui::Feed;
-use crate::tui::fixtures::{self, NOW_MS};
 use crate::tui::keys::Ui;
 
 /// A dashboard that has watched `snap`'s pool for the last 40 s: steady

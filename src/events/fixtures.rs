@@ -1,7 +1,7 @@
-//! Fixed pools for the reducer and snapshot tests: six credentials in three
-//! tiers, a fixed clock, masked secrets.
+//! Fixed pools for the reducer, snapshot and metrics tests: six
+//! credentials in three tiers, a fixed clock, masked secrets.
 
-use crate::events::{
+use super::{
     CredentialKind, CredentialView, Event, PoolSnapshot, ProviderView, RequestRecord, State, Totals,
 };
 
@@ -135,7 +135,7 @@ pub fn request(id: u64, at_ms: u64, path: &[&str], status: u16) -> RequestRecord
         latency_ms: 200.0 + id as f64 * 13.0,
         ttfb_ms: (status == 200).then_some(90.0 + id as f64),
         error: None,
-        format: Some(crate::events::Format::OpenAi),
+        format: Some(super::Format::OpenAi),
         code: None,
     }
 }

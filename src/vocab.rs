@@ -1,0 +1,123 @@
+//! The words every layer shares and none owns: the client wire [`Format`],
+//! what an upstream answer means for a credential ([`Verdict`], and the
+//! [`CooldownKind`] it may start), and how durations are read and written.
+//! A leaf: it imports nothing from the crate, so the pool, the upstream
+//! adapters, the metrics, the Redis store and the gateway all use it
+//! without using each other.
+
+use std::time::Duration;
+
+/// The wire format a client speaks (and, for HTTP providers, an upstream).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// OpenAI's Chat Completions (and the other OpenAI routes: embeddings).
+    OpenAi,
+    Anthropic,
+    /// OpenAI's Responses API. Its errors have OpenAI's shape; its streams
+    /// have their own events.
+    Responses,
+}
+
+impl Format {
+    /// `openai`, `anthropic` or `responses`, as in request records and
+    /// metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Format::OpenAi => "openai",
+            Format::Anthropic => "anthropic",
+            Format::Responses => "responses",
+        }
+    }
+
+    /// Whether error bodies look the same in both formats (OpenAI's
+    /// `{"error":{…}}` serves Chat Completions and Responses alike).
+    pub fn errors_like(self, other: Format) -> bool {
+        (self == Format::Anthropic) == (other == Format::Anthropic)
+    }
+}
+
+/// Why a credential is cooling down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CooldownKind {
+    /// A 429 with (or without) a retry hint, or a success that said the
+    /// remaining count hit zero. Recovers by itself.
+    RateLimited,
+    /// Quota gone (`insufficient_quota`). Recovers by itself, much later.
+    Quota,
+}
+
+/// What one upstream attempt said about the credential it used.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Verdict {
+    /// 2xx. `hold` keeps the key out of rotation until a depleted limit
+    /// resets, before it ever answers 429.
+    Success {
+        hold: Option<(Duration, String)>,
+    },
+    RateLimited {
+        wait: Duration,
+        reason: String,
+    },
+    QuotaExhausted {
+        wait: Duration,
+        reason: String,
+    },
+    /// 401 that a refresh could not (or cannot) fix: the key is bad.
+    Unauthorized {
+        reason: String,
+    },
+    /// 5xx, connection error, timeout: counts towards `max_failures`.
+    Failure {
+        reason: String,
+    },
+    /// A response that says nothing about the key (another 4xx).
+    Neutral,
+}
+
+/// Formats a duration the way logs and reports show a wait: `12s`, `1m30s`, `850ms`.
+pub fn human(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms < 1000 {
+        return format!("{ms}ms");
+    }
+    let secs = d.as_secs_f64().round() as u64;
+    let (h, m, s) = (secs / 3600, (secs / 60) % 60, secs % 60);
+    match (h, m) {
+        (0, 0) => format!("{s}s"),
+        (0, _) if s == 0 => format!("{m}m"),
+        (0, _) => format!("{m}m{s}s"),
+        _ if m == 0 && s == 0 => format!("{h}h"),
+        _ => format!("{h}h{m}m"),
+    }
+}
+
+/// Parses `--duration` style values.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{s:?} is not a duration ({e})"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn human_durations() {
+        assert_eq!(human(Duration::from_millis(850)), "850ms");
+        assert_eq!(human(Duration::from_millis(12_400)), "12s");
+        assert_eq!(human(Duration::from_secs(90)), "1m30s");
+        assert_eq!(human(Duration::from_secs(120)), "2m");
+        assert_eq!(human(Duration::from_secs(3600)), "1h");
+        assert_eq!(human(Duration::from_secs(3660)), "1h1m");
+    }
+
+    #[test]
+    fn durations_parse_or_say_what_is_wrong() {
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert!(
+            parse_duration("soon")
+                .unwrap_err()
+                .contains("\"soon\" is not a duration")
+        );
+    }
+}
