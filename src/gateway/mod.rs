@@ -56,6 +56,9 @@ impl AppState {
     /// The state for a gateway over `pool`, without a config file to
     /// reload from.
     pub fn new(pool: PoolHandle, shutdown: CancellationToken) -> AppState {
+        // The gateway is where the pool meets the upstream adapters: the
+        // half-open probe's request is theirs.
+        pool.set_prober(crate::upstream::probe_boxed);
         AppState {
             pool,
             shutdown,

@@ -26,7 +26,7 @@ mod tokens;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
 use std::time::{Duration, SystemTime};
 
 use tokio::sync::{Notify, broadcast};
@@ -35,6 +35,7 @@ use tokio_util::sync::CancellationToken;
 
 use self::core::{Cooldown, Core, Cred};
 pub use self::core::{CooldownKind, Unavailable, Verdict};
+pub use self::probes::Prober;
 pub use self::reload::ReloadSummary;
 use self::snapshot::{provider_view, view};
 use self::tokens::TokenSlot;
@@ -88,6 +89,10 @@ struct Shell {
     /// the newest state is always the last one written.
     writer: tokio::sync::Mutex<()>,
     http: reqwest::Client,
+    /// The half-open probe's request, handed over by the gateway
+    /// ([`PoolHandle::set_prober`]): the upstream adapters know how to ask
+    /// each kind of provider, and the pool does not depend on them.
+    prober: OnceLock<Prober>,
     state_file: Option<PathBuf>,
     started: SystemTime,
     request_ids: AtomicU64,
@@ -278,6 +283,7 @@ impl PoolHandle {
             dirty: Notify::new(),
             writer: tokio::sync::Mutex::new(()),
             http,
+            prober: OnceLock::new(),
             state_file: if readonly {
                 None
             } else {

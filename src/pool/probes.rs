@@ -1,9 +1,30 @@
 //! The pool's clock, which ends cooldowns and wakes waiting requests, and
 //! the half-open probes of failed credentials.
 
+use futures_util::future::BoxFuture;
+
 use super::*;
 
+/// The half-open probe's request: one cheap authenticated call to the
+/// provider with `token` (`bearer`: sent as an access token, not an API
+/// key), `Ok` when the credential works again, given up after `timeout`.
+/// The gateway hands the pool `upstream::probe_boxed`.
+pub type Prober = for<'a> fn(
+    &'a reqwest::Client,
+    &'a Provider,
+    &'a Secret,
+    bool,
+    Duration,
+) -> BoxFuture<'a, Result<(), String>>;
+
 impl PoolHandle {
+    /// Hands the pool the probe's request (the gateway does, with the
+    /// upstream adapters'). The first one stays. A pool without one (built
+    /// outside a gateway) answers every probe with an error that says so.
+    pub fn set_prober(&self, prober: Prober) {
+        let _ = self.shell.prober.set(prober);
+    }
+
     pub(super) async fn clock_task(self, cancel: CancellationToken) {
         loop {
             let deadline = lock(&self.current().core).next_deadline();
@@ -50,7 +71,12 @@ impl PoolHandle {
         let result = match token {
             Ok(t) => {
                 let bearer = spec.auth.refreshes();
-                crate::upstream::probe(&self.shell.http, provider, &t, bearer, PROBE_TIMEOUT).await
+                match self.shell.prober.get() {
+                    Some(probe) => {
+                        probe(&self.shell.http, provider, &t, bearer, PROBE_TIMEOUT).await
+                    }
+                    None => Err("probe: this pool was given no prober (no gateway)".to_string()),
+                }
             }
             Err(e) => Err(e),
         };

@@ -283,6 +283,18 @@ pub async fn probe(
     }
 }
 
+/// [`probe`], boxed: the shape the pool takes it in (`pool::Prober`), so
+/// the pool can probe without depending on the adapters.
+pub fn probe_boxed<'a>(
+    http: &'a reqwest::Client,
+    provider: &'a Provider,
+    token: &'a Secret,
+    bearer: bool,
+    timeout: Duration,
+) -> futures_util::future::BoxFuture<'a, Result<(), String>> {
+    Box::pin(probe(http, provider, token, bearer, timeout))
+}
+
 /// Gemini's REST model list, `GET {base}/v1beta/models`: authenticated and
 /// free, where the gRPC service has no call that spends nothing.
 async fn gemini_probe(
