@@ -1,0 +1,221 @@
+//! One attempt on an HTTP provider (OpenAI-style or Anthropic): send, wait
+//! for the head within `first_byte_timeout`, and either hand the client an
+//! answer (a whole body, or a stream once its first event is in) or say
+//! why this attempt failed. Nothing reaches the client before that, so
+//! every failure here can still be retried.
+
+use super::*;
+
+/// Error bodies read from upstream are capped at this size.
+const MAX_ERROR_BODY: usize = 1024 * 1024;
+/// Non-streaming success bodies are read whole (so a body that breaks can
+/// still be retried) up to this size.
+const MAX_RESPONSE_BODY: usize = 256 * 1024 * 1024;
+
+pub(super) async fn send_once(ctx: &mut Ctx<'_>, lease: &Lease, token: &Secret) -> Step {
+    let state = ctx.state;
+    let pool = &state.pool;
+    let req = ctx.req;
+    let gw = &req.generation.config().gateway;
+    let t0 = Instant::now();
+    let deadline = t0 + gw.first_byte_timeout;
+    let sent = tokio::time::timeout_at(
+        deadline,
+        upstream::send(
+            pool.http(),
+            lease.provider(),
+            ctx.req.endpoint,
+            token,
+            lease.refreshes(),
+            ctx.req.body.clone(),
+            &ctx.req.headers,
+        ),
+    )
+    .await;
+    let resp = match sent {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => {
+            let what = upstream::describe_error(&e);
+            return failed(ctx, lease, t0, StatusCode::BAD_GATEWAY, what);
+        }
+        Err(_) => {
+            let what = format!("no response within {}", human(gw.first_byte_timeout));
+            return failed(ctx, lease, t0, StatusCode::GATEWAY_TIMEOUT, what);
+        }
+    };
+    let mut resp = resp;
+    let status = resp.status();
+    // Taken, not copied: the body is read without them.
+    let headers = std::mem::take(resp.headers_mut());
+    let kind = lease.provider().kind;
+
+    if status.is_success() {
+        let outcome = upstream::classify(
+            kind,
+            status,
+            &headers,
+            b"",
+            lease.settings(),
+            SystemTime::now(),
+        );
+        let mut out_headers = client_headers(&headers);
+        let event_stream = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("text/event-stream"));
+        if event_stream {
+            // Read until the first whole event: before it, a failure is
+            // still invisible to the client and can be retried.
+            let mut upstream_body: relay::Upstream = resp
+                .bytes_stream()
+                .map(|r| r.map_err(|e| upstream::describe_error(&e)))
+                .boxed();
+            let mut buffer = EventBuffer::new();
+            let first = loop {
+                match tokio::time::timeout_at(deadline, upstream_body.next()).await {
+                    Ok(Some(Ok(chunk))) => {
+                        if let Some(events) = buffer.push(chunk) {
+                            break events;
+                        }
+                    }
+                    Ok(Some(Err(e))) => {
+                        let what = format!("stream broke before its first event: {e}");
+                        return failed(ctx, lease, t0, StatusCode::BAD_GATEWAY, what);
+                    }
+                    Ok(None) => {
+                        if let Some(rest) = buffer.rest() {
+                            break rest;
+                        }
+                        let what = "stream ended before its first event".to_string();
+                        return failed(ctx, lease, t0, StatusCode::BAD_GATEWAY, what);
+                    }
+                    Err(_) => {
+                        let what =
+                            format!("no stream event within {}", human(gw.first_byte_timeout));
+                        return failed(ctx, lease, t0, StatusCode::GATEWAY_TIMEOUT, what);
+                    }
+                }
+            };
+            pool.record(
+                lease,
+                &outcome.verdict(),
+                Some(status.as_u16()),
+                t0.elapsed(),
+            );
+            let ttfb = ctx.started.elapsed();
+            let mut record = ctx.record.clone();
+            record.status = status.as_u16();
+            record.ttfb_ms = Some(ttfb.as_secs_f64() * 1000.0);
+            // The record is finished by the relay; stamp route headers now.
+            ctx.record.status = status.as_u16();
+            let lease_for_relay = lease.share();
+            let stream = relay::relay(
+                pool.clone(),
+                lease_for_relay,
+                record,
+                ctx.started,
+                first,
+                buffer,
+                upstream_body,
+                ctx.req.conversion.reframe(unix_secs()),
+                gw.stream_idle_timeout,
+                ctx.started + gw.request_timeout,
+            );
+            out_headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+            let resp = response(status, out_headers, Body::from_stream(stream));
+            return Step::Answer(resp, Some(ttfb));
+        }
+        let body = match read_body(resp, deadline, MAX_RESPONSE_BODY).await {
+            Ok(b) => b,
+            Err(BodyError::TooLarge(what)) => return garbled(ctx, lease, t0, what),
+            Err(BodyError::Broken(what)) => {
+                return failed(ctx, lease, t0, StatusCode::BAD_GATEWAY, what);
+            }
+        };
+        let body = match ctx.req.conversion.response(body, unix_secs()) {
+            Ok(b) => b,
+            Err(what) => return garbled(ctx, lease, t0, what),
+        };
+        pool.record(
+            lease,
+            &outcome.verdict(),
+            Some(status.as_u16()),
+            t0.elapsed(),
+        );
+        let resp = response(status, out_headers, Body::from(body));
+        return Step::Answer(resp, Some(ctx.started.elapsed()));
+    }
+
+    // Not a success: the body tells rate limit from quota, and other 4xx
+    // bodies go to the client as they are.
+    let body = read_body(resp, deadline, MAX_ERROR_BODY)
+        .await
+        .unwrap_or_default();
+    let outcome = upstream::classify(
+        kind,
+        status,
+        &headers,
+        &body,
+        lease.settings(),
+        SystemTime::now(),
+    );
+    let conversion = ctx.req.conversion.clone();
+    outcome_step(ctx, lease, t0, outcome, status.as_u16(), move |status| {
+        match conversion.client_error(status, &body) {
+            // The client reads errors in its own format.
+            Some(err) => err.into_response_as(conversion.client),
+            None => response(status, client_headers(&headers), Body::from(body)),
+        }
+    })
+    .await
+}
+
+fn client_headers(upstream: &HeaderMap) -> HeaderMap {
+    let mut out = HeaderMap::with_capacity(upstream.len());
+    for (k, v) in upstream {
+        if upstream::forward_response_header(k.as_str()) {
+            out.append(k.clone(), v.clone());
+        }
+    }
+    out
+}
+
+enum BodyError {
+    /// Larger than the limit: the same again next time.
+    TooLarge(String),
+    /// Broken or slow: may pass.
+    Broken(String),
+}
+
+async fn read_body(
+    resp: reqwest::Response,
+    deadline: Instant,
+    limit: usize,
+) -> Result<Bytes, BodyError> {
+    let mut stream = resp.bytes_stream();
+    let mut buf = BytesMut::new();
+    loop {
+        match tokio::time::timeout_at(deadline, stream.next()).await {
+            Ok(Some(Ok(chunk))) => {
+                if buf.len() + chunk.len() > limit {
+                    return Err(BodyError::TooLarge(format!(
+                        "response body larger than {limit} bytes"
+                    )));
+                }
+                buf.extend_from_slice(&chunk);
+            }
+            Ok(Some(Err(e))) => {
+                return Err(BodyError::Broken(format!(
+                    "connection broke while reading the body: {}",
+                    upstream::describe_error(&e)
+                )));
+            }
+            Ok(None) => return Ok(buf.freeze()),
+            Err(_) => {
+                return Err(BodyError::Broken(
+                    "timed out reading the response body".into(),
+                ));
+            }
+        }
+    }
+}
