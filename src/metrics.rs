@@ -387,6 +387,19 @@ impl Collector for PoolSeries {
             }
         }
 
+        // 0 while the provider's keys fail alike with no good answer
+        // between (an outage: no key is marked failed for it).
+        let mut m = encoder.encode_descriptor(
+            "provider_healthy",
+            "1 while the provider answers, 0 while its credentials fail alike with no good answer between.",
+            None,
+            MetricType::Gauge,
+        )?;
+        for p in &snap.providers {
+            let labels = [("provider", p.name.as_str())];
+            ConstGauge::new(i64::from(p.healthy)).encode(m.encode_family(&labels)?)?;
+        }
+
         let unit = Unit::Seconds;
         let mut m = encoder.encode_descriptor(
             "credential_cooldown_remaining",
@@ -600,6 +613,7 @@ mod tests {
                 "tokenyard_credential_cooldown_remaining_seconds{{credential=\"{cred}\",provider=\"openai\"}}"
             )]
         };
+        assert_eq!(s["tokenyard_provider_healthy{provider=\"openai\"}"], 1.0);
         assert_eq!(cooldown("team-a"), 42.0);
         assert_eq!(cooldown("team-b"), 8.5);
         assert_eq!(cooldown("oauth-1"), 0.0);

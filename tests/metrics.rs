@@ -280,6 +280,7 @@ async fn metrics_agree_with_the_provider_the_clients_and_the_pool() {
         ("tokenyard_upstream_attempts", "counter"),
         ("tokenyard_upstream_429", "counter"),
         ("tokenyard_credential_state", "gauge"),
+        ("tokenyard_provider_healthy", "gauge"),
         ("tokenyard_credential_cooldown_remaining_seconds", "gauge"),
         ("tokenyard_credential_refreshes", "counter"),
         ("tokenyard_credential_refresh_failures", "counter"),

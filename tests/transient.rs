@@ -179,6 +179,11 @@ async fn an_outage_marks_the_provider_not_the_keys() {
     let sim_provider = &snap.providers[0];
     assert!(!sim_provider.healthy);
     assert!(sim_provider.since_ms.is_some());
+    let metrics = gw.pool.metrics().encode(gw.pool.snapshot()).unwrap();
+    assert!(
+        metrics.contains("tokenyard_provider_healthy{provider=\"sim\"} 0"),
+        "{metrics}"
+    );
     // While it is down, a request tries each key once, not again after
     // a pause: 4 attempts for the first request, then 3 each.
     let log = chat_log(&sim);
@@ -192,6 +197,8 @@ async fn an_outage_marks_the_provider_not_the_keys() {
     let resp = chat(&gw, false).await;
     assert_eq!(resp.status(), 200);
     assert!(gw.pool.snapshot().providers[0].healthy);
+    let metrics = gw.pool.metrics().encode(gw.pool.snapshot()).unwrap();
+    assert!(metrics.contains("tokenyard_provider_healthy{provider=\"sim\"} 1"));
     let snap = gw.pool.snapshot();
     assert!(snap.credentials.iter().all(|c| c.failures == 0));
 
