@@ -93,6 +93,12 @@ impl Cred {
         self.recent_len = (self.recent_len + 1).min(RECENT);
     }
 
+    /// Marks it failed for its run of failures, probed at `probe_at`.
+    fn fail_after_run(&mut self, last: &str, probe_at: Instant) {
+        let why = format!("{} consecutive failures; last: {last}", self.failures);
+        self.failed = Some((why, probe_at));
+    }
+
     /// At least half of the recent answers were failures.
     fn mostly_failing(&self) -> bool {
         2 * self.recent.count_ones() >= u32::from(self.recent_len)
@@ -466,10 +472,7 @@ impl Core {
             }
         } else {
             h.streak[pos].1 = true;
-            self.creds[i].failed = Some((
-                format!("{failures} consecutive failures; last: {reason}"),
-                now + probe_interval,
-            ));
+            self.creds[i].fail_after_run(reason, now + probe_interval);
         }
     }
 
@@ -486,10 +489,7 @@ impl Core {
         c.failures = c.failures.saturating_add(1);
         c.last_error = Some(reason.to_string());
         if c.failures >= max_failures && c.failed.is_none() {
-            c.failed = Some((
-                format!("{} consecutive failures; last: {reason}", c.failures),
-                now + probe_interval,
-            ));
+            c.fail_after_run(reason, now + probe_interval);
         }
         (before, c.state(now))
     }
