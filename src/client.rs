@@ -54,31 +54,89 @@ pub fn http_client(settings: &GatewaySettings) -> reqwest::Client {
 /// URL that does not parse is skipped with a warning that names the
 /// variable, never its value (it may hold a password).
 pub fn env_proxies(env: &dyn Fn(&str) -> Option<String>) -> Vec<reqwest::Proxy> {
-    let get = |name: &str| {
-        env(name)
-            .or_else(|| env(&name.to_ascii_lowercase()))
-            .filter(|v| !v.trim().is_empty())
-    };
-    let bypass = format!(
-        "{},localhost,127.0.0.0/8,::1",
-        get("NO_PROXY").unwrap_or_default()
-    );
-    let mut proxies = Vec::new();
-    for name in ["HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY"] {
-        let Some(url) = get(name) else {
-            continue;
+    ProxyVars::read(env).reqwest()
+}
+
+/// The proxy variables of the environment, read once: the same settings
+/// for reqwest's clients ([`env_proxies`]) and the providers' transport
+/// (`crate::transport`).
+#[derive(Debug, Clone, Default)]
+pub struct ProxyVars {
+    https: Option<String>,
+    http: Option<String>,
+    all: Option<String>,
+    /// `NO_PROXY` and loopback.
+    bypass: String,
+}
+
+impl ProxyVars {
+    pub fn from_env() -> ProxyVars {
+        ProxyVars::read(&|k| std::env::var(k).ok())
+    }
+
+    /// See [`env_proxies`].
+    pub fn read(env: &dyn Fn(&str) -> Option<String>) -> ProxyVars {
+        let get = |name: &str| {
+            env(name)
+                .or_else(|| env(&name.to_ascii_lowercase()))
+                .filter(|v| !v.trim().is_empty())
         };
-        let made = match name {
-            "HTTPS_PROXY" => reqwest::Proxy::https(url.as_str()),
-            "HTTP_PROXY" => reqwest::Proxy::http(url.as_str()),
-            _ => reqwest::Proxy::all(url.as_str()),
+        let valid = |name: &str| {
+            let url = get(name)?;
+            if reqwest::Proxy::all(url.as_str()).is_ok() {
+                Some(url)
+            } else {
+                tracing::warn!("{name} is not a proxy URL; requests go without it");
+                None
+            }
         };
-        match made {
-            Ok(p) => proxies.push(p.no_proxy(reqwest::NoProxy::from_string(&bypass))),
-            Err(_) => tracing::warn!("{name} is not a proxy URL; requests go without it"),
+        ProxyVars {
+            https: valid("HTTPS_PROXY"),
+            http: valid("HTTP_PROXY"),
+            all: valid("ALL_PROXY"),
+            bypass: format!(
+                "{},localhost,127.0.0.0/8,::1",
+                get("NO_PROXY").unwrap_or_default()
+            ),
         }
     }
-    proxies
+
+    /// reqwest's proxies, in the order curl tries them.
+    pub fn reqwest(&self) -> Vec<reqwest::Proxy> {
+        let no_proxy = || reqwest::NoProxy::from_string(&self.bypass);
+        let mut proxies = Vec::new();
+        if let Some(url) = &self.https
+            && let Ok(p) = reqwest::Proxy::https(url.as_str())
+        {
+            proxies.push(p.no_proxy(no_proxy()));
+        }
+        if let Some(url) = &self.http
+            && let Ok(p) = reqwest::Proxy::http(url.as_str())
+        {
+            proxies.push(p.no_proxy(no_proxy()));
+        }
+        if let Some(url) = &self.all
+            && let Ok(p) = reqwest::Proxy::all(url.as_str())
+        {
+            proxies.push(p.no_proxy(no_proxy()));
+        }
+        proxies
+    }
+
+    /// hyper's proxy matcher for the same settings.
+    pub fn matcher(&self) -> hyper_util::client::proxy::matcher::Matcher {
+        let mut b = hyper_util::client::proxy::matcher::Matcher::builder().no(self.bypass.as_str());
+        if let Some(url) = &self.https {
+            b = b.https(url.as_str());
+        }
+        if let Some(url) = &self.http {
+            b = b.http(url.as_str());
+        }
+        if let Some(url) = &self.all {
+            b = b.all(url.as_str());
+        }
+        b.build()
+    }
 }
 
 /// Describes a transport error without leaking anything: reqwest's own

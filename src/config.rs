@@ -86,7 +86,7 @@ pub struct Provider {
     /// Where chat requests go (`{base_url}/chat/completions` or
     /// `{base_url}/messages`), parsed once rather than per request; `None`
     /// for Gemini, which speaks gRPC.
-    pub chat_url: Option<url::Url>,
+    pub chat_url: Option<http::Uri>,
     /// How `/v1/responses` requests reach an OpenAI-kind provider.
     pub responses: ResponsesMode,
 }

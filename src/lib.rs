@@ -18,6 +18,7 @@ pub mod secret;
 pub mod shared;
 pub mod sim;
 pub mod translate;
+pub mod transport;
 pub mod tui;
 pub mod upstream;
 pub mod vocab;

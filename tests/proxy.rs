@@ -14,7 +14,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 const KEY: &str = "fake-proxy-key-heron";
 
 /// A plain HTTP proxy that answers every request itself with an OpenAI
-/// completion, and reports the request line it got.
+/// completion, and reports the request head it got.
 async fn proxy() -> (SocketAddr, tokio::sync::mpsc::UnboundedReceiver<String>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -31,12 +31,8 @@ async fn proxy() -> (SocketAddr, tokio::sync::mpsc::UnboundedReceiver<String>) {
                         Ok(n) => got.extend_from_slice(&buf[..n]),
                     }
                 }
-                let line = String::from_utf8_lossy(&got)
-                    .lines()
-                    .next()
-                    .unwrap_or_default()
-                    .to_string();
-                let _ = tx.send(line);
+                let head = String::from_utf8_lossy(&got).to_string();
+                let _ = tx.send(head);
                 let body = r#"{"id":"chatcmpl-proxy","object":"chat.completion","created":1700000000,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"via the proxy"},"finish_reason":"stop"}]}"#;
                 let head = format!(
                     "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
@@ -114,9 +110,40 @@ async fn a_remote_provider_goes_through_the_environments_proxy() {
     let (status, body) = ask(&base).await;
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("via the proxy"), "{body}");
+    let head = seen.recv().await.unwrap();
     assert_eq!(
-        seen.recv().await.unwrap(),
+        head.lines().next().unwrap(),
         "POST http://provider.example.invalid/v1/chat/completions HTTP/1.1"
+    );
+    assert!(
+        !head.to_ascii_lowercase().contains("proxy-authorization"),
+        "no proxy credentials were configured: {head}"
+    );
+}
+
+/// A proxy URL with credentials: they ride on each request as
+/// `Proxy-Authorization`, beside the provider's own key.
+#[tokio::test]
+async fn a_proxys_credentials_go_to_the_proxy() {
+    let dir = tempfile::tempdir().unwrap();
+    let (proxy, mut seen) = proxy().await;
+    let (_gw, base) = gateway(
+        dir.path(),
+        "http://provider.example.invalid/v1",
+        &[("HTTP_PROXY", format!("http://egress:hunter2@{proxy}"))],
+    )
+    .await;
+    let (status, body) = ask(&base).await;
+    assert_eq!(status, 200, "{body}");
+    let head = seen.recv().await.unwrap().to_ascii_lowercase();
+    // "egress:hunter2" in base64.
+    assert!(
+        head.contains("proxy-authorization: basic zwdyzxnzomh1bnrlcji="),
+        "{head}"
+    );
+    assert!(
+        head.contains(&format!("authorization: bearer {KEY}")),
+        "{head}"
     );
 }
 

@@ -47,7 +47,7 @@ struct Seen {
     requests_h2: AtomicUsize,
 }
 
-/// A throwaway CA and a `localhost` certificate it signed.
+/// A throwaway CA and a certificate it signed.
 struct Pki {
     ca_pem: String,
     leaf_der: Vec<u8>,
@@ -55,11 +55,16 @@ struct Pki {
 }
 
 fn pki() -> Pki {
+    pki_for("localhost")
+}
+
+/// A throwaway CA and a certificate for `name` it signed.
+fn pki_for(name: &str) -> Pki {
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
     let leaf_key = KeyPair::generate().unwrap();
-    let leaf = CertificateParams::new(vec!["localhost".to_string()])
+    let leaf = CertificateParams::new(vec![name.to_string()])
         .unwrap()
         .signed_by(&leaf_key, &ca)
         .unwrap();
@@ -163,36 +168,12 @@ async fn long_streams_never_wait_behind_a_providers_http2_stream_cap() {
     let seen = Arc::new(Seen::default());
     let upstream = provider(&pki, seen.clone()).await;
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let cfg = dir.path().join("tokenyard.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "listen = \"127.0.0.1:{port}\"\nstate_file = {:?}\n\n[pool]\ntiers = [\"primary\"]\n\n\
-             [[provider]]\nname = \"tls\"\nkind = \"openai\"\nbase_url = \"https://localhost:{}/v1\"\nmodels = [\"tls-model\"]\n\n\
-             [[credential]]\nname = \"only\"\ntier = \"primary\"\napi_key = \"{KEY}\"\n",
-            dir.path().join("state.json").display().to_string(),
-            upstream.port()
-        ),
+    let (_gateway, base) = gateway(
+        dir.path(),
+        &format!("https://localhost:{}/v1", upstream.port()),
+        &[("SSL_CERT_FILE", ca_file.display().to_string())],
     )
-    .unwrap();
-    let _gateway = tokio::process::Command::new(env!("CARGO_BIN_EXE_tokenyard"))
-        .args(["serve", "--no-tui", "--config"])
-        .arg(&cfg)
-        .env("SSL_CERT_FILE", &ca_file)
-        .env_remove("SSL_CERT_DIR")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let base = format!("http://127.0.0.1:{port}");
-    common::wait_until_up(&base).await;
+    .await;
     let client = common::client();
 
     let started = Instant::now();
@@ -244,4 +225,157 @@ async fn long_streams_never_wait_behind_a_providers_http2_stream_cap() {
     );
     assert_eq!(seen.requests_h1.load(Ordering::SeqCst), 3);
     assert_eq!(seen.alpn_h2.load(Ordering::SeqCst), 0, "h2 was not offered");
+}
+
+/// Starts the binary with one provider at `base_url` and `env` set (proxy
+/// variables cleared first); waits until it answers.
+async fn gateway(
+    dir: &std::path::Path,
+    base_url: &str,
+    env: &[(&str, String)],
+) -> (tokio::process::Child, String) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let cfg = dir.join("tokenyard.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "listen = \"127.0.0.1:{port}\"\nstate_file = {:?}\n\n[pool]\ntiers = [\"primary\"]\n\n\
+             [[provider]]\nname = \"tls\"\nkind = \"openai\"\nbase_url = \"{base_url}\"\nmodels = [\"tls-model\"]\n\n\
+             [[credential]]\nname = \"only\"\ntier = \"primary\"\napi_key = \"{KEY}\"\n",
+            dir.join("state.json").display().to_string(),
+        ),
+    )
+    .unwrap();
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_tokenyard"));
+    cmd.args(["serve", "--no-tui", "--config"])
+        .arg(&cfg)
+        .env_remove("SSL_CERT_DIR")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true);
+    for var in ["HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"] {
+        cmd.env_remove(var).env_remove(var.to_ascii_lowercase());
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let child = cmd.spawn().unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    common::wait_until_up(&base).await;
+    (child, base)
+}
+
+/// An HTTP proxy that serves `CONNECT` only: it reports each request head
+/// it gets, then joins the client to `to` whatever host it named.
+async fn connect_proxy(
+    to: SocketAddr,
+) -> (SocketAddr, tokio::sync::mpsc::UnboundedReceiver<String>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                // Byte by byte: what follows the head is the TLS handshake.
+                while !head.ends_with(b"\r\n\r\n") {
+                    match conn.read(&mut byte).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(_) => head.push(byte[0]),
+                    }
+                }
+                let head = String::from_utf8_lossy(&head).to_string();
+                let _ = tx.send(head.clone());
+                if !head.starts_with("CONNECT ") {
+                    let _ = conn
+                        .write_all(b"HTTP/1.1 405 Method Not Allowed\r\ncontent-length: 0\r\n\r\n")
+                        .await;
+                    return;
+                }
+                let Ok(mut upstream) = tokio::net::TcpStream::connect(to).await else {
+                    return;
+                };
+                let _ = conn
+                    .write_all(b"HTTP/1.1 200 Connection Established\r\n\r\n")
+                    .await;
+                let _ = tokio::io::copy_bidirectional(&mut conn, &mut upstream).await;
+            });
+        }
+    });
+    (addr, rx)
+}
+
+/// `HTTPS_PROXY` with credentials: an HTTPS provider is reached through a
+/// `CONNECT` tunnel that carries them, TLS runs end to end inside it (the
+/// certificate checked against the provider's name), and the credential
+/// goes only to the provider.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_provider_is_reached_through_the_environments_connect_proxy() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = pki_for("provider.test");
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, &pki.ca_pem).unwrap();
+    let seen = Arc::new(Seen::default());
+    let upstream = provider(&pki, seen.clone()).await;
+    let (proxy, mut heads) = connect_proxy(upstream).await;
+    let (_gateway, base) = gateway(
+        dir.path(),
+        // Not a name this machine resolves: only the proxy knows the way.
+        "https://provider.test/v1",
+        &[
+            ("SSL_CERT_FILE", ca_file.display().to_string()),
+            (
+                "HTTPS_PROXY",
+                format!("http://tunnel-user:tunnel-pass@{proxy}"),
+            ),
+        ],
+    )
+    .await;
+    let resp = common::client()
+        .post(format!("{base}/v1/chat/completions"))
+        .json(&serde_json::json!({
+            "model": "tls-model",
+            "stream": true,
+            "messages": [{"role": "user", "content": "hi"}],
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let text = resp.text().await.unwrap();
+    assert!(
+        text.contains("hello") && text.contains("data: [DONE]"),
+        "{text}"
+    );
+    let head = heads
+        .try_recv()
+        .expect("the request went through the proxy");
+    assert!(
+        head.starts_with("CONNECT provider.test:443 HTTP/1.1\r\n"),
+        "a tunnel to the provider's name and port: {head}"
+    );
+    // "tunnel-user:tunnel-pass" in base64.
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("proxy-authorization: basic dhvubmvslxvzzxi6dhvubmvslxbhc3m="),
+        "the proxy's credentials ride on the CONNECT: {head}"
+    );
+    assert!(
+        !head.contains(KEY),
+        "the provider's key never reaches the proxy in the clear"
+    );
+    assert_eq!(
+        seen.alpn_h1.load(Ordering::SeqCst),
+        1,
+        "TLS ran inside the tunnel"
+    );
+    assert_eq!(seen.requests_h1.load(Ordering::SeqCst), 1);
 }

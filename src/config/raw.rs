@@ -535,7 +535,10 @@ impl RawConfig {
             };
             let chat_url = match chat_path {
                 Some(path) => {
-                    Some(url::Url::parse(&format!("{base_url}/{path}")).map_err(|e| {
+                    let url = url::Url::parse(&format!("{base_url}/{path}")).map_err(|e| {
+                        invalid(at("base_url"), format!("{base_url:?} is not a URL ({e})"))
+                    })?;
+                    Some(http::Uri::try_from(url.as_str()).map_err(|e| {
                         invalid(at("base_url"), format!("{base_url:?} is not a URL ({e})"))
                     })?)
                 }

@@ -44,6 +44,9 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// gRPC connections to Gemini providers, opened as requests need them.
     pub gemini: dispatch::GeminiClients,
+    /// The HTTP providers' client (`gateway.connect_timeout` as the config
+    /// had it at start).
+    pub transport: crate::transport::Transport,
     /// Client requests in flight (`gateway.max_concurrency`), made on first
     /// use from the config.
     pub in_flight: std::sync::OnceLock<Arc<tokio::sync::Semaphore>>,
@@ -59,7 +62,9 @@ impl AppState {
         // The gateway is where the pool meets the upstream adapters: the
         // half-open probe's request is theirs.
         pool.set_prober(crate::upstream::probe_boxed);
+        let transport = crate::transport::Transport::new(&pool.config().gateway);
         AppState {
+            transport,
             pool,
             shutdown,
             gemini: Default::default(),

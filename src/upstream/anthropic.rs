@@ -7,7 +7,6 @@
 
 use std::time::SystemTime;
 
-use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 
 use super::{Outcome, hints};
@@ -25,7 +24,9 @@ pub enum Auth {
     Bearer,
 }
 
-fn auth_headers(headers: &mut HeaderMap, token: &Secret, auth: Auth) {
+/// The key as `x-api-key` (or an access token as a bearer token), and
+/// an `anthropic-version` unless the client sent one.
+pub fn auth_headers(headers: &mut HeaderMap, token: &Secret, auth: Auth) {
     let (name, value) = match auth {
         Auth::ApiKey => (
             HeaderName::from_static("x-api-key"),
@@ -43,21 +44,6 @@ fn auth_headers(headers: &mut HeaderMap, token: &Secret, auth: Auth) {
             HeaderValue::from_static(VERSION),
         );
     }
-}
-
-/// Sends `request` (a POST to Messages or token counting). `client_headers`
-/// are the client's (an Anthropic client's `anthropic-version` and
-/// `anthropic-beta` go along); resolves when the response head arrives.
-pub async fn send(
-    request: reqwest::RequestBuilder,
-    token: &Secret,
-    auth: Auth,
-    body: Bytes,
-    client_headers: &HeaderMap,
-) -> Result<reqwest::Response, reqwest::Error> {
-    let mut headers = super::upstream_headers(client_headers);
-    auth_headers(&mut headers, token, auth);
-    request.headers(headers).body(body).send().await
 }
 
 /// `GET {base}/models`: cheap, authenticated, no tokens spent.

@@ -17,6 +17,7 @@ pub use crate::client::{client_builder, describe_error, env_proxies, http_client
 use crate::config::{PoolSettings, Provider, ProviderKind};
 use crate::events::human;
 use crate::secret::Secret;
+use crate::transport::Transport;
 use crate::vocab::Verdict;
 
 /// What one upstream response means for the request and for the key.
@@ -193,17 +194,35 @@ impl Endpoint {
     }
 }
 
-/// A `POST` to `endpoint` of an HTTP provider (the parsed chat URL when
-/// there is one).
-fn post(
-    http: &reqwest::Client,
-    provider: &Provider,
-    endpoint: Endpoint,
-) -> reqwest::RequestBuilder {
+/// Where a `POST` to `endpoint` of an HTTP provider goes (the parsed chat
+/// URL when there is one).
+fn post_url(provider: &Provider, endpoint: Endpoint) -> Result<http::Uri, SendError> {
     match (endpoint.path(), &provider.chat_url) {
-        (None, Some(u)) => http.post(u.clone()),
-        (None, None) => http.post(provider.base_url.as_str()),
-        (Some(path), _) => http.post(format!("{}/{path}", provider.base_url)),
+        (None, Some(u)) => Ok(u.clone()),
+        (None, None) => provider.base_url.parse().map_err(|_| SendError::BadUrl),
+        (Some(path), _) => format!("{}/{path}", provider.base_url)
+            .parse()
+            .map_err(|_| SendError::BadUrl),
+    }
+}
+
+/// Why a request to a provider got no response head.
+#[derive(Debug)]
+pub enum SendError {
+    /// The provider's URL for this endpoint is not a URL.
+    BadUrl,
+    Transport(crate::transport::SendError),
+}
+
+impl SendError {
+    /// Without the URL or anything else configured.
+    pub fn describe(&self) -> String {
+        match self {
+            SendError::BadUrl => {
+                "the provider's base_url does not make a URL for this endpoint".into()
+            }
+            SendError::Transport(e) => e.describe(),
+        }
     }
 }
 
@@ -213,15 +232,16 @@ fn post(
 /// Bearer`, static keys as `x-api-key`). Resolves when the response head
 /// arrives.
 pub async fn send(
-    http: &reqwest::Client,
+    http: &Transport,
     provider: &Provider,
     endpoint: Endpoint,
     token: &Secret,
     bearer: bool,
     body: Bytes,
     client_headers: &HeaderMap,
-) -> Result<reqwest::Response, reqwest::Error> {
-    let request = post(http, provider, endpoint);
+) -> Result<http::Response<hyper::body::Incoming>, SendError> {
+    let url = post_url(provider, endpoint)?;
+    let mut headers = upstream_headers(client_headers);
     match provider.kind {
         ProviderKind::Anthropic => {
             let auth = if bearer {
@@ -229,12 +249,13 @@ pub async fn send(
             } else {
                 anthropic::Auth::ApiKey
             };
-            anthropic::send(request, token, auth, body, client_headers).await
+            anthropic::auth_headers(&mut headers, token, auth);
         }
-        ProviderKind::OpenAi | ProviderKind::Gemini => {
-            openai::send(request, token, body, client_headers).await
-        }
+        ProviderKind::OpenAi | ProviderKind::Gemini => openai::auth_headers(&mut headers, token),
     }
+    http.post(&url, headers, body)
+        .await
+        .map_err(SendError::Transport)
 }
 
 /// Classifies a response. `body` is needed only for non-2xx statuses.

@@ -4,27 +4,18 @@
 
 use std::time::SystemTime;
 
-use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 
 use super::{Outcome, hints};
 use crate::config::{PoolSettings, Provider};
 use crate::secret::Secret;
 
-/// Sends `request` (a POST to one of the provider's endpoints) with the
-/// key as a bearer token.
-pub async fn send(
-    request: reqwest::RequestBuilder,
-    token: &Secret,
-    body: Bytes,
-    client_headers: &HeaderMap,
-) -> Result<reqwest::Response, reqwest::Error> {
-    let mut headers = super::upstream_headers(client_headers);
+/// The key as a bearer token.
+pub fn auth_headers(headers: &mut HeaderMap, token: &Secret) {
     let mut auth = HeaderValue::from_str(&format!("Bearer {}", token.expose()))
         .unwrap_or_else(|_| HeaderValue::from_static("Bearer invalid"));
     auth.set_sensitive(true);
     headers.insert(header::AUTHORIZATION, auth);
-    request.headers(headers).body(body).send().await
 }
 
 pub async fn probe(

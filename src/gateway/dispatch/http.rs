@@ -4,6 +4,9 @@
 //! why this attempt failed. Nothing reaches the client before that, so
 //! every failure here can still be retried.
 
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+
 use super::*;
 
 /// Error bodies read from upstream are capped at this size.
@@ -22,7 +25,7 @@ pub(super) async fn send_once(ctx: &mut Ctx<'_>, lease: &Lease, token: &Secret) 
     let sent = tokio::time::timeout_at(
         deadline,
         upstream::send(
-            pool.http(),
+            &state.transport,
             lease.provider(),
             ctx.req.endpoint,
             token,
@@ -35,7 +38,7 @@ pub(super) async fn send_once(ctx: &mut Ctx<'_>, lease: &Lease, token: &Secret) 
     let resp = match sent {
         Ok(Ok(r)) => r,
         Ok(Err(e)) => {
-            let what = upstream::describe_error(&e);
+            let what = e.describe();
             return failed(ctx, lease, t0, StatusCode::BAD_GATEWAY, what);
         }
         Err(_) => {
@@ -67,8 +70,9 @@ pub(super) async fn send_once(ctx: &mut Ctx<'_>, lease: &Lease, token: &Secret) 
             // Read until the first whole event: before it, a failure is
             // still invisible to the client and can be retried.
             let mut upstream_body: relay::Upstream = resp
-                .bytes_stream()
-                .map(|r| r.map_err(|e| upstream::describe_error(&e)))
+                .into_body()
+                .into_data_stream()
+                .map(|r| r.map_err(|e| crate::transport::describe_body_error(&e)))
                 .boxed();
             let mut buffer = EventBuffer::new();
             let first = loop {
@@ -187,30 +191,46 @@ enum BodyError {
     Broken(String),
 }
 
+/// Reads a whole body by `deadline`, up to `limit` bytes. A body that
+/// comes in one piece (most do) is handed on without a copy.
 async fn read_body(
-    resp: reqwest::Response,
+    resp: http::Response<Incoming>,
     deadline: Instant,
     limit: usize,
 ) -> Result<Bytes, BodyError> {
-    let mut stream = resp.bytes_stream();
+    let mut body = resp.into_body();
+    let mut first: Option<Bytes> = None;
     let mut buf = BytesMut::new();
     loop {
-        match tokio::time::timeout_at(deadline, stream.next()).await {
-            Ok(Some(Ok(chunk))) => {
-                if buf.len() + chunk.len() > limit {
+        match tokio::time::timeout_at(deadline, body.frame()).await {
+            Ok(Some(Ok(frame))) => {
+                // Trailers carry nothing the client is given.
+                let Ok(chunk) = frame.into_data() else {
+                    continue;
+                };
+                let held = first.as_ref().map_or(0, Bytes::len) + buf.len();
+                if held + chunk.len() > limit {
                     return Err(BodyError::TooLarge(format!(
                         "response body larger than {limit} bytes"
                     )));
                 }
-                buf.extend_from_slice(&chunk);
+                match first.take() {
+                    None if buf.is_empty() => first = Some(chunk),
+                    earlier => {
+                        if let Some(earlier) = earlier {
+                            buf.extend_from_slice(&earlier);
+                        }
+                        buf.extend_from_slice(&chunk);
+                    }
+                }
             }
             Ok(Some(Err(e))) => {
                 return Err(BodyError::Broken(format!(
                     "connection broke while reading the body: {}",
-                    upstream::describe_error(&e)
+                    crate::transport::describe_body_error(&e)
                 )));
             }
-            Ok(None) => return Ok(buf.freeze()),
+            Ok(None) => return Ok(first.unwrap_or_else(|| buf.freeze())),
             Err(_) => {
                 return Err(BodyError::Broken(
                     "timed out reading the response body".into(),
