@@ -86,6 +86,11 @@ pub struct CredentialView {
     pub token_expires_ms: Option<u64>,
     /// The last refresh or probe error, kept until it succeeds again.
     pub last_error: Option<String>,
+    /// Answers and tokens this credential carried (absent from an older
+    /// gateway's feed).
+    /// (Boxed: it is most of the view's size, and views travel in events.)
+    #[serde(default)]
+    pub usage: Box<crate::vocab::UsageView>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -121,3 +121,78 @@ mod tests {
         );
     }
 }
+
+/// The tokens one answer used, as its provider reported them, in one
+/// shape for every provider. `input` counts every token the model read,
+/// cached or not (OpenAI's `prompt_tokens`; Anthropic's `input_tokens`
+/// plus both cache counts; Gemini's `promptTokenCount`); `cache_read` and
+/// `cache_write` say how many of those came from or went into a prompt
+/// cache.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Usage {
+    pub input: u64,
+    pub output: u64,
+    pub cache_read: u64,
+    pub cache_write: u64,
+}
+
+impl Usage {
+    pub fn total(&self) -> u64 {
+        self.input + self.output
+    }
+}
+
+/// Answers and tokens added up over some span (since start, a day, an
+/// hour). `unknown` counts answers whose usage never came (a stream cut
+/// before its usage, a provider that reports none): their tokens are not
+/// in the sums, rather than pretended to be zero.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TokenCounts {
+    pub answers: u64,
+    pub unknown: u64,
+    pub input: u64,
+    pub output: u64,
+    pub cache_read: u64,
+    pub cache_write: u64,
+}
+
+impl TokenCounts {
+    pub fn add(&mut self, usage: Option<Usage>) {
+        self.answers += 1;
+        match usage {
+            Some(u) => {
+                self.input += u.input;
+                self.output += u.output;
+                self.cache_read += u.cache_read;
+                self.cache_write += u.cache_write;
+            }
+            None => self.unknown += 1,
+        }
+    }
+
+    pub fn merge(&mut self, other: &TokenCounts) {
+        self.answers += other.answers;
+        self.unknown += other.unknown;
+        self.input += other.input;
+        self.output += other.output;
+        self.cache_read += other.cache_read;
+        self.cache_write += other.cache_write;
+    }
+
+    pub fn total(&self) -> u64 {
+        self.input + self.output
+    }
+}
+
+/// One credential's usage as the admin API and the dashboard show it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct UsageView {
+    /// Since this gateway started.
+    pub total: TokenCounts,
+    /// The current calendar day (UTC), named in `day`.
+    pub today: TokenCounts,
+    /// `YYYY-MM-DD`.
+    pub day: String,
+    /// The last 60 minutes, by the minute.
+    pub last_hour: TokenCounts,
+}

@@ -33,6 +33,7 @@ pub fn cred(name: &str, tier: &str, kind: CredentialKind) -> CredentialView {
             CredentialKind::ApiKey => None,
         },
         last_error: None,
+        usage: Default::default(),
     }
 }
 

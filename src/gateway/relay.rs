@@ -16,6 +16,30 @@ use tokio::time::Instant;
 use super::error::{ApiError, Format};
 use crate::events::{RequestRecord, human};
 use crate::pool::{Lease, PoolHandle, Verdict};
+use crate::upstream::usage::StreamUsage;
+use crate::vocab::Usage;
+
+/// Where a stream's usage is read: from the upstream's SSE events as they
+/// pass, or (gRPC) from a cell its message reader fills in.
+pub enum UsageProbe {
+    Sse(StreamUsage),
+    Cell(std::sync::Arc<std::sync::Mutex<Option<Usage>>>),
+}
+
+impl UsageProbe {
+    fn events(&mut self, events: &[u8]) {
+        if let UsageProbe::Sse(s) = self {
+            s.events(events);
+        }
+    }
+
+    fn usage(&self) -> Option<Usage> {
+        match self {
+            UsageProbe::Sse(s) => s.usage(),
+            UsageProbe::Cell(c) => *c.lock().unwrap_or_else(|e| e.into_inner()),
+        }
+    }
+}
 
 /// Where the last complete SSE event in `buf` ends (just past its blank
 /// line), if any.
@@ -221,6 +245,9 @@ struct Finish {
     record: RequestRecord,
     started: Instant,
     done: bool,
+    /// Counts the answer's tokens when the stream ends (`None`: this
+    /// endpoint's answers are not counted).
+    usage: Option<UsageProbe>,
 }
 
 impl Finish {
@@ -256,6 +283,9 @@ impl Finish {
             }
         }
         self.record.latency_ms = self.started.elapsed().as_secs_f64() * 1000.0;
+        if let (Some(lease), Some(probe)) = (&self.lease, &self.usage) {
+            self.pool.add_usage(lease, probe.usage());
+        }
         self.lease = None;
         self.pool.finish(self.record.clone());
     }
@@ -266,7 +296,6 @@ impl Drop for Finish {
         if !self.done {
             self.record.status = 499;
             self.record.error = Some("client closed the stream".into());
-            self.lease = None;
             self.end(None);
         }
     }
@@ -301,7 +330,11 @@ pub fn relay(
     mut reframe: Box<dyn Reframe>,
     idle: Duration,
     deadline: Instant,
+    mut usage: Option<UsageProbe>,
 ) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
+    if let Some(u) = &mut usage {
+        u.events(&first);
+    }
     let state = Relay {
         first: Some(reframe.events(first)),
         upstream,
@@ -315,6 +348,7 @@ pub fn relay(
             record,
             started,
             done: false,
+            usage,
         },
         over: false,
     };
@@ -333,6 +367,9 @@ pub fn relay(
             match tokio::time::timeout_at(until, r.upstream.next()).await {
                 Ok(Some(Ok(chunk))) => {
                     if let Some(whole) = r.buffer.push(chunk) {
+                        if let Some(u) = &mut r.finish.usage {
+                            u.events(&whole);
+                        }
                         let out = r.reframe.events(whole);
                         if !out.is_empty() {
                             r.finish.answered(&out);
@@ -345,6 +382,9 @@ pub fn relay(
                     r.finish.end(None);
                     let mut tail = BytesMut::new();
                     if let Some(rest) = r.buffer.rest() {
+                        if let Some(u) = &mut r.finish.usage {
+                            u.events(&rest);
+                        }
                         tail.extend_from_slice(&r.reframe.events(rest));
                     }
                     tail.extend_from_slice(&r.reframe.end());

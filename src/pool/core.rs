@@ -27,6 +27,8 @@ pub struct CredStats {
     pub last_used: Option<std::time::SystemTime>,
     pub last_latency: Option<Duration>,
     pub last_status: Option<u16>,
+    /// Answers and tokens, since start, today and over the last hour.
+    pub usage: super::usage::UsageCounters,
 }
 
 #[derive(Debug, Clone)]

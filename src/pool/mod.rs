@@ -23,6 +23,7 @@ pub mod reload;
 mod saving;
 mod snapshot;
 mod tokens;
+pub mod usage;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -531,6 +532,19 @@ impl PoolHandle {
                 }
             }),
         }
+    }
+
+    /// Adds one answer to `lease`'s credential's usage, with the tokens its
+    /// provider reported (`None`: it reported none, or the stream was cut
+    /// before it did). Counted where [`PoolHandle::record`] counts: on the
+    /// current generation's copy when a reload lands meanwhile.
+    pub fn add_usage(&self, lease: &Lease, usage: Option<crate::vocab::Usage>) {
+        let secs = SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        self.apply(&lease.generation, lease.idx, |core, i| {
+            core.creds[i].stats.usage.add(usage, secs);
+        });
     }
 
     /// A provider went down or came back: say so, and republish its

@@ -92,5 +92,11 @@ pub(super) fn view(
         last_status: c.stats.last_status,
         token_expires_ms: token_expiry.map(unix_ms),
         last_error: c.last_error.clone(),
+        usage: Box::new(
+            c.stats.usage.view(
+                wall.duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs()),
+            ),
+        ),
     }
 }

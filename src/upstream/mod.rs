@@ -7,6 +7,7 @@ pub mod hints;
 pub mod openai;
 #[cfg(test)]
 mod test_support;
+pub mod usage;
 
 use std::time::{Duration, SystemTime};
 

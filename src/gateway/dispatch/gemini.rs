@@ -171,6 +171,11 @@ async fn unary(ctx: &mut Ctx<'_>, lease: &Lease, token: &Secret, call: Call) -> 
         Some(200),
         t0.elapsed(),
     );
+    let usage = answer
+        .usage_metadata
+        .as_ref()
+        .map(crate::upstream::usage::from_gemini);
+    ctx.state.pool.add_usage(lease, usage);
     let openai = tr::response_to_openai(&answer, &ctx.req.model, created);
     let body = Bytes::from(serde_json::to_vec(&openai).expect("json"));
     let body = match ctx.req.conversion.response(body, created) {
@@ -233,7 +238,12 @@ async fn stream(ctx: &mut Ctx<'_>, lease: &Lease, token: &Secret, call: Call) ->
     );
     let mut translator = tr::StreamToOpenAi::new(&ctx.req.model, created);
     let first_bytes = write_events(&translator.push(&first));
-    let rest = events(messages, translator, place);
+    let cell = Arc::new(std::sync::Mutex::new(None));
+    let so_far = first
+        .usage_metadata
+        .as_ref()
+        .map(crate::upstream::usage::from_gemini);
+    let rest = events(messages, translator, place, so_far, cell.clone());
 
     let ttfb = ctx.started.elapsed();
     let mut record = ctx.record.clone();
@@ -253,6 +263,7 @@ async fn stream(ctx: &mut Ctx<'_>, lease: &Lease, token: &Secret, call: Call) ->
         ctx.req.conversion.reframe(created),
         gw.stream_idle_timeout,
         ctx.started + gw.request_timeout,
+        Some(relay::UsageProbe::Cell(cell)),
     );
     let mut headers = HeaderMap::new();
     headers.insert(
@@ -274,24 +285,40 @@ fn events(
     messages: Streaming<GenerateContentResponse>,
     translator: tr::StreamToOpenAi,
     place: InFlight,
+    so_far: Option<crate::vocab::Usage>,
+    usage: Arc<std::sync::Mutex<Option<crate::vocab::Usage>>>,
 ) -> relay::Upstream {
-    futures_util::stream::unfold(Some((messages, translator, place)), |state| async move {
-        let (mut messages, mut translator, place) = state?;
-        match messages.message().await {
-            Ok(Some(m)) => {
-                let events = write_events(&translator.push(&m));
-                Some((Ok(events), Some((messages, translator, place))))
+    let start = Some((messages, translator, place, so_far));
+    futures_util::stream::unfold(start, move |state| {
+        let usage = usage.clone();
+        async move {
+            let (mut messages, mut translator, place, so_far) = state?;
+            match messages.message().await {
+                Ok(Some(m)) => {
+                    // Each message carries the counts so far; the last one's
+                    // are the stream's.
+                    let so_far = m
+                        .usage_metadata
+                        .as_ref()
+                        .map(crate::upstream::usage::from_gemini)
+                        .or(so_far);
+                    let events = write_events(&translator.push(&m));
+                    Some((Ok(events), Some((messages, translator, place, so_far))))
+                }
+                // Done now, whenever the relay lets go of this stream. Only a
+                // stream that ends whole has final counts; a cut one's tokens
+                // stay unknown.
+                Ok(None) => {
+                    *usage.lock().unwrap_or_else(|e| e.into_inner()) = so_far;
+                    drop(messages);
+                    drop(place);
+                    Some((Ok(write_events(&translator.finish())), None))
+                }
+                Err(status) => Some((
+                    Err(format!("gRPC {:?}: {}", status.code(), status.message())),
+                    None,
+                )),
             }
-            // Done now, whenever the relay lets go of this stream.
-            Ok(None) => {
-                drop(messages);
-                drop(place);
-                Some((Ok(write_events(&translator.finish())), None))
-            }
-            Err(status) => Some((
-                Err(format!("gRPC {:?}: {}", status.code(), status.message())),
-                None,
-            )),
         }
     })
     .filter(|r| futures_util::future::ready(!matches!(r, Ok(b) if b.is_empty())))
@@ -372,7 +399,13 @@ mod tests {
     #[tokio::test]
     async fn a_stream_dropped_mid_way_frees_its_place() {
         let (sim, conns, messages, place) = opened(1000).await;
-        let mut rest = events(messages, tr::StreamToOpenAi::new("sim-small", 1), place);
+        let mut rest = events(
+            messages,
+            tr::StreamToOpenAi::new("sim-small", 1),
+            place,
+            None,
+            Default::default(),
+        );
         rest.next().await.unwrap().unwrap();
         assert_eq!(conns.in_flight(), 1);
         drop(rest);
@@ -384,7 +417,13 @@ mod tests {
     #[tokio::test]
     async fn a_finished_stream_frees_its_place_at_once() {
         let (sim, conns, messages, place) = opened(3).await;
-        let mut rest = events(messages, tr::StreamToOpenAi::new("sim-small", 1), place);
+        let mut rest = events(
+            messages,
+            tr::StreamToOpenAi::new("sim-small", 1),
+            place,
+            None,
+            Default::default(),
+        );
         let mut tail = String::new();
         while conns.in_flight() > 0 {
             let bytes = rest.next().await.expect("more until done").unwrap();

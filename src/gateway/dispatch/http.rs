@@ -7,6 +7,8 @@
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
+use crate::upstream::usage::{self, StreamUsage};
+
 use super::*;
 
 /// Error bodies read from upstream are capped at this size.
@@ -51,6 +53,7 @@ pub(super) async fn send_once(ctx: &mut Ctx<'_>, lease: &Lease, token: &Secret) 
     // Taken, not copied: the body is read without them.
     let headers = std::mem::take(resp.headers_mut());
     let kind = lease.provider().kind;
+    let wire = usage::wire(kind, ctx.req.endpoint);
 
     if status.is_success() {
         let outcome = upstream::classify(
@@ -124,6 +127,7 @@ pub(super) async fn send_once(ctx: &mut Ctx<'_>, lease: &Lease, token: &Secret) 
                 ctx.req.conversion.reframe(unix_secs()),
                 gw.stream_idle_timeout,
                 ctx.started + gw.request_timeout,
+                wire.map(|w| relay::UsageProbe::Sse(StreamUsage::new(w))),
             );
             out_headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
             let resp = response(status, out_headers, Body::from_stream(stream));
@@ -136,6 +140,7 @@ pub(super) async fn send_once(ctx: &mut Ctx<'_>, lease: &Lease, token: &Secret) 
                 return failed(ctx, lease, t0, StatusCode::BAD_GATEWAY, what);
             }
         };
+        let usage = wire.map(|w| usage::from_body(w, &body));
         let body = match ctx.req.conversion.response(body, unix_secs()) {
             Ok(b) => b,
             Err(what) => return garbled(ctx, lease, t0, what),
@@ -146,6 +151,9 @@ pub(super) async fn send_once(ctx: &mut Ctx<'_>, lease: &Lease, token: &Secret) 
             Some(status.as_u16()),
             t0.elapsed(),
         );
+        if let Some(usage) = usage {
+            pool.add_usage(lease, usage);
+        }
         let resp = response(status, out_headers, Body::from(body));
         return Step::Answer(resp, Some(ctx.started.elapsed()));
     }

@@ -1,0 +1,133 @@
+//! What each credential has carried: answers and tokens since start, for
+//! the current UTC day, and over the last hour (sixty one-minute buckets).
+//! Pure: the wall clock (Unix seconds) is passed in.
+
+use crate::vocab::{TokenCounts, Usage, UsageView};
+
+const MINUTES: usize = 60;
+
+#[derive(Debug, Clone, Default)]
+pub struct UsageCounters {
+    total: TokenCounts,
+    /// Days since the Unix epoch (UTC) that `today` counts.
+    day: u64,
+    today: TokenCounts,
+    /// Bucket `m % 60` holds minute `m` (minutes since the epoch) while
+    /// its stamp says so.
+    minutes: Vec<(u64, TokenCounts)>,
+}
+
+impl UsageCounters {
+    /// One answer, with the usage its provider reported (if it did).
+    pub fn add(&mut self, usage: Option<Usage>, unix_secs: u64) {
+        self.total.add(usage);
+        let day = unix_secs / 86_400;
+        if day != self.day {
+            self.day = day;
+            self.today = TokenCounts::default();
+        }
+        self.today.add(usage);
+        if self.minutes.is_empty() {
+            self.minutes = vec![(u64::MAX, TokenCounts::default()); MINUTES];
+        }
+        let minute = unix_secs / 60;
+        let slot = &mut self.minutes[(minute % MINUTES as u64) as usize];
+        if slot.0 != minute {
+            *slot = (minute, TokenCounts::default());
+        }
+        slot.1.add(usage);
+    }
+
+    pub fn view(&self, unix_secs: u64) -> UsageView {
+        let day = unix_secs / 86_400;
+        let minute = unix_secs / 60;
+        let mut last_hour = TokenCounts::default();
+        for (stamp, counts) in &self.minutes {
+            if *stamp <= minute && minute - stamp < MINUTES as u64 {
+                last_hour.merge(counts);
+            }
+        }
+        UsageView {
+            total: self.total,
+            today: if self.day == day {
+                self.today
+            } else {
+                TokenCounts::default()
+            },
+            day: civil_date(day),
+            last_hour,
+        }
+    }
+}
+
+/// `YYYY-MM-DD` of a day counted from 1970-01-01 (proleptic Gregorian).
+pub fn civil_date(days: u64) -> String {
+    // Howard Hinnant's days-to-civil, shifted so the era starts in March.
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn u(input: u64, output: u64) -> Option<Usage> {
+        Some(Usage {
+            input,
+            output,
+            ..Usage::default()
+        })
+    }
+
+    #[test]
+    fn dates() {
+        assert_eq!(civil_date(0), "1970-01-01");
+        assert_eq!(civil_date(20_426), "2025-12-04");
+        assert_eq!(civil_date(11_016), "2000-02-29");
+    }
+
+    #[test]
+    fn today_resets_at_midnight_utc_and_the_hour_rolls_by_minute() {
+        let day = 20_426 * 86_400;
+        let mut c = UsageCounters::default();
+        c.add(u(10, 5), day + 86_400 - 120); // 23:58
+        c.add(None, day + 86_400 - 60); // 23:59, usage unknown
+        let v = c.view(day + 86_400 - 1);
+        assert_eq!(v.day, "2025-12-04");
+        assert_eq!(
+            (v.today.answers, v.today.unknown, v.today.total()),
+            (2, 1, 15)
+        );
+        assert_eq!(v.last_hour.total(), 15);
+
+        c.add(u(1, 1), day + 86_400 + 30); // 00:00:30 the next day
+        let v = c.view(day + 86_400 + 31);
+        assert_eq!(v.day, "2025-12-05");
+        assert_eq!((v.today.answers, v.today.total()), (1, 2));
+        assert_eq!(v.last_hour.answers, 3, "the hour spans midnight");
+        assert_eq!(v.total.answers, 3);
+        assert_eq!(v.total.input, 11);
+
+        // An hour after the last answer the hour is empty; today keeps it.
+        let v = c.view(day + 86_400 + 30 + 3600);
+        assert_eq!(v.last_hour, TokenCounts::default());
+        assert_eq!(v.today.answers, 1);
+    }
+
+    #[test]
+    fn a_view_on_a_later_day_shows_nothing_today() {
+        let mut c = UsageCounters::default();
+        c.add(u(3, 4), 1_000_000);
+        let v = c.view(1_000_000 + 2 * 86_400);
+        assert_eq!(v.today, TokenCounts::default());
+        assert_eq!(v.total.total(), 7);
+    }
+}
