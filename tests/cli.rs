@@ -945,3 +945,66 @@ async fn kill_9_at_random_moments_under_load_keeps_cooldowns_and_rotated_tokens(
     );
     sim.shutdown().await;
 }
+
+/// Usage counters are in the state file: after `kill -9` (a second after
+/// the last answer, the longest usage waits to be written) the restarted
+/// gateway shows what the killed one showed, and goes on counting.
+#[tokio::test]
+async fn usage_survives_kill_9() {
+    let sim = common::start_sim(SimConfig::with_api_keys(1, Limit::Unlimited)).await;
+    let home = tempfile::tempdir().unwrap();
+    let dir = home.path();
+    let state = dir.join("state.json");
+    let cfg = write(
+        dir,
+        "tokenyard.toml",
+        &format!(
+            "listen = \"127.0.0.1:0\"\nstate_file = {:?}\n\n[[provider]]\nname = \"sim\"\nkind = \"openai\"\nbase_url = \"{}\"\n\n[[credential]]\nname = \"key-1\"\napi_key = \"sk-sim-1\"\n",
+            state.display().to_string(),
+            sim.base_url()
+        ),
+    );
+    let client = common::client();
+    let usage_of = |root: String| {
+        let client = client.clone();
+        async move {
+            let pool: serde_json::Value = client
+                .get(format!("{root}/admin/pool"))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            pool["credentials"][0]["usage"].clone()
+        }
+    };
+    let mut seen = serde_json::Value::Null;
+    for round in 0..2 {
+        let mut cmd = tokenyard(dir);
+        cmd.args(["serve", "--no-tui", "--config"]).arg(&cfg);
+        let mut gw = spawn_until(cmd, "listening on").await;
+        let base = url_in(&gw.line);
+        let root = base.trim_end_matches("/v1").to_string();
+        if round == 1 {
+            assert_eq!(usage_of(root.clone()).await, seen, "restored as it was");
+        }
+        for _ in 0..3 {
+            let resp = client
+                .post(format!("{base}/chat/completions"))
+                .json(&common::chat_body(false, 2))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), 200);
+        }
+        seen = usage_of(root).await;
+        assert_eq!(seen["total"]["answers"], 3 * (round + 1), "{seen}");
+        assert!(seen["total"]["input"].as_u64().unwrap() > 0, "{seen}");
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        gw.child.start_kill().unwrap();
+        let status = gw.child.wait().await.unwrap();
+        assert!(!status.success(), "killed, not exited");
+    }
+    sim.shutdown().await;
+}

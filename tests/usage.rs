@@ -8,7 +8,7 @@ mod common;
 
 use common::{config_toml, key, start, start_sim};
 use serde_json::{Value, json};
-use tokenyard::sim::{Limit, SimAccount, SimConfig, SimHandle};
+use tokenyard::sim::{KeyFault, Limit, SimAccount, SimConfig, SimHandle};
 use tokenyard::translate::parse_events;
 
 async fn sim() -> SimHandle {
@@ -166,23 +166,62 @@ async fn usage_per_credential_is_what_each_provider_reported() {
     }
 }
 
-/// An OpenAI client that did not ask for usage in its stream: the
-/// provider was not asked either, so the answer counts with its tokens
-/// unknown — never as zero tokens.
+/// An OpenAI client that did not ask for usage in its stream: tokenyard
+/// asks the provider anyway, counts the tokens, and keeps the usage chunk
+/// from the client, which sees the stream it asked for.
 #[tokio::test]
-async fn a_stream_without_usage_counts_as_unknown() {
+async fn a_stream_whose_client_did_not_ask_for_usage_is_counted_all_the_same() {
     let sim = sim().await;
     let gw = gateway(&sim, "openai").await;
     let body = json!({
         "model": "sim-small",
-        "messages": [{"role": "user", "content": "hello"}],
+        "messages": [{"role": "user", "content": "hello there"}],
         "stream": true,
         "max_tokens": 3,
     });
     let resp = common::post_chat(&common::client(), &gw, &body).await;
     let sse = common::read_sse(resp).await;
-    assert!(sse.done);
-    assert!(sse.events.iter().all(|e| !e["usage"].is_object()));
+    assert!(sse.done, "{sse:?}");
+    assert_eq!(sse.text, common::expected_text(3));
+    assert!(
+        sse.events.iter().all(|e| !e["usage"].is_object()),
+        "no usage chunk reached a client that did not ask: {:?}",
+        sse.events
+    );
+    // The same request asking for usage: the sim counts alike.
+    let (input, output) = openai(&gw, true).await;
+    let got = usage(&gw).await;
+    assert_eq!(got["total"]["answers"], 2, "{got}");
+    assert_eq!(got["total"]["unknown"], 0, "{got}");
+    assert_eq!(got["total"]["input"].as_u64(), Some(2 * input), "{got}");
+    assert_eq!(got["total"]["output"].as_u64(), Some(2 * output), "{got}");
+    gw.stop().await;
+}
+
+/// A stream cut before its usage: the answer counts, its tokens unknown.
+#[tokio::test]
+async fn a_stream_cut_before_its_usage_counts_as_unknown() {
+    let mut account = SimAccount::api_key("k1", "sk-fake-usage-1", Limit::Unlimited);
+    // The role chunk and two content chunks, then the connection drops.
+    account.fault = Some(KeyFault::ResetAfterChunks(3));
+    let sim = start_sim(SimConfig {
+        accounts: vec![account],
+        chunks: 6,
+        chunk_interval: std::time::Duration::from_millis(2),
+        ..SimConfig::default()
+    })
+    .await;
+    let gw = gateway(&sim, "openai").await;
+    let body = json!({
+        "model": "sim-small",
+        "messages": [{"role": "user", "content": "hello"}],
+        "stream": true,
+        "stream_options": {"include_usage": true},
+        "max_tokens": 6,
+    });
+    let resp = common::post_chat(&common::client(), &gw, &body).await;
+    let sse = common::read_sse(resp).await;
+    assert!(sse.error.is_some(), "the stream was cut: {sse:?}");
     let got = usage(&gw).await;
     assert_eq!(got["total"]["answers"], 1, "{got}");
     assert_eq!(got["total"]["unknown"], 1, "{got}");

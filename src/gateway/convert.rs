@@ -37,6 +37,9 @@ pub struct Conversion {
     /// A Responses client behind a chat translation: how its tools were
     /// renamed and what its Response objects echo, for the way back.
     responses: Option<Arc<responses::Context>>,
+    /// The gateway asked an OpenAI provider for a stream's usage that the
+    /// client did not ask for: the usage chunk is kept from the client.
+    pub strip_usage: bool,
 }
 
 /// The format a provider is spoken to in, for a client speaking `client`.
@@ -66,6 +69,7 @@ impl Conversion {
             client,
             upstream: upstream_format(client, provider),
             responses: None,
+            strip_usage: false,
         };
         if conversion.passthrough() {
             return Ok((conversion, body.clone()));
@@ -92,6 +96,31 @@ impl Conversion {
             conversion,
             Bytes::from(serde_json::to_vec(&out).expect("json")),
         ))
+    }
+
+    /// A Chat Completions stream to an OpenAI provider: asks for its usage
+    /// (`stream_options.include_usage`) when the client did not, so the
+    /// credential's tokens are known, and returns the body to send then;
+    /// the usage chunk is then kept from the client (`strip_usage`).
+    /// `None`: the body goes as it is.
+    pub fn ask_for_usage(&mut self, body: &Bytes) -> Option<Bytes> {
+        let mut json: serde_json::Value = serde_json::from_slice(body).ok()?;
+        let obj = json.as_object_mut()?;
+        let options = obj
+            .entry("stream_options")
+            .or_insert_with(|| serde_json::json!({}));
+        // `stream_options: null` counts as absent; anything else not an
+        // object is the provider's to refuse, as sent.
+        if options.is_null() {
+            *options = serde_json::json!({});
+        }
+        let options = options.as_object_mut()?;
+        if options.get("include_usage") == Some(&serde_json::Value::Bool(true)) {
+            return None;
+        }
+        options.insert("include_usage".into(), serde_json::Value::Bool(true));
+        self.strip_usage = true;
+        Some(Bytes::from(serde_json::to_vec(&json).expect("json")))
     }
 
     pub fn passthrough(&self) -> bool {
@@ -138,7 +167,7 @@ impl Conversion {
     /// The stream converter for the relay.
     pub fn reframe(&self, created: u64) -> Box<dyn Reframe> {
         if self.passthrough() {
-            return Box::new(Passthrough::new(self.client));
+            return Box::new(Passthrough::new(self.client).strip_usage(self.strip_usage));
         }
         let mut steps = Vec::new();
         match (self.upstream, self.client) {

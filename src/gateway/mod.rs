@@ -485,8 +485,17 @@ async fn inbound(
     } else {
         String::new()
     };
-    let (conversion, upstream_body) =
+    let (mut conversion, mut upstream_body) =
         convert::Conversion::prepare(api.format, provider, &body, &seed)?;
+    let stream = endpoint_streams(api.endpoint) && peek.stream.unwrap_or(false);
+    if stream
+        && api.format == Format::OpenAi
+        && provider.kind == crate::config::ProviderKind::OpenAi
+        && conversion.passthrough()
+        && let Some(asked) = conversion.ask_for_usage(&upstream_body)
+    {
+        upstream_body = asked;
+    }
     let endpoint = match api.endpoint {
         Endpoint::Generate if conversion.upstream == Format::Responses => Endpoint::Responses,
         e => e,

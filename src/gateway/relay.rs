@@ -184,6 +184,9 @@ pub struct Passthrough {
     /// Responses streams number their events; an error tail continues the
     /// count. Read from the last event passed (only for that format).
     next_seq: u64,
+    /// Drop the usage chunk (`"choices":[]` with a `usage` object) of an
+    /// OpenAI stream whose client did not ask for it.
+    strip_usage: bool,
 }
 
 impl Passthrough {
@@ -191,8 +194,35 @@ impl Passthrough {
         Passthrough {
             format,
             next_seq: 0,
+            strip_usage: false,
         }
     }
+
+    pub fn strip_usage(mut self, yes: bool) -> Self {
+        self.strip_usage = yes;
+        self
+    }
+}
+
+/// `whole` without the events that are only an OpenAI usage chunk; the
+/// bytes untouched when there is none.
+fn without_usage_chunk(whole: Bytes) -> Bytes {
+    if !whole.windows(9).any(|w| w == b"\"usage\":{") {
+        return whole;
+    }
+    let events = crate::translate::parse_events(&whole);
+    let kept: Vec<_> = events
+        .into_iter()
+        .filter(|e| {
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(&e.data) else {
+                return true;
+            };
+            let usage_only =
+                v["usage"].is_object() && v["choices"].as_array().is_some_and(|c| c.is_empty());
+            !usage_only
+        })
+        .collect();
+    crate::translate::write_events(&kept)
 }
 
 impl Reframe for Passthrough {
@@ -201,6 +231,9 @@ impl Reframe for Passthrough {
             && let Some(n) = last_sequence_number(&whole)
         {
             self.next_seq = n + 1;
+        }
+        if self.strip_usage {
+            return without_usage_chunk(whole);
         }
         whole
     }

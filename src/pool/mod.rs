@@ -57,6 +57,9 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// State-file writes are batched this long after a change.
 const SAVE_DEBOUNCE: Duration = Duration::from_millis(100);
+/// How often new usage alone is written to the state file (a `kill -9`
+/// loses at most this much of it).
+const USAGE_SAVE_EVERY: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum CommandError {
@@ -86,6 +89,8 @@ struct Shell {
     clock: Notify,
     /// Asks the writer task to save soon.
     dirty: Notify,
+    /// Usage changed since the last save.
+    usage_dirty: std::sync::atomic::AtomicBool,
     /// Serializes state-file writes; the state is read after taking it, so
     /// the newest state is always the last one written.
     writer: tokio::sync::Mutex<()>,
@@ -282,6 +287,7 @@ impl PoolHandle {
             ready: Notify::new(),
             clock: Notify::new(),
             dirty: Notify::new(),
+            usage_dirty: std::sync::atomic::AtomicBool::new(false),
             writer: tokio::sync::Mutex::new(()),
             http,
             prober: OnceLock::new(),
@@ -545,6 +551,9 @@ impl PoolHandle {
         self.apply(&lease.generation, lease.idx, |core, i| {
             core.creds[i].stats.usage.add(usage, secs);
         });
+        self.shell
+            .usage_dirty
+            .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// A provider went down or came back: say so, and republish its

@@ -39,6 +39,9 @@ pub struct SavedCredential {
     /// that holds a secret, which is why the file is 0600.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refresh_token: Option<String>,
+    /// Answers and tokens so far (since the first start with this file).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<super::usage::SavedUsage>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -190,6 +193,7 @@ mod tests {
                     reason: "429".into(),
                 }),
                 refresh_token: Some("rt-2".into()),
+                usage: None,
             },
         );
         s

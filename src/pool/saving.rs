@@ -8,11 +8,21 @@ impl PoolHandle {
         if self.shell.state_file.is_none() {
             return;
         }
+        // Usage changes with every answer: it is written at most once a
+        // USAGE_SAVE_EVERY, not on each one.
+        let mut usage_tick = tokio::time::interval(USAGE_SAVE_EVERY);
+        usage_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => return,
                 _ = self.shell.dirty.notified() => {}
+                _ = usage_tick.tick() => {
+                    if !self.shell.usage_dirty.load(Ordering::Relaxed) {
+                        continue;
+                    }
+                }
             }
+            self.shell.usage_dirty.store(false, Ordering::Relaxed);
             tokio::select! {
                 _ = cancel.cancelled() => return,
                 _ = tokio::time::sleep(SAVE_DEBOUNCE) => {}
@@ -77,6 +87,7 @@ impl PoolHandle {
                     failed_reason: c.failed.as_ref().map(|(r, _)| r.clone()),
                     cooldown,
                     refresh_token: rotated[i].as_ref().map(|s| s.expose().to_string()),
+                    usage: (!c.stats.usage.is_empty()).then(|| c.stats.usage.saved()),
                 },
             );
         }
@@ -156,6 +167,9 @@ impl PoolHandle {
             }
             if let Some(rt) = &saved.refresh_token {
                 generation.tokens[i].restore_rotated(Secret::new(rt.as_str()));
+            }
+            if let Some(usage) = &saved.usage {
+                c.stats.usage = usage::UsageCounters::from_saved(usage);
             }
         }
         if restored > 0 {

@@ -6,6 +6,18 @@ use crate::vocab::{TokenCounts, Usage, UsageView};
 
 const MINUTES: usize = 60;
 
+/// [`UsageCounters`] in the state file.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SavedUsage {
+    pub total: TokenCounts,
+    /// Days since the Unix epoch that `today` counts.
+    pub day: u64,
+    pub today: TokenCounts,
+    /// (minute since the epoch, its counts), for the last hour.
+    #[serde(default)]
+    pub minutes: Vec<(u64, TokenCounts)>,
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct UsageCounters {
     total: TokenCounts,
@@ -36,6 +48,38 @@ impl UsageCounters {
             *slot = (minute, TokenCounts::default());
         }
         slot.1.add(usage);
+    }
+
+    /// What the state file keeps: the sums and the minutes still counted.
+    pub fn saved(&self) -> SavedUsage {
+        SavedUsage {
+            total: self.total,
+            day: self.day,
+            today: self.today,
+            minutes: self
+                .minutes
+                .iter()
+                .filter(|(stamp, _)| *stamp != u64::MAX)
+                .copied()
+                .collect(),
+        }
+    }
+
+    pub fn from_saved(saved: &SavedUsage) -> UsageCounters {
+        let mut c = UsageCounters {
+            total: saved.total,
+            day: saved.day,
+            today: saved.today,
+            minutes: vec![(u64::MAX, TokenCounts::default()); MINUTES],
+        };
+        for (stamp, counts) in &saved.minutes {
+            c.minutes[(stamp % MINUTES as u64) as usize] = (*stamp, *counts);
+        }
+        c
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.total.answers == 0
     }
 
     pub fn view(&self, unix_secs: u64) -> UsageView {
@@ -120,6 +164,19 @@ mod tests {
         let v = c.view(day + 86_400 + 30 + 3600);
         assert_eq!(v.last_hour, TokenCounts::default());
         assert_eq!(v.today.answers, 1);
+    }
+
+    #[test]
+    fn saved_and_restored_counts_are_the_same() {
+        let mut c = UsageCounters::default();
+        c.add(u(3, 4), 1_000_000);
+        c.add(None, 1_000_100);
+        let back = UsageCounters::from_saved(&c.saved());
+        assert_eq!(back.view(1_000_200), c.view(1_000_200));
+        assert_eq!(c.saved().minutes.len(), 2);
+        let json = serde_json::to_string(&c.saved()).unwrap();
+        let parsed: SavedUsage = serde_json::from_str(&json).unwrap();
+        assert_eq!(parsed, c.saved());
     }
 
     #[test]
