@@ -8,7 +8,8 @@
 //!   [`CredentialSeries::refresh_failed`] on the hot path. Each is an atomic add on a
 //!   counter made up front (credentials are indexed, not looked up by name)
 //!   or, for requests, one label lookup in a `Family`; nothing is formatted.
-//! - **Read at scrape time** from [`PoolSnapshot`] (credential states,
+//! - **Read at scrape time** from
+//!   [`PoolSnapshot`](crate::events::PoolSnapshot) (credential states,
 //!   cooldown remaining, refreshes per credential and the refresh totals):
 //!   these are numbers the pool already keeps, so they are encoded straight
 //!   from the snapshot rather than mirrored event by event, and agree with
@@ -17,23 +18,23 @@
 //! Each pool owns its own [`Registry`] (no global recorder), so several
 //! gateways in one process — the test suite — never share a series.
 //! Labels are credential and provider names, never secrets.
+//!
+//! Here: the registry and the counted series; the exposition, with the
+//! series read from the snapshot, is in `exposition`.
 
 use std::collections::HashSet;
-use std::fmt;
 use std::sync::{Arc, RwLock};
 
-use prometheus_client::collector::Collector;
-use prometheus_client::encoding::text::{encode_eof, encode_registry};
-use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
-use prometheus_client::metrics::MetricType;
-use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
-use crate::events::{CredentialKind, PoolSnapshot, RequestRecord, State};
+use crate::events::RequestRecord;
 use crate::vocab::Verdict;
+
+mod exposition;
 
 /// What `GET /metrics` answers with.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -275,18 +276,6 @@ impl Metrics {
             self.pool_exhausted.inc();
         }
     }
-
-    /// The whole exposition: the counted series, then those read from
-    /// `snapshot`, then `# EOF`.
-    pub fn encode(&self, snapshot: PoolSnapshot) -> Result<String, fmt::Error> {
-        let mut out = String::with_capacity(16 * 1024);
-        encode_registry(&mut out, &self.registry)?;
-        let mut live = Registry::with_prefix(PREFIX);
-        live.register_collector(Box::new(PoolSeries(snapshot)));
-        encode_registry(&mut out, &live)?;
-        encode_eof(&mut out)?;
-        Ok(out)
-    }
 }
 
 impl CredentialSeries {
@@ -356,108 +345,6 @@ impl ModelLabels {
     }
 }
 
-/// The series read from one pool snapshot at scrape time.
-#[derive(Debug)]
-struct PoolSeries(PoolSnapshot);
-
-impl Collector for PoolSeries {
-    fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
-        let snap = &self.0;
-        let creds = &snap.credentials;
-
-        // One series per credential and state, 1 for the current one. A
-        // single series with a `state` label would vanish and reappear under
-        // another label set on every change, which breaks `rate`, alerts
-        // (`{state="failed"} == 1`) and graphs; five stable series also let
-        // `sum by (state)` count the pool.
-        let mut m = encoder.encode_descriptor(
-            "credential_state",
-            "1 for the state the credential is in (ready, cooling, exhausted, failed, disabled), 0 for the others.",
-            None,
-            MetricType::Gauge,
-        )?;
-        for c in creds {
-            for s in State::ALL {
-                let labels = [
-                    ("credential", c.name.as_str()),
-                    ("provider", c.provider.as_str()),
-                    ("state", s.as_str()),
-                ];
-                ConstGauge::new(i64::from(c.state == s)).encode(m.encode_family(&labels)?)?;
-            }
-        }
-
-        // 0 while the provider's keys fail alike with no good answer
-        // between (an outage: no key is marked failed for it).
-        let mut m = encoder.encode_descriptor(
-            "provider_healthy",
-            "1 while the provider answers, 0 while its credentials fail alike with no good answer between.",
-            None,
-            MetricType::Gauge,
-        )?;
-        for p in &snap.providers {
-            let labels = [("provider", p.name.as_str())];
-            ConstGauge::new(i64::from(p.healthy)).encode(m.encode_family(&labels)?)?;
-        }
-
-        let unit = Unit::Seconds;
-        let mut m = encoder.encode_descriptor(
-            "credential_cooldown_remaining",
-            "Until a cooling or exhausted credential is back by itself; 0 in any other state.",
-            Some(&unit),
-            MetricType::Gauge,
-        )?;
-        for c in creds {
-            let remaining = match (c.state, c.until_ms) {
-                (State::Cooling | State::Exhausted, Some(until)) => {
-                    until.saturating_sub(snap.at_ms) as f64 / 1000.0
-                }
-                _ => 0.0,
-            };
-            let labels = [
-                ("credential", c.name.as_str()),
-                ("provider", c.provider.as_str()),
-            ];
-            ConstGauge::new(remaining).encode(m.encode_family(&labels)?)?;
-        }
-
-        let mut m = encoder.encode_descriptor(
-            "credential_refreshes",
-            "Successful access-token refreshes, by credential (refresh-token credentials only).",
-            None,
-            MetricType::Counter,
-        )?;
-        for c in creds
-            .iter()
-            .filter(|c| c.kind == CredentialKind::RefreshToken)
-        {
-            let labels = [
-                ("credential", c.name.as_str()),
-                ("provider", c.provider.as_str()),
-            ];
-            ConstCounter::new(c.refreshes).encode(m.encode_family(&labels)?)?;
-        }
-
-        let totals = [
-            (
-                "refreshes",
-                "Successful access-token refreshes, all credentials.",
-                snap.totals.refreshes,
-            ),
-            (
-                "refresh_failures",
-                "Failed access-token refreshes, all credentials.",
-                snap.totals.refresh_failures,
-            ),
-        ];
-        for (name, help, value) in totals {
-            let m = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
-            ConstCounter::new(value).encode(m)?;
-        }
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -475,7 +362,7 @@ mod tests {
             .collect()
     }
 
-    fn infos() -> [CredentialInfo<'static>; 2] {
+    pub(super) fn infos() -> [CredentialInfo<'static>; 2] {
         [
             CredentialInfo {
                 name: "team-a",
@@ -507,7 +394,7 @@ mod tests {
         r
     }
 
-    fn scrape(m: &Metrics) -> (String, std::collections::BTreeMap<String, f64>) {
+    pub(super) fn scrape(m: &Metrics) -> (String, std::collections::BTreeMap<String, f64>) {
         let text = m.encode(fixtures::cooling()).unwrap();
         let s = samples(&text);
         (text, s)
@@ -583,57 +470,6 @@ mod tests {
         assert_eq!(bucket("2.5"), 2.0);
         assert_eq!(bucket("600.0"), 2.0);
         assert_eq!(bucket("+Inf"), 2.0);
-    }
-
-    #[test]
-    fn state_cooldown_and_refresh_series_come_from_the_snapshot() {
-        let m = Metrics::new();
-        let c = m.credentials(infos());
-        c.refresh_failed(1);
-        c.refresh_failed(0); // a static key: no series
-        let (text, s) = scrape(&m);
-        let state = |cred: &str, state: &str| {
-            s[&format!(
-                "tokenyard_credential_state{{credential=\"{cred}\",provider=\"openai\",state=\"{state}\"}}"
-            )]
-        };
-        // fixtures::cooling: team-a cooling 42 s, backup-2 disabled.
-        assert_eq!(state("team-a", "cooling"), 1.0);
-        assert_eq!(state("team-a", "ready"), 0.0);
-        assert_eq!(state("backup-2", "disabled"), 1.0);
-        assert_eq!(state("oauth-1", "ready"), 1.0);
-        let per_state: f64 = s
-            .iter()
-            .filter(|(k, _)| k.starts_with("tokenyard_credential_state{"))
-            .map(|(_, v)| v)
-            .sum();
-        assert_eq!(per_state, 6.0, "exactly one state per credential");
-        let cooldown = |cred: &str| {
-            s[&format!(
-                "tokenyard_credential_cooldown_remaining_seconds{{credential=\"{cred}\",provider=\"openai\"}}"
-            )]
-        };
-        assert_eq!(s["tokenyard_provider_healthy{provider=\"openai\"}"], 1.0);
-        assert_eq!(cooldown("team-a"), 42.0);
-        assert_eq!(cooldown("team-b"), 8.5);
-        assert_eq!(cooldown("oauth-1"), 0.0);
-        assert_eq!(cooldown("backup-2"), 0.0);
-        assert_eq!(s["tokenyard_refreshes_total"], 3.0);
-        assert_eq!(s["tokenyard_refresh_failures_total"], 0.0);
-        assert_eq!(
-            s["tokenyard_credential_refreshes_total{credential=\"oauth-1\",provider=\"openai\"}"],
-            0.0
-        );
-        assert!(!text.contains("tokenyard_credential_refreshes_total{credential=\"team-a\""));
-        assert_eq!(
-            s["tokenyard_credential_refresh_failures_total{credential=\"oauth-1\",provider=\"openai\"}"],
-            1.0
-        );
-        assert!(!text.contains("refresh_failures_total{credential=\"team-a\""));
-        assert!(text.ends_with("# EOF\n"));
-        assert_eq!(text.matches("# EOF").count(), 1);
-        // Masked secrets are in the snapshot; none reaches the exposition.
-        assert!(!text.contains("f00d"));
     }
 
     #[test]

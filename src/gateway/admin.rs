@@ -15,8 +15,9 @@ use axum::routing::{get, post};
 use futures_util::StreamExt;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 
+use super::AppState;
 use super::error::ApiError;
-use super::{AppState, from_loopback};
+use super::gate::{from_loopback, presented_key};
 use crate::events::Command;
 use crate::pool::CommandError;
 use crate::tui::source::{Feed, local_feed};
@@ -42,7 +43,7 @@ fn presented_admin_key(headers: &HeaderMap) -> Option<&str> {
         .get("x-admin-key")
         .and_then(|v| v.to_str().ok())
         .map(str::trim)
-        .or_else(|| super::presented_key(headers))
+        .or_else(|| presented_key(headers))
 }
 
 pub async fn guard(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {

@@ -1,0 +1,269 @@
+//! A client request as the dispatcher takes it: the body read within its
+//! limits and checked (UTF-8, a JSON object, not nested too deep), the
+//! model routed to a provider that serves the endpoint, and the body
+//! converted when the formats differ.
+
+use std::borrow::Cow;
+
+use axum::body::Body;
+use bytes::Bytes;
+use http::{HeaderMap, StatusCode, header};
+use serde::Deserialize;
+
+use super::error::{ApiError, Format};
+use super::{AppState, convert, dispatch};
+use crate::events::human;
+use crate::upstream::Endpoint;
+
+/// The fields the gateway itself needs; everything else in the body is
+/// passed upstream untouched.
+#[derive(Deserialize)]
+struct ChatPeek<'a> {
+    #[serde(borrow)]
+    model: Option<Cow<'a, str>>,
+    stream: Option<bool>,
+}
+
+async fn read_body(
+    headers: &HeaderMap,
+    body: Body,
+    max: usize,
+    timeout: std::time::Duration,
+) -> Result<Bytes, ApiError> {
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "invalid_request_error",
+            format!("request body is larger than the gateway's limit of {max} bytes"),
+        )
+        .code("request_too_large")
+    };
+    if let Some(len) = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        && len > max as u64
+    {
+        return Err(too_large());
+    }
+    // A client that trickles its body (slow loris) holds a connection and
+    // a concurrency place; it gets a bounded time to finish.
+    let read = tokio::time::timeout(timeout, axum::body::to_bytes(body, max))
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "invalid_request_error",
+                format!(
+                    "the request body did not arrive within {} (gateway.body_timeout)",
+                    human(timeout)
+                ),
+            )
+            .code("body_timeout")
+        })?;
+    read.map_err(|e| {
+        let is_limit = std::error::Error::source(&e)
+            .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+        if is_limit {
+            too_large()
+        } else {
+            ApiError::bad_request("could not read the request body").code("body_read_error")
+        }
+    })
+}
+
+/// A client API: the format it speaks and the provider endpoint it needs
+/// (`Generate` follows the conversion: chat, messages or responses).
+#[derive(Clone, Copy)]
+pub(super) struct Api {
+    pub(super) format: Format,
+    pub(super) endpoint: Endpoint,
+}
+
+/// Deeper than this is hostile, not a chat request; serde_json's own limit
+/// is 128, but skipping a field does not check it, so such a body would
+/// otherwise go upstream on a credential's account.
+const MAX_JSON_DEPTH: usize = 64;
+
+/// Whether `body` opens more than `limit` arrays/objects at once (strings,
+/// escapes included, are skipped). One pass, no allocation.
+fn nesting_exceeds(body: &[u8], limit: usize) -> bool {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for &b in body {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > limit {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
+}
+
+/// Reads and checks a client request of `api`, routes its model, and
+/// converts the body for the provider when the formats differ.
+pub(super) async fn inbound(
+    state: &AppState,
+    headers: HeaderMap,
+    body: Body,
+    api: Api,
+) -> Result<dispatch::Inbound, ApiError> {
+    // The generation the request is routed in: its config decides the
+    // limits, the provider and the conversion, even if a reload lands now.
+    let generation = state.pool.current();
+    let config = generation.config();
+    let g = &config.gateway;
+    let body = read_body(&headers, body, g.max_body, g.body_timeout).await?;
+    // serde skips the fields it does not need without checking their UTF-8,
+    // and would read a struct from a JSON array: check both here so nothing
+    // malformed is sent upstream on a credential's account.
+    if std::str::from_utf8(&body).is_err() {
+        return Err(
+            ApiError::bad_request("the request body is not valid UTF-8").code("invalid_json")
+        );
+    }
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(
+            ApiError::bad_request("the request body must be a JSON object").code("invalid_json"),
+        );
+    }
+    if nesting_exceeds(&body, MAX_JSON_DEPTH) {
+        return Err(ApiError::bad_request(format!(
+            "the request body nests JSON deeper than {MAX_JSON_DEPTH} levels"
+        ))
+        .code("invalid_json"));
+    }
+    let peek: ChatPeek<'_> = serde_json::from_slice(&body).map_err(|e| {
+        let what = if e.is_data() {
+            format!("invalid request body: {e}")
+        } else {
+            format!("the request body is not valid JSON: {e}")
+        };
+        ApiError::bad_request(what).code("invalid_json")
+    })?;
+    let Some(model) = peek.model.filter(|m| !m.is_empty()) else {
+        return Err(ApiError::bad_request("you must provide a model parameter")
+            .param("model")
+            .code("missing_model"));
+    };
+    let Some(index) = config.route(&model) else {
+        let shown: String = model.chars().take(100).collect();
+        return Err(ApiError::not_found(format!(
+            "the model `{shown}` is not served by this gateway"
+        ))
+        .param("model")
+        .code("model_not_found"));
+    };
+    let provider = &config.providers[index];
+    if !api.endpoint.served_by(provider.kind) {
+        return Err(unsupported(api.endpoint, &model, provider));
+    }
+    // Ids of a translated Responses answer; drawn only where one is made.
+    let seed = if api.format == Format::Responses {
+        format!("{:024x}", rand::random::<u128>() >> 32)
+    } else {
+        String::new()
+    };
+    let (mut conversion, mut upstream_body) =
+        convert::Conversion::prepare(api.format, provider, &body, &seed)?;
+    let stream = endpoint_streams(api.endpoint) && peek.stream.unwrap_or(false);
+    if stream
+        && api.format == Format::OpenAi
+        && provider.kind == crate::config::ProviderKind::OpenAi
+        && conversion.passthrough()
+        && let Some(asked) = conversion.ask_for_usage(&upstream_body)
+    {
+        upstream_body = asked;
+    }
+    let endpoint = match api.endpoint {
+        Endpoint::Generate if conversion.upstream == Format::Responses => Endpoint::Responses,
+        e => e,
+    };
+    Ok(dispatch::Inbound {
+        model: model.into_owned(),
+        // Only generation streams; a `stream` field elsewhere means nothing.
+        stream: endpoint_streams(endpoint) && peek.stream.unwrap_or(false),
+        body: upstream_body,
+        conversion,
+        endpoint,
+        headers,
+        provider: index,
+        generation: generation.clone(),
+    })
+}
+
+fn endpoint_streams(e: Endpoint) -> bool {
+    matches!(e, Endpoint::Generate | Endpoint::Responses)
+}
+
+/// A model whose provider has no such endpoint: a 400 that says which
+/// providers do.
+fn unsupported(endpoint: Endpoint, model: &str, provider: &crate::config::Provider) -> ApiError {
+    let (what, who) = match endpoint {
+        Endpoint::CountTokens => ("token counting", "Anthropic providers"),
+        Endpoint::Embeddings => ("embeddings", "OpenAI-kind providers"),
+        Endpoint::Generate | Endpoint::Responses => ("this endpoint", "other providers"),
+    };
+    let shown: String = model.chars().take(100).collect();
+    ApiError::bad_request(format!(
+        "{what} is served by {who} only; the model `{shown}` routes to provider `{}` (kind = \"{}\")",
+        provider.name,
+        provider.kind.as_str()
+    ))
+    .param("model")
+    .code("unsupported_endpoint")
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::nesting_exceeds;
+
+    #[test]
+    fn nesting_counts_structure_not_strings() {
+        assert!(!nesting_exceeds(br#"{"a":[[1],[2]]}"#, 3));
+        assert!(nesting_exceeds(br#"{"a":[[1],[2]]}"#, 2));
+        // Brackets and escaped quotes inside strings do not count.
+        assert!(!nesting_exceeds(br#"{"a":"[[[[\"{{{{"}"#, 1));
+        assert!(!nesting_exceeds(b"", 0));
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// Agrees with the real nesting of any JSON value serde writes.
+        #[test]
+        fn nesting_agrees_with_serde(depth in 0usize..100, wrap in prop::bool::ANY, text in ".*") {
+            let mut v = serde_json::Value::String(text);
+            for i in 0..depth {
+                v = if (i % 2 == 0) == wrap {
+                    serde_json::json!([v])
+                } else {
+                    serde_json::json!({ "k": v })
+                };
+            }
+            let bytes = serde_json::to_vec(&v).unwrap();
+            prop_assert_eq!(nesting_exceeds(&bytes, 64), depth > 64);
+        }
+
+        #[test]
+        fn nesting_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+            let _ = nesting_exceeds(&bytes, 64);
+        }
+    }
+}

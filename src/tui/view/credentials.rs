@@ -1,0 +1,144 @@
+//! The credentials table: one row per credential with its state,
+//! cooldown, counts and token, the pool's next pick marked.
+
+use ratatui::Frame;
+use ratatui::layout::{Constraint, Rect};
+use ratatui::style::{Modifier, Style, Stylize};
+use ratatui::widgets::{Cell, Paragraph, Row, Table, TableState};
+
+use super::{Context, count, countdown, latency, pane, short, state_style};
+use crate::events::{CredentialKind, CredentialView, State};
+use crate::tui::keys::{Pane, Ui};
+use crate::tui::state::{Dashboard, effective_state, remaining};
+
+pub(super) fn render_table(
+    frame: &mut Frame,
+    area: Rect,
+    d: &Dashboard,
+    ui: &Ui,
+    cx: &Context,
+    wide: bool,
+) {
+    let rows = ui.rows(d);
+    let focused = ui.focus == Pane::Credentials;
+    let mut title = format!(" credentials ({})", d.credentials.len());
+    if !ui.filter.is_empty() || ui.filtering {
+        title.push_str(&format!(" · filter “{}” {} shown", ui.filter, rows.len()));
+    }
+    title.push_str(" · ▶ serves next ");
+    let block = pane(title, focused);
+
+    let mut header = vec!["", "name"];
+    let mut widths = vec![Constraint::Length(1), Constraint::Min(8)];
+    if wide {
+        header.push("provider");
+        widths.push(Constraint::Length(10));
+    }
+    header.extend([
+        "tier", "state", "cooldown", "req", "429", "fail", "used", "token", "lat",
+    ]);
+    widths.extend([8, 9, 8, 6, 5, 4, 5, 6, 6].map(Constraint::Length));
+    if wide {
+        header.push("why");
+        widths.push(Constraint::Fill(2));
+    }
+
+    let body: Vec<Row> = rows
+        .iter()
+        .map(|c| credential_row(c, d, cx.now_ms, wide))
+        .collect();
+    let table = Table::new(body, widths)
+        .header(Row::new(header).style(Style::new().bold().dark_gray()))
+        .column_spacing(1)
+        .block(block)
+        // Visible without colour too.
+        .highlight_symbol("›")
+        .highlight_spacing(ratatui::widgets::HighlightSpacing::Always)
+        .row_highlight_style(if focused {
+            Style::new().add_modifier(Modifier::REVERSED)
+        } else {
+            Style::new().add_modifier(Modifier::UNDERLINED)
+        });
+    let mut state = TableState::default().with_selected(ui.selected_index(d));
+    frame.render_stateful_widget(table, area, &mut state);
+    if rows.is_empty() {
+        let msg = if d.waiting {
+            "waiting for the first snapshot…"
+        } else if d.credentials.is_empty() {
+            "no credentials configured"
+        } else {
+            "no credential matches the filter (Esc clears it)"
+        };
+        let inner = Rect {
+            y: area.y + 2,
+            height: 1,
+            ..area
+        };
+        if area.height > 2 {
+            frame.render_widget(Paragraph::new(msg).dark_gray().italic(), inner);
+        }
+    }
+}
+
+fn credential_row<'a>(c: &'a CredentialView, d: &Dashboard, now_ms: u64, wide: bool) -> Row<'a> {
+    let state = effective_state(c, now_ms);
+    // The pool's pick as of its last snapshot; not shown on a credential
+    // that has stopped serving since.
+    let marker = if d.next.as_deref() == Some(c.name.as_str()) && state == State::Ready {
+        Cell::from("▶").green().bold()
+    } else {
+        Cell::from("")
+    };
+    let cooldown = match (state, c.until_ms) {
+        (State::Cooling | State::Exhausted | State::Failed, Some(until)) => {
+            countdown(remaining(until, now_ms))
+        }
+        _ => String::new(),
+    };
+    let used = c
+        .last_used_ms
+        .map(|t| short(now_ms.saturating_sub(t)))
+        .unwrap_or_else(|| "—".into());
+    let token = match (c.kind, c.token_expires_ms) {
+        (CredentialKind::ApiKey, _) => "key".to_string(),
+        (CredentialKind::RefreshToken, None) => "none".to_string(),
+        (CredentialKind::RefreshToken, Some(exp)) if exp <= now_ms => "exp".to_string(),
+        (CredentialKind::RefreshToken, Some(exp)) => short(exp - now_ms),
+    };
+    let lat = c.last_latency_ms.map(latency).unwrap_or_default();
+    let mut cells = vec![marker, Cell::from(c.name.as_str()).bold()];
+    if wide {
+        cells.push(Cell::from(c.provider.as_str()));
+    }
+    cells.extend([
+        Cell::from(c.tier.as_str()),
+        Cell::from(state.as_str()).style(state_style(state)),
+        Cell::from(cooldown).style(state_style(state)),
+        Cell::from(count(c.requests)),
+        Cell::from(count(c.rate_limited)).style(if c.rate_limited > 0 {
+            Style::new().yellow()
+        } else {
+            Style::new()
+        }),
+        Cell::from(c.failures.to_string()).style(if c.failures > 0 {
+            Style::new().red()
+        } else {
+            Style::new()
+        }),
+        Cell::from(used),
+        Cell::from(token).style(if c.kind == CredentialKind::ApiKey {
+            Style::new().dark_gray()
+        } else {
+            Style::new()
+        }),
+        Cell::from(lat),
+    ]);
+    if wide {
+        let why = match state {
+            State::Ready => c.last_error.clone().unwrap_or_default(),
+            _ => c.reason.clone().unwrap_or_default(),
+        };
+        cells.push(Cell::from(why).dark_gray());
+    }
+    Row::new(cells)
+}
