@@ -146,6 +146,38 @@ pub struct CredentialSpec {
     /// Index into [`PoolSettings::tiers`].
     pub tier: usize,
     pub auth: AuthSpec,
+    /// Its own limits over the pool's default ([`PoolSettings::budget`]).
+    pub budget: Budget,
+}
+
+/// Limits the operator puts on a credential's own use, below whatever the
+/// provider allows: reaching one holds the credential (cooling for a
+/// per-minute limit until the next minute, exhausted for the per-day one
+/// until the next UTC midnight) so the pool moves on before the provider
+/// says 429. `None`: no limit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Budget {
+    /// Answers per calendar minute.
+    pub requests_per_minute: Option<u64>,
+    /// Input plus output tokens per calendar minute.
+    pub tokens_per_minute: Option<u64>,
+    /// Input plus output tokens per UTC day.
+    pub tokens_per_day: Option<u64>,
+}
+
+impl Budget {
+    /// Each limit this one sets, else `default`'s.
+    pub fn or(self, default: Budget) -> Budget {
+        Budget {
+            requests_per_minute: self.requests_per_minute.or(default.requests_per_minute),
+            tokens_per_minute: self.tokens_per_minute.or(default.tokens_per_minute),
+            tokens_per_day: self.tokens_per_day.or(default.tokens_per_day),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        *self == Budget::default()
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -163,6 +195,8 @@ pub struct PoolSettings {
     /// Requests one credential may have in flight at once; a credential at
     /// its cap is passed over like a busy one.
     pub max_in_flight: u32,
+    /// The budget of every credential that sets none of its own.
+    pub budget: Budget,
 }
 
 impl Default for PoolSettings {
@@ -177,6 +211,7 @@ impl Default for PoolSettings {
             max_wait: Duration::ZERO,
             refresh_skew: Duration::from_secs(60),
             max_in_flight: 256,
+            budget: Budget::default(),
         }
     }
 }

@@ -228,3 +228,92 @@ async fn a_stream_cut_before_its_usage_counts_as_unknown() {
     assert_eq!(got["total"]["input"], 0, "{got}");
     gw.stop().await;
 }
+
+/// A tokens-per-day budget on the first-tier key: it is held (exhausted,
+/// the reason saying which budget and when it resets) once an answer takes
+/// it to the budget, before the provider's own quota, and the traffic
+/// moves to the next key with every client request answered.
+#[tokio::test]
+async fn a_daily_token_budget_holds_the_key_before_its_quota() {
+    let sim = start_sim(SimConfig {
+        accounts: vec![
+            // The provider would refuse k1 only after 50 requests.
+            SimAccount::api_key("k1", "sk-fake-budget-1", Limit::Total { requests: 50 }),
+            SimAccount::api_key("k2", "sk-fake-budget-2", Limit::Unlimited),
+            SimAccount::api_key("k3", "sk-fake-budget-3", Limit::Unlimited),
+        ],
+        chunks: 3,
+        chunk_interval: std::time::Duration::from_millis(2),
+        ..SimConfig::default()
+    })
+    .await;
+    // What one such request costs, learnt through a gateway of its own.
+    let probe = start(common::parse(
+        &config_toml(
+            &sim,
+            &["main"],
+            &[key("k3", "main", "sk-fake-budget-3")],
+            "",
+            "",
+            "",
+        ),
+        &std::env::temp_dir(),
+    ))
+    .await;
+    let (input, output) = openai(&probe, false).await;
+    probe.stop().await;
+    let cost = input + output;
+    let budget = 4 * cost + 1;
+
+    let toml = config_toml(
+        &sim,
+        &["primary", "backup"],
+        &[
+            key("k1", "primary", "sk-fake-budget-1"),
+            key("k2", "backup", "sk-fake-budget-2"),
+        ],
+        "",
+        "",
+        "",
+    )
+    .replace(
+        "name = \"k1\"\n",
+        &format!("name = \"k1\"\nmax_tokens_per_day = {budget}\n"),
+    );
+    let gw = start(common::parse(&toml, &std::env::temp_dir())).await;
+    for _ in 0..10 {
+        let (i, o) = openai(&gw, false).await;
+        assert_eq!(i + o, cost);
+    }
+    let pool: Value = common::client()
+        .get(format!("http://{}/admin/pool", gw.addr))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let k1 = &pool["credentials"][0];
+    assert_eq!(k1["name"], "k1");
+    assert_eq!(k1["state"], "exhausted", "{k1}");
+    assert_eq!(
+        k1["reason"].as_str().unwrap(),
+        format!(
+            "budget: {} tokens/day reached; back at 00:00 UTC",
+            tokenyard::pool::usage::compact(budget)
+        ),
+        "{k1}"
+    );
+    // The fifth answer took it past the budget; nothing more went to it.
+    assert_eq!(k1["usage"]["today"]["answers"], 5, "{k1}");
+    assert_eq!(
+        k1["usage"]["today"]["input"].as_u64().unwrap()
+            + k1["usage"]["today"]["output"].as_u64().unwrap(),
+        5 * cost
+    );
+    let stats = sim.stats();
+    let k1_sim = stats.account("k1").unwrap();
+    assert_eq!((k1_sim.ok, k1_sim.quota, k1_sim.rate_limited), (5, 0, 0));
+    assert_eq!(stats.account("k2").map(|a| a.ok), Some(5));
+    gw.stop().await;
+}

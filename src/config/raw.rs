@@ -49,6 +49,9 @@ struct RawPool {
     max_wait: Option<String>,
     refresh_skew: Option<String>,
     max_in_flight: Option<i64>,
+    max_requests_per_minute: Option<i64>,
+    max_tokens_per_minute: Option<i64>,
+    max_tokens_per_day: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -96,6 +99,9 @@ struct RawCredential {
     token_url: Option<String>,
     client_id: Option<String>,
     client_secret: Option<String>,
+    max_requests_per_minute: Option<i64>,
+    max_tokens_per_minute: Option<i64>,
+    max_tokens_per_day: Option<i64>,
 }
 
 impl Config {

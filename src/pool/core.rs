@@ -49,6 +49,9 @@ pub struct Cred {
     pub probing: bool,
     pub in_flight: u32,
     pub stats: CredStats,
+    /// The operator's limits on its use (from its spec; a reload sets the
+    /// new ones).
+    pub budget: crate::config::Budget,
     pub last_error: Option<String>,
     /// Its provider's count of good answers when the current run of
     /// failures began: equal to the count now means the provider has not
@@ -82,6 +85,7 @@ impl Cred {
             probing: false,
             in_flight: 0,
             stats: CredStats::default(),
+            budget: Default::default(),
             last_error: None,
             run_from: 0,
             recent: 0,
@@ -211,6 +215,23 @@ pub struct Core {
 }
 
 impl Core {
+    /// Holds credential `i` for `wait` (a budget it reached): the same
+    /// cooldown a provider's hint starts, never shortening a longer one.
+    /// Returns its state before and after.
+    pub fn hold(
+        &mut self,
+        i: usize,
+        now: Instant,
+        wait: Duration,
+        kind: CooldownKind,
+        reason: String,
+    ) -> (State, State) {
+        let c = &mut self.creds[i];
+        let before = c.state(now);
+        c.cool(now, wait, kind, reason);
+        (before, c.state(now))
+    }
+
     pub fn new(settings: PoolSettings, creds: Vec<Cred>) -> Self {
         let mut members = vec![Vec::new(); settings.tiers.len()];
         for (i, c) in creds.iter().enumerate() {

@@ -260,7 +260,11 @@ impl PoolHandle {
         let creds = config
             .credentials
             .iter()
-            .map(|c| Cred::new(c.name.clone(), c.provider, c.tier))
+            .map(|c| {
+                let mut cred = Cred::new(c.name.clone(), c.provider, c.tier);
+                cred.budget = c.budget;
+                cred
+            })
             .collect();
         let core = Core::new(config.pool.clone(), creds);
         let tokens = config
@@ -544,13 +548,22 @@ impl PoolHandle {
     /// provider reported (`None`: it reported none, or the stream was cut
     /// before it did). Counted where [`PoolHandle::record`] counts: on the
     /// current generation's copy when a reload lands meanwhile.
+    ///
+    /// A credential whose budget this answer reaches is held at once (see
+    /// [`crate::config::Budget`]), like a provider's depleted limit.
     pub fn add_usage(&self, lease: &Lease, usage: Option<crate::vocab::Usage>) {
-        let secs = SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        self.apply(&lease.generation, lease.idx, |core, i| {
-            core.creds[i].stats.usage.add(usage, secs);
+        let now = Instant::now();
+        let ms = unix_ms(SystemTime::now());
+        let applied = self.apply(&lease.generation, lease.idx, |core, i| {
+            let c = &mut core.creds[i];
+            c.stats.usage.add(usage, ms / 1000);
+            let (until_ms, kind, reason) = c.stats.usage.reached(&c.budget, ms)?;
+            let wait = Duration::from_millis(until_ms.saturating_sub(ms));
+            Some(core.hold(i, now, wait, kind, reason))
         });
+        if let Some((generation, i, Some((before, after)))) = applied {
+            self.changed(&generation, i, before, after, false);
+        }
         self.shell
             .usage_dirty
             .store(true, std::sync::atomic::Ordering::Relaxed);

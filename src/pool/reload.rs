@@ -190,9 +190,14 @@ impl PoolHandle {
                         let mut c: Cred = old_core.creds[*i].clone();
                         c.provider = spec.provider;
                         c.tier = spec.tier;
+                        c.budget = spec.budget;
                         c
                     }
-                    None => Cred::new(spec.name.clone(), spec.provider, spec.tier),
+                    None => {
+                        let mut c = Cred::new(spec.name.clone(), spec.provider, spec.tier);
+                        c.budget = spec.budget;
+                        c
+                    }
                 })
                 .collect::<Vec<_>>();
             back = creds

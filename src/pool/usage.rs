@@ -2,7 +2,8 @@
 //! the current UTC day, and over the last hour (sixty one-minute buckets).
 //! Pure: the wall clock (Unix seconds) is passed in.
 
-use crate::vocab::{TokenCounts, Usage, UsageView};
+use crate::config::Budget;
+use crate::vocab::{CooldownKind, TokenCounts, Usage, UsageView};
 
 const MINUTES: usize = 60;
 
@@ -78,6 +79,55 @@ impl UsageCounters {
         c
     }
 
+    /// The first limit of `budget` these counts have reached at `unix_ms`:
+    /// when it frees (Unix ms), the kind of hold, and why. The day's limit
+    /// is looked at first: its hold is the longest.
+    pub fn reached(&self, budget: &Budget, unix_ms: u64) -> Option<(u64, CooldownKind, String)> {
+        let secs = unix_ms / 1000;
+        let (day, minute) = (secs / 86_400, secs / 60);
+        if let Some(max) = budget.tokens_per_day
+            && self.day == day
+            && self.today.total() >= max
+        {
+            return Some((
+                (day + 1) * 86_400_000,
+                CooldownKind::Quota,
+                format!(
+                    "budget: {} tokens/day reached; back at 00:00 UTC",
+                    compact(max)
+                ),
+            ));
+        }
+        let this_minute = self
+            .minutes
+            .get((minute % MINUTES as u64) as usize)
+            .filter(|(stamp, _)| *stamp == minute)
+            .map(|(_, c)| *c)
+            .unwrap_or_default();
+        let next = minute + 1;
+        let back = format!("back at {:02}:{:02} UTC", next % 1440 / 60, next % 60);
+        let limits = [
+            (budget.tokens_per_minute, this_minute.total(), "tokens/min"),
+            (
+                budget.requests_per_minute,
+                this_minute.answers,
+                "requests/min",
+            ),
+        ];
+        for (max, used, what) in limits {
+            if let Some(max) = max
+                && used >= max
+            {
+                return Some((
+                    next * 60_000,
+                    CooldownKind::RateLimited,
+                    format!("budget: {} {what} reached; {back}", compact(max)),
+                ));
+            }
+        }
+        None
+    }
+
     pub fn is_empty(&self) -> bool {
         self.total.answers == 0
     }
@@ -101,6 +151,16 @@ impl UsageCounters {
             day: civil_date(day),
             last_hour,
         }
+    }
+}
+
+/// `950`, `100k`, `1.5M`: a limit as people say it.
+pub fn compact(n: u64) -> String {
+    match n {
+        0..1_000 => n.to_string(),
+        1_000..1_000_000 if n.is_multiple_of(1_000) => format!("{}k", n / 1_000),
+        1_000..1_000_000 => format!("{:.1}k", n as f64 / 1e3),
+        _ => format!("{:.1}M", n as f64 / 1e6),
     }
 }
 
@@ -164,6 +224,49 @@ mod tests {
         let v = c.view(day + 86_400 + 30 + 3600);
         assert_eq!(v.last_hour, TokenCounts::default());
         assert_eq!(v.today.answers, 1);
+    }
+
+    #[test]
+    fn budgets_hold_until_their_window_resets() {
+        let day = 20_426 * 86_400; // 2025-12-04 00:00 UTC
+        let at = |secs: u64| (day + secs) * 1000;
+        let mut c = UsageCounters::default();
+        let budget = Budget {
+            requests_per_minute: Some(3),
+            tokens_per_minute: Some(1_000),
+            tokens_per_day: Some(1_500),
+        };
+        c.add(u(100, 100), day + 12 * 3600 + 34 * 60 + 5);
+        c.add(u(100, 100), day + 12 * 3600 + 34 * 60 + 6);
+        assert_eq!(c.reached(&budget, at(12 * 3600 + 34 * 60 + 7)), None);
+        c.add(u(10, 10), day + 12 * 3600 + 34 * 60 + 8);
+        let (until, kind, why) = c.reached(&budget, at(12 * 3600 + 34 * 60 + 9)).unwrap();
+        assert_eq!(until, at(12 * 3600 + 35 * 60));
+        assert_eq!(kind, CooldownKind::RateLimited);
+        assert_eq!(why, "budget: 3 requests/min reached; back at 12:35 UTC");
+        // The next minute is a new window.
+        assert_eq!(c.reached(&budget, at(12 * 3600 + 35 * 60 + 1)), None);
+
+        c.add(u(600, 500), day + 23 * 3600 + 59 * 60);
+        let (_, kind, why) = c.reached(&budget, at(23 * 3600 + 59 * 60 + 1)).unwrap();
+        assert_eq!(kind, CooldownKind::Quota, "the day's limit comes first");
+        assert_eq!(why, "budget: 1.5k tokens/day reached; back at 00:00 UTC");
+        let (until, _, _) = c.reached(&budget, at(23 * 3600 + 59 * 60 + 1)).unwrap();
+        assert_eq!(until, (day + 86_400) * 1000);
+        // Midnight: a new day, and that minute's tokens are history.
+        assert_eq!(c.reached(&budget, at(86_400 + 1)), None);
+        assert_eq!(
+            c.reached(&Budget::default(), at(23 * 3600 + 59 * 60 + 1)),
+            None
+        );
+    }
+
+    #[test]
+    fn limits_read_as_people_say_them() {
+        assert_eq!(compact(950), "950");
+        assert_eq!(compact(100_000), "100k");
+        assert_eq!(compact(1_500), "1.5k");
+        assert_eq!(compact(1_000_000), "1.0M");
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! defaults filled in, references read, and anything wrong named by the
 //! path of its key.
 
-use super::values::{Resolver, check_name, duration, one_of, positive, size, unique_name};
+use super::values::{Resolver, budget, check_name, duration, one_of, positive, size, unique_name};
 use super::*;
 
 impl RawConfig {
@@ -148,6 +148,12 @@ impl RawConfig {
                 "pool.max_in_flight",
                 p.max_in_flight,
                 defaults.max_in_flight,
+            )?,
+            budget: budget(
+                "pool.",
+                p.max_requests_per_minute,
+                p.max_tokens_per_minute,
+                p.max_tokens_per_day,
             )?,
             tiers,
         };
@@ -406,11 +412,18 @@ impl RawConfig {
                     }
                 }
             };
+            let own = budget(
+                &at(""),
+                rc.max_requests_per_minute,
+                rc.max_tokens_per_minute,
+                rc.max_tokens_per_day,
+            )?;
             credentials.push(CredentialSpec {
                 name,
                 provider,
                 tier,
                 auth,
+                budget: own.or(pool.budget),
             });
         }
 

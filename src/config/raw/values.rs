@@ -116,6 +116,28 @@ pub(super) fn size(path: &str, value: &RawSize) -> Result<usize, ConfigError> {
     usize::try_from(n).map_err(|_| invalid(path, "is too large"))
 }
 
+/// A budget's three limits, read under `at` (`pool.` or `credential[i].`).
+pub(super) fn budget(
+    at: &str,
+    rpm: Option<i64>,
+    tpm: Option<i64>,
+    tpd: Option<i64>,
+) -> Result<crate::config::Budget, ConfigError> {
+    let limit = |key: &str, v: Option<i64>| match v {
+        None => Ok(None),
+        Some(n) if n >= 1 => Ok(Some(n as u64)),
+        Some(n) => Err(invalid(
+            format!("{at}{key}"),
+            format!("{n} must be a whole number of at least 1 (leave it out for no limit)"),
+        )),
+    };
+    Ok(crate::config::Budget {
+        requests_per_minute: limit("max_requests_per_minute", rpm)?,
+        tokens_per_minute: limit("max_tokens_per_minute", tpm)?,
+        tokens_per_day: limit("max_tokens_per_day", tpd)?,
+    })
+}
+
 pub(super) fn positive(path: &str, value: Option<i64>, default: u32) -> Result<u32, ConfigError> {
     match value {
         None => Ok(default),
