@@ -37,11 +37,12 @@ use tokio_util::sync::CancellationToken;
 
 use super::core::CooldownKind;
 use super::oauth::{Granted, RefreshError};
+use super::store::{Change, Field, NewTokens, Op, SharedCred, SharedTokens};
 use super::{Generation, PoolHandle, lock};
 use crate::config::SharedSettings;
 use crate::events::{Level, State, unix_ms};
 use crate::secret::Secret;
-use crate::shared::{Change, Field, NewTokens, Op, SharedCred, SharedStore, SharedTokens};
+use crate::shared::SharedStore;
 
 /// How long a refresh may hold the cluster-wide lock: longer than the
 /// token endpoint's timeout, so a lease runs out only when its holder is

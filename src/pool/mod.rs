@@ -22,6 +22,7 @@ mod probes;
 pub mod reload;
 mod saving;
 mod snapshot;
+pub mod store;
 mod tokens;
 
 use std::path::PathBuf;

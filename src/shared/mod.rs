@@ -91,12 +91,12 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use self::scripts::Scripts;
-pub use self::types::{
-    NewTokens, RefreshLock, SharedCooldown, SharedCred, SharedTokens, StoreOutcome,
-};
 use self::types::{TokensReply, parse_cred, tokens_from};
-pub use self::wire::{Change, Field, Op};
 use self::wire::{Keys, Message, field};
+pub use crate::pool::store::{
+    Change, Field, NewTokens, Op, RefreshLock, SharedCooldown, SharedCred, SharedTokens,
+    StoreOutcome,
+};
 use crate::secret::Secret;
 pub use crate::vocab::CooldownKind;
 
@@ -462,11 +462,7 @@ impl SharedStore {
                 .unwrap_or(0),
             _ => 0,
         };
-        Ok((fence > 0).then(|| RefreshLock {
-            name: name.to_string(),
-            fence,
-            expires: taken_at + lease,
-        }))
+        Ok((fence > 0).then(|| RefreshLock::new(name.to_string(), fence, taken_at + lease)))
     }
 
     /// The stored tokens of `name`, or `None` if it has none at all.
@@ -502,14 +498,14 @@ impl SharedStore {
         expected_version: u64,
         new: &NewTokens,
     ) -> Result<StoreOutcome, SharedError> {
-        let name = &lock.name;
+        let name = lock.name();
         let r: redis::RedisResult<(i64, u64)> = self
             .inner
             .scripts
             .store_refresh
             .key(self.inner.keys.cred(name))
             .key(self.inner.keys.lock(name))
-            .arg(lock.fence)
+            .arg(lock.fence())
             .arg(expected_version)
             .arg(new.access_token.expose())
             .arg(new.expires_ms)
@@ -530,13 +526,13 @@ impl SharedStore {
     /// Gives the lock back, if `lock` still holds it (a lease that ran out
     /// may belong to someone else by now). Returns whether it did.
     pub async fn release(&self, lock: RefreshLock) -> Result<bool, SharedError> {
-        let name = &lock.name;
+        let name = lock.name();
         let r: redis::RedisResult<i64> = self
             .inner
             .scripts
             .release
             .key(self.inner.keys.lock(name))
-            .arg(lock.fence)
+            .arg(lock.fence())
             .invoke_async(&mut self.con())
             .await;
         Ok(self.check(|| format!("releasing the refresh lock of {name:?}"), r)? == 1)
