@@ -37,7 +37,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::core::CooldownKind;
 use super::oauth::{Granted, RefreshError};
-use super::store::{Change, Field, NewTokens, Op, SharedCred, SharedTokens};
+use super::store::{Change, Field, NewTokens, Op, SharedCred, SharedState, SharedTokens};
 use super::{Generation, PoolHandle, lock};
 use crate::config::SharedSettings;
 use crate::events::{Level, State, unix_ms};
@@ -61,7 +61,7 @@ const PUSH_QUEUE: usize = 4096;
 pub(super) struct Cluster {
     settings: SharedSettings,
     /// Set once the first connection succeeds.
-    store: OnceLock<SharedStore>,
+    store: OnceLock<Arc<dyn SharedState>>,
     push: mpsc::Sender<Push>,
     push_rx: Mutex<Option<mpsc::Receiver<Push>>>,
     /// Credentials whose disabled flag changed here while Redis could not
@@ -99,7 +99,7 @@ impl Cluster {
     }
 
     /// The store, when connected and answering.
-    fn healthy_store(&self) -> Option<&SharedStore> {
+    fn healthy_store(&self) -> Option<&Arc<dyn SharedState>> {
         self.store.get().filter(|s| s.healthy())
     }
 }
@@ -149,7 +149,10 @@ impl PoolHandle {
         let mut backoff = Duration::from_millis(200);
         let mut said = false;
         let store = loop {
-            let attempt = SharedStore::connect(&s.url, s.password.as_ref(), &s.namespace);
+            let attempt = async {
+                let store = SharedStore::connect(&s.url, s.password.as_ref(), &s.namespace).await?;
+                Ok::<_, crate::pool::store::StoreError>(Arc::new(store) as Arc<dyn SharedState>)
+            };
             let result = tokio::select! {
                 _ = cancel.cancelled() => return,
                 r = attempt => r,
@@ -186,7 +189,7 @@ impl PoolHandle {
         }
         let _ = cluster.store.set(store.clone());
         cluster.reported_healthy.store(true, Ordering::Release);
-        self.reconcile(&store, true).await;
+        self.reconcile(store.as_ref(), true).await;
         self.notice(
             Level::Info,
             format!(
@@ -229,7 +232,7 @@ impl PoolHandle {
                 }
             }
             if healthy {
-                self.pull(&store).await;
+                self.pull(store.as_ref()).await;
             }
         }
     }
@@ -237,7 +240,7 @@ impl PoolHandle {
     /// Writes queued local changes to Redis, in order.
     async fn pusher(
         self,
-        store: SharedStore,
+        store: Arc<dyn SharedState>,
         mut rx: mpsc::Receiver<Push>,
         cancel: CancellationToken,
     ) {
@@ -278,7 +281,7 @@ impl PoolHandle {
     /// Applies what other replicas write, as they write it.
     async fn listener(
         self,
-        store: SharedStore,
+        store: Arc<dyn SharedState>,
         mut changes: broadcast::Receiver<Change>,
         cancel: CancellationToken,
     ) {
@@ -303,7 +306,7 @@ impl PoolHandle {
                 },
                 Ok(Change::Op(op)) => self.apply_op(&op),
                 Ok(Change::Resync) | Err(broadcast::error::RecvError::Lagged(_)) => {
-                    self.reconcile(&store, false).await;
+                    self.reconcile(store.as_ref(), false).await;
                 }
                 Err(broadcast::error::RecvError::Closed) => return,
             }
@@ -312,7 +315,7 @@ impl PoolHandle {
 
     /// After connecting (or a gap): write what this replica knows that
     /// Redis may lack, then read everyone's.
-    async fn reconcile(&self, store: &SharedStore, first: bool) {
+    async fn reconcile(&self, store: &dyn SharedState, first: bool) {
         let Some(cluster) = self.cluster() else {
             return;
         };
@@ -384,7 +387,7 @@ impl PoolHandle {
     /// Reads every credential's cooldown and disabled flag from Redis and
     /// applies them (after a reconcile, and every [`POLL`] in case a
     /// message was missed).
-    async fn pull(&self, store: &SharedStore) {
+    async fn pull(&self, store: &dyn SharedState) {
         let generation = self.current();
         let names: Vec<&str> = generation.specs().iter().map(|s| s.name.as_str()).collect();
         if let Ok(found) = store.load(&names).await {

@@ -1,10 +1,16 @@
-//! The values the pool exchanges with shared state
-//! (`[state] backend = "redis"`): what is stored about a credential, what
-//! another replica changed, the refresh lock. The Redis store (the `shared`
-//! module) reads and writes them; the pool decides what to do with them.
-//! They live here, below both, so the pool never imports the store.
+//! What the pool asks of shared state (`[state] backend = "redis"`): the
+//! [`SharedState`] trait, and the values that cross it — what is stored
+//! about a credential, what another replica changed, the refresh lock.
+//! The Redis store (the `shared` module) implements the trait; the pool
+//! decides what to do with what it reads. Both sit here, below the store,
+//! so the pool is handed a store and never imports one.
 
+use std::collections::HashMap;
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast;
 use tokio::time::Instant;
 
 use crate::secret::Secret;
@@ -29,7 +35,8 @@ pub struct SharedTokens {
     /// Wall-clock unix ms.
     pub access_expires_ms: Option<u64>,
     /// Fingerprint of the configured refresh token that seeded the store
-    /// (or of the one an operator put in by hand). A replica whose
+    /// (or of the one an operator put in by hand; see
+    /// [`SharedState::seed_refresh_token`]). A replica whose
     /// configured token has another fingerprint runs a config the cluster
     /// did not start with: worth a warning, not an overwrite.
     pub seed_fingerprint: Option<String>,
@@ -44,7 +51,7 @@ pub struct SharedCred {
     pub tokens: SharedTokens,
 }
 
-/// The result of a refresh, to store while holding the refresh lock.
+/// The result of a refresh, to store with [`SharedState::store_refresh`].
 #[derive(Debug, Clone)]
 pub struct NewTokens {
     pub access_token: Secret,
@@ -56,7 +63,7 @@ pub struct NewTokens {
 }
 
 /// Proof of holding a credential's refresh lock. Not `Clone`: hand it back
-/// to the store that gave it out.
+/// with [`SharedState::release`].
 #[derive(Debug)]
 pub struct RefreshLock {
     name: String,
@@ -88,7 +95,7 @@ impl RefreshLock {
     }
 }
 
-/// What storing a refresh's result did.
+/// What [`SharedState::store_refresh`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StoreOutcome {
     /// Written; the refresh token is now at `version`.
@@ -108,8 +115,8 @@ impl StoreOutcome {
     }
 }
 
-/// Which part of a credential another replica changed. Re-read it (all of
-/// it, or only the tokens).
+/// Which part of a credential another replica changed. Re-read it with
+/// [`SharedState::load`] (or [`SharedState::tokens`]).
 ///
 /// The serde names are the Redis store's wire format: replicas of
 /// different versions read each other's messages, so they stay as they are.
@@ -147,4 +154,112 @@ pub enum Change {
     /// briefly): re-read every credential. Sent after re-subscribing, so a
     /// re-read that starts on receipt misses nothing.
     Resync,
+}
+
+/// Why a call to the store failed, in words fit for the log (say what and
+/// where: the Redis store names the URL and the command).
+pub type StoreError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What the pool asks of shared state. The Redis store in `shared` is the
+/// one there is.
+///
+/// Every write is published to the other replicas, which hear of it as a
+/// [`Change`] from [`SharedState::changes`].
+pub trait SharedState: Send + Sync {
+    /// True while the store answers and other replicas' changes reach this
+    /// one. When false, changes may be missed: the pool leans on its own
+    /// state (and expects a [`Change::Resync`] later).
+    fn healthy(&self) -> bool;
+
+    /// Where the store is, secrets masked, for the log.
+    fn url(&self) -> &str;
+
+    fn namespace(&self) -> &str;
+
+    /// What other replicas change, as it happens. A receiver that lags
+    /// should re-read everything, as on [`Change::Resync`].
+    fn changes(&self) -> broadcast::Receiver<Change>;
+
+    /// Everything stored about each credential; one the store knows
+    /// nothing of comes back as the default (ready, no tokens).
+    fn load<'a>(
+        &'a self,
+        names: &'a [&'a str],
+    ) -> BoxFuture<'a, Result<HashMap<String, SharedCred>, StoreError>>;
+
+    /// Moves the cooldown of `name` to end at `until_ms` (wall-clock unix
+    /// ms), unless the stored one already ends as late or later. Returns
+    /// whether it was written.
+    fn extend_cooldown<'a>(
+        &'a self,
+        name: &'a str,
+        until_ms: u64,
+        kind: CooldownKind,
+        reason: &'a str,
+    ) -> BoxFuture<'a, Result<bool, StoreError>>;
+
+    /// The operator's switch.
+    fn set_disabled<'a>(
+        &'a self,
+        name: &'a str,
+        disabled: bool,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
+
+    /// The consecutive-failure count (last writer wins).
+    fn set_failures<'a>(
+        &'a self,
+        name: &'a str,
+        failures: u32,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
+
+    /// Sends an operator op to every other replica.
+    fn publish_op<'a>(&'a self, op: &'a Op) -> BoxFuture<'a, Result<(), StoreError>>;
+
+    /// Takes the refresh lock of `name` for `lease`, or `None` if another
+    /// holder (on any replica) has it.
+    fn try_lock_refresh<'a>(
+        &'a self,
+        name: &'a str,
+        lease: Duration,
+    ) -> BoxFuture<'a, Result<Option<RefreshLock>, StoreError>>;
+
+    /// The stored tokens of `name`, or `None` if it has none at all.
+    fn tokens<'a>(
+        &'a self,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<Option<SharedTokens>, StoreError>>;
+
+    /// Stores a refresh's result: only if `lock` still holds the refresh
+    /// lock and the refresh token is still at `expected_version` (what
+    /// [`SharedState::tokens`] said before the refresh). A rotated refresh
+    /// token becomes version + 1; an older one never replaces a newer one.
+    fn store_refresh<'a>(
+        &'a self,
+        lock: &'a RefreshLock,
+        expected_version: u64,
+        new: &'a NewTokens,
+    ) -> BoxFuture<'a, Result<StoreOutcome, StoreError>>;
+
+    /// Gives the lock back, if `lock` still holds it. Returns whether it
+    /// did.
+    fn release(&self, lock: RefreshLock) -> BoxFuture<'_, Result<bool, StoreError>>;
+
+    /// Writes the configured refresh token of `name` only if the store
+    /// holds none yet (the first replica to start wins), and returns what
+    /// it holds afterwards.
+    fn seed_refresh_token<'a>(
+        &'a self,
+        name: &'a str,
+        token: &'a Secret,
+    ) -> BoxFuture<'a, Result<SharedTokens, StoreError>>;
+
+    /// Puts back a refresh token this replica holds at `version`, but only
+    /// if the store holds an older version or none. Returns what it holds
+    /// afterwards.
+    fn restore_refresh_token<'a>(
+        &'a self,
+        name: &'a str,
+        token: &'a Secret,
+        version: u64,
+    ) -> BoxFuture<'a, Result<SharedTokens, StoreError>>;
 }

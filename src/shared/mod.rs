@@ -85,6 +85,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use futures_util::future::BoxFuture;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::broadcast;
 use tokio::time::Instant;
@@ -97,6 +98,7 @@ pub use crate::pool::store::{
     Change, Field, NewTokens, Op, RefreshLock, SharedCooldown, SharedCred, SharedTokens,
     StoreOutcome,
 };
+use crate::pool::store::{SharedState, StoreError};
 use crate::secret::Secret;
 pub use crate::vocab::CooldownKind;
 
@@ -618,6 +620,114 @@ impl SharedStore {
     pub async fn ping(&self) -> Result<(), SharedError> {
         let r: redis::RedisResult<String> = redis::cmd("PING").query_async(&mut self.con()).await;
         self.check(|| "PING".to_string(), r).map(|_| ())
+    }
+}
+
+/// The store as the pool sees it: the same calls, the errors boxed (their
+/// text unchanged).
+impl SharedState for SharedStore {
+    fn healthy(&self) -> bool {
+        SharedStore::healthy(self)
+    }
+
+    fn url(&self) -> &str {
+        SharedStore::url(self)
+    }
+
+    fn namespace(&self) -> &str {
+        SharedStore::namespace(self)
+    }
+
+    fn changes(&self) -> broadcast::Receiver<Change> {
+        SharedStore::changes(self)
+    }
+
+    fn load<'a>(
+        &'a self,
+        names: &'a [&'a str],
+    ) -> BoxFuture<'a, Result<HashMap<String, SharedCred>, StoreError>> {
+        Box::pin(async move { Ok(SharedStore::load(self, names).await?) })
+    }
+
+    fn extend_cooldown<'a>(
+        &'a self,
+        name: &'a str,
+        until_ms: u64,
+        kind: CooldownKind,
+        reason: &'a str,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(async move {
+            Ok(SharedStore::extend_cooldown(self, name, until_ms, kind, reason).await?)
+        })
+    }
+
+    fn set_disabled<'a>(
+        &'a self,
+        name: &'a str,
+        disabled: bool,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move { Ok(SharedStore::set_disabled(self, name, disabled).await?) })
+    }
+
+    fn set_failures<'a>(
+        &'a self,
+        name: &'a str,
+        failures: u32,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move { Ok(SharedStore::set_failures(self, name, failures).await?) })
+    }
+
+    fn publish_op<'a>(&'a self, op: &'a Op) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move { Ok(SharedStore::publish_op(self, op).await?) })
+    }
+
+    fn try_lock_refresh<'a>(
+        &'a self,
+        name: &'a str,
+        lease: Duration,
+    ) -> BoxFuture<'a, Result<Option<RefreshLock>, StoreError>> {
+        Box::pin(async move { Ok(SharedStore::try_lock_refresh(self, name, lease).await?) })
+    }
+
+    fn tokens<'a>(
+        &'a self,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<Option<SharedTokens>, StoreError>> {
+        Box::pin(async move { Ok(SharedStore::tokens(self, name).await?) })
+    }
+
+    fn store_refresh<'a>(
+        &'a self,
+        lock: &'a RefreshLock,
+        expected_version: u64,
+        new: &'a NewTokens,
+    ) -> BoxFuture<'a, Result<StoreOutcome, StoreError>> {
+        Box::pin(
+            async move { Ok(SharedStore::store_refresh(self, lock, expected_version, new).await?) },
+        )
+    }
+
+    fn release(&self, lock: RefreshLock) -> BoxFuture<'_, Result<bool, StoreError>> {
+        Box::pin(async move { Ok(SharedStore::release(self, lock).await?) })
+    }
+
+    fn seed_refresh_token<'a>(
+        &'a self,
+        name: &'a str,
+        token: &'a Secret,
+    ) -> BoxFuture<'a, Result<SharedTokens, StoreError>> {
+        Box::pin(async move { Ok(SharedStore::seed_refresh_token(self, name, token).await?) })
+    }
+
+    fn restore_refresh_token<'a>(
+        &'a self,
+        name: &'a str,
+        token: &'a Secret,
+        version: u64,
+    ) -> BoxFuture<'a, Result<SharedTokens, StoreError>> {
+        Box::pin(async move {
+            Ok(SharedStore::restore_refresh_token(self, name, token, version).await?)
+        })
     }
 }
 
