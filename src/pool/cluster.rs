@@ -1,5 +1,7 @@
 //! Pool state shared with the other replicas through Redis
-//! (`[state] backend = "redis"`; the store itself is [`crate::shared`]).
+//! (`[state] backend = "redis"`). The store is handed in: the pool talks to
+//! a [`SharedState`] it connects to with the [`StoreConnector`] it was
+//! given (the gateway gives the Redis store's, from the `shared` module).
 //!
 //! What travels, and how:
 //! - **Cooldowns** this replica learns (a 429, a quota, a depleted limit)
@@ -37,12 +39,13 @@ use tokio_util::sync::CancellationToken;
 
 use super::core::CooldownKind;
 use super::oauth::{Granted, RefreshError};
-use super::store::{Change, Field, NewTokens, Op, SharedCred, SharedState, SharedTokens};
+use super::store::{
+    Change, Field, NewTokens, Op, SharedCred, SharedState, SharedTokens, StoreConnector,
+};
 use super::{Generation, PoolHandle, lock};
 use crate::config::SharedSettings;
 use crate::events::{Level, State, unix_ms};
 use crate::secret::Secret;
-use crate::shared::SharedStore;
 
 /// How long a refresh may hold the cluster-wide lock: longer than the
 /// token endpoint's timeout, so a lease runs out only when its holder is
@@ -60,6 +63,9 @@ const PUSH_QUEUE: usize = 4096;
 /// This replica's link to the cluster.
 pub(super) struct Cluster {
     settings: SharedSettings,
+    /// How to reach the store ([`PoolHandle::set_store_connector`]): the
+    /// pool knows what to ask of shared state, not how Redis is spoken.
+    connector: OnceLock<StoreConnector>,
     /// Set once the first connection succeeds.
     store: OnceLock<Arc<dyn SharedState>>,
     push: mpsc::Sender<Push>,
@@ -90,6 +96,7 @@ impl Cluster {
         let (push, rx) = mpsc::channel(PUSH_QUEUE);
         Cluster {
             settings,
+            connector: OnceLock::new(),
             store: OnceLock::new(),
             push,
             push_rx: Mutex::new(Some(rx)),
@@ -133,15 +140,37 @@ impl PoolHandle {
             .is_some_and(|s| s.healthy())
     }
 
-    /// Spawns the cluster's tasks (with a shared backend configured).
-    pub(super) fn start_cluster(&self, cancel: CancellationToken) {
-        if self.cluster().is_none() {
-            return;
+    /// Hands the pool the way to connect to shared state (the gateway
+    /// does, with the Redis store's), before [`PoolHandle::start`]. The
+    /// first one stays. Only a pool with `[state] backend = "redis"` keeps
+    /// it; one started without it serves unshared and says so.
+    pub fn set_store_connector(&self, connect: StoreConnector) {
+        if let Some(cluster) = self.cluster() {
+            let _ = cluster.connector.set(connect);
         }
-        tokio::spawn(self.clone().cluster_task(cancel));
     }
 
-    async fn cluster_task(self, cancel: CancellationToken) {
+    /// Spawns the cluster's tasks (with a shared backend configured). The
+    /// connector is taken here, so one handed in later is not used.
+    pub(super) fn start_cluster(&self, cancel: CancellationToken) {
+        let Some(cluster) = self.cluster() else {
+            return;
+        };
+        let Some(&connect) = cluster.connector.get() else {
+            // Only a pool built outside the gateway gets here. The log,
+            // not only the event bus: nobody may be subscribed yet.
+            let message = "[state] backend = \"redis\", but this pool was given no way to \
+                           connect to it (PoolHandle::set_store_connector before start): \
+                           serving with this replica's own state, shared with no other replica"
+                .to_string();
+            tracing::error!("{message}");
+            self.notice(Level::Error, message);
+            return;
+        };
+        tokio::spawn(self.clone().cluster_task(connect, cancel));
+    }
+
+    async fn cluster_task(self, connect: StoreConnector, cancel: CancellationToken) {
         let Some(cluster) = self.cluster().cloned() else {
             return;
         };
@@ -149,13 +178,9 @@ impl PoolHandle {
         let mut backoff = Duration::from_millis(200);
         let mut said = false;
         let store = loop {
-            let attempt = async {
-                let store = SharedStore::connect(&s.url, s.password.as_ref(), &s.namespace).await?;
-                Ok::<_, crate::pool::store::StoreError>(Arc::new(store) as Arc<dyn SharedState>)
-            };
             let result = tokio::select! {
                 _ = cancel.cancelled() => return,
-                r = attempt => r,
+                r = connect(s) => r,
             };
             match result {
                 Ok(store) => break store,
@@ -662,7 +687,11 @@ impl PoolHandle {
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use super::*;
+    use crate::config::Config;
+    use crate::events::Event;
 
     #[test]
     fn wall_and_monotonic_times_round_trip() {
@@ -674,5 +703,42 @@ mod tests {
             back.duration_since(now).abs_diff(Duration::from_secs(30)) < Duration::from_millis(50)
         );
         assert!(instant_of(unix_ms(SystemTime::now()) - 10, now).is_none());
+    }
+
+    /// A pool asked for Redis but given no way to reach it (built outside
+    /// the gateway) says so, rather than quietly serving alone.
+    #[tokio::test]
+    async fn a_pool_given_no_store_connector_says_it_serves_unshared() {
+        let toml = "listen = \"127.0.0.1:0\"\n\
+                    [[provider]]\nname = \"p\"\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:9\"\n\
+                    [[credential]]\nname = \"a\"\napi_key = \"sk-test-a\"\n";
+        let mut config = Config::parse(toml, "t.toml", Path::new("."), &|_| None).unwrap();
+        config.state_file = None;
+        config.shared = Some(SharedSettings {
+            url: "redis://127.0.0.1:9".into(),
+            password: None,
+            namespace: "t".into(),
+        });
+        let (pool, _) = PoolHandle::new(&config, reqwest::Client::new());
+        let mut events = pool.subscribe();
+        let stop = CancellationToken::new();
+        pool.start(stop.clone());
+        let said = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                if let Event::Notice {
+                    level: Level::Error,
+                    message,
+                    ..
+                } = events.recv().await.unwrap()
+                {
+                    return message;
+                }
+            }
+        })
+        .await
+        .expect("an error notice");
+        stop.cancel();
+        assert!(said.contains("set_store_connector"), "{said}");
+        assert!(!pool.shared_healthy());
     }
 }

@@ -6,6 +6,7 @@
 //! so the pool is handed a store and never imports one.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
@@ -13,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 use tokio::time::Instant;
 
+use crate::config::SharedSettings;
 use crate::secret::Secret;
 use crate::vocab::CooldownKind;
 
@@ -156,12 +158,22 @@ pub enum Change {
     Resync,
 }
 
+/// How the pool gets its store: connects to what `[state]` names, or says
+/// why it could not (the pool retries with backoff). Handed to the pool
+/// with [`PoolHandle::set_store_connector`] by whoever builds one with a
+/// shared backend (the gateway hands `shared::connect_boxed`), as the probe
+/// is handed in as a [`Prober`](super::Prober).
+///
+/// [`PoolHandle::set_store_connector`]: super::PoolHandle::set_store_connector
+pub type StoreConnector =
+    for<'a> fn(&'a SharedSettings) -> BoxFuture<'a, Result<Arc<dyn SharedState>, StoreError>>;
+
 /// Why a call to the store failed, in words fit for the log (say what and
 /// where: the Redis store names the URL and the command).
 pub type StoreError = Box<dyn std::error::Error + Send + Sync>;
 
-/// What the pool asks of shared state. The Redis store in `shared` is the
-/// one there is.
+/// What the pool asks of shared state. The pool is handed one through a
+/// [`StoreConnector`]; the Redis store in `shared` is the one there is.
 ///
 /// Every write is published to the other replicas, which hear of it as a
 /// [`Change`] from [`SharedState::changes`].

@@ -4,7 +4,11 @@
 //! provider rotated is never lost or overwritten by an older one.
 //!
 //! This module is the store only: it reads and writes Redis and reports
-//! what other replicas changed. The pool decides what to do with it.
+//! what other replicas changed. The pool decides what to do with it, and
+//! never imports it: it sees the store as its own `pool::store::SharedState`
+//! (implemented here), connected with [`connect_boxed`], which the gateway
+//! hands it. The values that cross (credential state, [`Change`]s, the
+//! [`RefreshLock`]) live in `pool::store` and are re-exported here.
 //!
 //! # Layout in Redis
 //!
@@ -94,6 +98,7 @@ use tokio_util::sync::CancellationToken;
 use self::scripts::Scripts;
 use self::types::{TokensReply, parse_cred, tokens_from};
 use self::wire::{Keys, Message, field};
+use crate::config::SharedSettings;
 pub use crate::pool::store::{
     Change, Field, NewTokens, Op, RefreshLock, SharedCooldown, SharedCred, SharedTokens,
     StoreOutcome,
@@ -621,6 +626,23 @@ impl SharedStore {
         let r: redis::RedisResult<String> = redis::cmd("PING").query_async(&mut self.con()).await;
         self.check(|| "PING".to_string(), r).map(|_| ())
     }
+}
+
+/// [`SharedStore::connect`] with the `[state]` settings, boxed: the shape
+/// the pool takes it in (`pool::StoreConnector`), so the pool shares state
+/// without depending on this module. The gateway hands it to the pool.
+pub fn connect_boxed(
+    settings: &SharedSettings,
+) -> BoxFuture<'_, Result<Arc<dyn SharedState>, StoreError>> {
+    Box::pin(async move {
+        let store = SharedStore::connect(
+            &settings.url,
+            settings.password.as_ref(),
+            &settings.namespace,
+        )
+        .await?;
+        Ok(Arc::new(store) as Arc<dyn SharedState>)
+    })
 }
 
 /// The store as the pool sees it: the same calls, the errors boxed (their
