@@ -67,6 +67,9 @@ impl AppState {
         // The gateway is where the pool meets the upstream adapters: the
         // half-open probe's request is theirs.
         pool.set_prober(crate::upstream::probe_boxed);
+        // And the shared store (used with `[state] backend = "redis"`),
+        // which the pool takes when it starts: build this state first.
+        pool.set_store_connector(crate::shared::connect_boxed);
         let transport = crate::transport::Transport::new(&pool.config().gateway);
         AppState {
             transport,
@@ -232,10 +235,12 @@ pub fn start_with(
     let addr = listener.local_addr()?;
     let http = crate::upstream::http_client(&config.gateway);
     let (pool, notes) = PoolHandle::new(&config, http);
+    // Before the pool starts: this hands it the probe and the shared
+    // store's connector.
+    let mut app_state = AppState::new(pool.clone(), shutdown.clone());
     let pool_stop = CancellationToken::new();
     pool.start(pool_stop.clone());
     let watch = from.as_ref().is_some_and(|f| f.watch);
-    let mut app_state = AppState::new(pool.clone(), shutdown.clone());
     app_state.reload = from.map(|f| reload::Reloader::new(f, &config));
     let state = Arc::new(app_state);
     if watch {

@@ -1,5 +1,7 @@
 //! Pool state shared with the other replicas through Redis
-//! (`[state] backend = "redis"`; the store itself is [`crate::shared`]).
+//! (`[state] backend = "redis"`). The store is handed in: the pool talks to
+//! a [`SharedState`] it connects to with the [`StoreConnector`] it was
+//! given (the gateway gives the Redis store's, from the `shared` module).
 //!
 //! What travels, and how:
 //! - **Cooldowns** this replica learns (a 429, a quota, a depleted limit)
@@ -37,11 +39,13 @@ use tokio_util::sync::CancellationToken;
 
 use super::core::CooldownKind;
 use super::oauth::{Granted, RefreshError};
+use super::store::{
+    Change, Field, NewTokens, Op, SharedCred, SharedState, SharedTokens, StoreConnector,
+};
 use super::{Generation, PoolHandle, lock};
 use crate::config::SharedSettings;
 use crate::events::{Level, State, unix_ms};
 use crate::secret::Secret;
-use crate::shared::{Change, Field, NewTokens, Op, SharedCred, SharedStore, SharedTokens};
 
 /// How long a refresh may hold the cluster-wide lock: longer than the
 /// token endpoint's timeout, so a lease runs out only when its holder is
@@ -59,8 +63,11 @@ const PUSH_QUEUE: usize = 4096;
 /// This replica's link to the cluster.
 pub(super) struct Cluster {
     settings: SharedSettings,
+    /// How to reach the store ([`PoolHandle::set_store_connector`]): the
+    /// pool knows what to ask of shared state, not how Redis is spoken.
+    connector: OnceLock<StoreConnector>,
     /// Set once the first connection succeeds.
-    store: OnceLock<SharedStore>,
+    store: OnceLock<Arc<dyn SharedState>>,
     push: mpsc::Sender<Push>,
     push_rx: Mutex<Option<mpsc::Receiver<Push>>>,
     /// Credentials whose disabled flag changed here while Redis could not
@@ -89,6 +96,7 @@ impl Cluster {
         let (push, rx) = mpsc::channel(PUSH_QUEUE);
         Cluster {
             settings,
+            connector: OnceLock::new(),
             store: OnceLock::new(),
             push,
             push_rx: Mutex::new(Some(rx)),
@@ -98,7 +106,7 @@ impl Cluster {
     }
 
     /// The store, when connected and answering.
-    fn healthy_store(&self) -> Option<&SharedStore> {
+    fn healthy_store(&self) -> Option<&Arc<dyn SharedState>> {
         self.store.get().filter(|s| s.healthy())
     }
 }
@@ -132,15 +140,37 @@ impl PoolHandle {
             .is_some_and(|s| s.healthy())
     }
 
-    /// Spawns the cluster's tasks (with a shared backend configured).
-    pub(super) fn start_cluster(&self, cancel: CancellationToken) {
-        if self.cluster().is_none() {
-            return;
+    /// Hands the pool the way to connect to shared state (the gateway
+    /// does, with the Redis store's), before [`PoolHandle::start`]. The
+    /// first one stays. Only a pool with `[state] backend = "redis"` keeps
+    /// it; one started without it serves unshared and says so.
+    pub fn set_store_connector(&self, connect: StoreConnector) {
+        if let Some(cluster) = self.cluster() {
+            let _ = cluster.connector.set(connect);
         }
-        tokio::spawn(self.clone().cluster_task(cancel));
     }
 
-    async fn cluster_task(self, cancel: CancellationToken) {
+    /// Spawns the cluster's tasks (with a shared backend configured). The
+    /// connector is taken here, so one handed in later is not used.
+    pub(super) fn start_cluster(&self, cancel: CancellationToken) {
+        let Some(cluster) = self.cluster() else {
+            return;
+        };
+        let Some(&connect) = cluster.connector.get() else {
+            // Only a pool built outside the gateway gets here. The log,
+            // not only the event bus: nobody may be subscribed yet.
+            let message = "[state] backend = \"redis\", but this pool was given no way to \
+                           connect to it (PoolHandle::set_store_connector before start): \
+                           serving with this replica's own state, shared with no other replica"
+                .to_string();
+            tracing::error!("{message}");
+            self.notice(Level::Error, message);
+            return;
+        };
+        tokio::spawn(self.clone().cluster_task(connect, cancel));
+    }
+
+    async fn cluster_task(self, connect: StoreConnector, cancel: CancellationToken) {
         let Some(cluster) = self.cluster().cloned() else {
             return;
         };
@@ -148,10 +178,9 @@ impl PoolHandle {
         let mut backoff = Duration::from_millis(200);
         let mut said = false;
         let store = loop {
-            let attempt = SharedStore::connect(&s.url, s.password.as_ref(), &s.namespace);
             let result = tokio::select! {
                 _ = cancel.cancelled() => return,
-                r = attempt => r,
+                r = connect(s) => r,
             };
             match result {
                 Ok(store) => break store,
@@ -185,7 +214,7 @@ impl PoolHandle {
         }
         let _ = cluster.store.set(store.clone());
         cluster.reported_healthy.store(true, Ordering::Release);
-        self.reconcile(&store, true).await;
+        self.reconcile(store.as_ref(), true).await;
         self.notice(
             Level::Info,
             format!(
@@ -228,7 +257,7 @@ impl PoolHandle {
                 }
             }
             if healthy {
-                self.pull(&store).await;
+                self.pull(store.as_ref()).await;
             }
         }
     }
@@ -236,7 +265,7 @@ impl PoolHandle {
     /// Writes queued local changes to Redis, in order.
     async fn pusher(
         self,
-        store: SharedStore,
+        store: Arc<dyn SharedState>,
         mut rx: mpsc::Receiver<Push>,
         cancel: CancellationToken,
     ) {
@@ -277,7 +306,7 @@ impl PoolHandle {
     /// Applies what other replicas write, as they write it.
     async fn listener(
         self,
-        store: SharedStore,
+        store: Arc<dyn SharedState>,
         mut changes: broadcast::Receiver<Change>,
         cancel: CancellationToken,
     ) {
@@ -302,7 +331,7 @@ impl PoolHandle {
                 },
                 Ok(Change::Op(op)) => self.apply_op(&op),
                 Ok(Change::Resync) | Err(broadcast::error::RecvError::Lagged(_)) => {
-                    self.reconcile(&store, false).await;
+                    self.reconcile(store.as_ref(), false).await;
                 }
                 Err(broadcast::error::RecvError::Closed) => return,
             }
@@ -311,7 +340,7 @@ impl PoolHandle {
 
     /// After connecting (or a gap): write what this replica knows that
     /// Redis may lack, then read everyone's.
-    async fn reconcile(&self, store: &SharedStore, first: bool) {
+    async fn reconcile(&self, store: &dyn SharedState, first: bool) {
         let Some(cluster) = self.cluster() else {
             return;
         };
@@ -383,7 +412,7 @@ impl PoolHandle {
     /// Reads every credential's cooldown and disabled flag from Redis and
     /// applies them (after a reconcile, and every [`POLL`] in case a
     /// message was missed).
-    async fn pull(&self, store: &SharedStore) {
+    async fn pull(&self, store: &dyn SharedState) {
         let generation = self.current();
         let names: Vec<&str> = generation.specs().iter().map(|s| s.name.as_str()).collect();
         if let Ok(found) = store.load(&names).await {
@@ -658,7 +687,11 @@ impl PoolHandle {
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use super::*;
+    use crate::config::Config;
+    use crate::events::Event;
 
     #[test]
     fn wall_and_monotonic_times_round_trip() {
@@ -670,5 +703,42 @@ mod tests {
             back.duration_since(now).abs_diff(Duration::from_secs(30)) < Duration::from_millis(50)
         );
         assert!(instant_of(unix_ms(SystemTime::now()) - 10, now).is_none());
+    }
+
+    /// A pool asked for Redis but given no way to reach it (built outside
+    /// the gateway) says so, rather than quietly serving alone.
+    #[tokio::test]
+    async fn a_pool_given_no_store_connector_says_it_serves_unshared() {
+        let toml = "listen = \"127.0.0.1:0\"\n\
+                    [[provider]]\nname = \"p\"\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:9\"\n\
+                    [[credential]]\nname = \"a\"\napi_key = \"sk-test-a\"\n";
+        let mut config = Config::parse(toml, "t.toml", Path::new("."), &|_| None).unwrap();
+        config.state_file = None;
+        config.shared = Some(SharedSettings {
+            url: "redis://127.0.0.1:9".into(),
+            password: None,
+            namespace: "t".into(),
+        });
+        let (pool, _) = PoolHandle::new(&config, reqwest::Client::new());
+        let mut events = pool.subscribe();
+        let stop = CancellationToken::new();
+        pool.start(stop.clone());
+        let said = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                if let Event::Notice {
+                    level: Level::Error,
+                    message,
+                    ..
+                } = events.recv().await.unwrap()
+                {
+                    return message;
+                }
+            }
+        })
+        .await
+        .expect("an error notice");
+        stop.cancel();
+        assert!(said.contains("set_store_connector"), "{said}");
+        assert!(!pool.shared_healthy());
     }
 }

@@ -1,6 +1,7 @@
 //! Operator commands (disable, enable, next, rotate, refresh, probe),
 //! from the admin API and the dashboard alike.
 
+use super::store::Op;
 use super::*;
 
 impl PoolHandle {
@@ -115,15 +116,15 @@ impl PoolHandle {
         match &cmd {
             Command::Disable(name) => self.share_disabled(name, true).await,
             Command::Enable(name) => self.share_disabled(name, false).await,
-            Command::Rotate => self.share_op(crate::shared::Op::Rotate).await,
+            Command::Rotate => self.share_op(Op::Rotate).await,
             Command::UseNext(name) => {
-                self.share_op(crate::shared::Op::UseNext {
+                self.share_op(Op::UseNext {
                     credential: name.clone(),
                 })
                 .await
             }
             Command::Probe(name) => {
-                self.share_op(crate::shared::Op::Probe {
+                self.share_op(Op::Probe {
                     credential: name.clone(),
                 })
                 .await

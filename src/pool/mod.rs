@@ -22,6 +22,7 @@ mod probes;
 pub mod reload;
 mod saving;
 mod snapshot;
+pub mod store;
 mod tokens;
 pub mod usage;
 
@@ -39,6 +40,7 @@ pub use self::core::{CooldownKind, Unavailable, Verdict};
 pub use self::probes::Prober;
 pub use self::reload::ReloadSummary;
 use self::snapshot::{provider_view, view};
+pub use self::store::StoreConnector;
 use self::tokens::TokenSlot;
 use crate::config::{AuthSpec, Config, CredentialSpec, PoolSettings, Provider};
 use crate::events::{

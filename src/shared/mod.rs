@@ -4,7 +4,11 @@
 //! provider rotated is never lost or overwritten by an older one.
 //!
 //! This module is the store only: it reads and writes Redis and reports
-//! what other replicas changed. The pool decides what to do with it.
+//! what other replicas changed. The pool decides what to do with it, and
+//! never imports it: it sees the store as its own `pool::store::SharedState`
+//! (implemented here), connected with [`connect_boxed`], which the gateway
+//! hands it. The values that cross (credential state, [`Change`]s, the
+//! [`RefreshLock`]) live in `pool::store` and are re-exported here.
 //!
 //! # Layout in Redis
 //!
@@ -85,18 +89,21 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use futures_util::future::BoxFuture;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::broadcast;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use self::scripts::Scripts;
-pub use self::types::{
-    NewTokens, RefreshLock, SharedCooldown, SharedCred, SharedTokens, StoreOutcome,
-};
 use self::types::{TokensReply, parse_cred, tokens_from};
-pub use self::wire::{Change, Field, Op};
 use self::wire::{Keys, Message, field};
+use crate::config::SharedSettings;
+pub use crate::pool::store::{
+    Change, Field, NewTokens, Op, RefreshLock, SharedCooldown, SharedCred, SharedTokens,
+    StoreOutcome,
+};
+use crate::pool::store::{SharedState, StoreError};
 use crate::secret::Secret;
 pub use crate::vocab::CooldownKind;
 
@@ -462,11 +469,7 @@ impl SharedStore {
                 .unwrap_or(0),
             _ => 0,
         };
-        Ok((fence > 0).then(|| RefreshLock {
-            name: name.to_string(),
-            fence,
-            expires: taken_at + lease,
-        }))
+        Ok((fence > 0).then(|| RefreshLock::new(name.to_string(), fence, taken_at + lease)))
     }
 
     /// The stored tokens of `name`, or `None` if it has none at all.
@@ -502,14 +505,14 @@ impl SharedStore {
         expected_version: u64,
         new: &NewTokens,
     ) -> Result<StoreOutcome, SharedError> {
-        let name = &lock.name;
+        let name = lock.name();
         let r: redis::RedisResult<(i64, u64)> = self
             .inner
             .scripts
             .store_refresh
             .key(self.inner.keys.cred(name))
             .key(self.inner.keys.lock(name))
-            .arg(lock.fence)
+            .arg(lock.fence())
             .arg(expected_version)
             .arg(new.access_token.expose())
             .arg(new.expires_ms)
@@ -530,13 +533,13 @@ impl SharedStore {
     /// Gives the lock back, if `lock` still holds it (a lease that ran out
     /// may belong to someone else by now). Returns whether it did.
     pub async fn release(&self, lock: RefreshLock) -> Result<bool, SharedError> {
-        let name = &lock.name;
+        let name = lock.name();
         let r: redis::RedisResult<i64> = self
             .inner
             .scripts
             .release
             .key(self.inner.keys.lock(name))
-            .arg(lock.fence)
+            .arg(lock.fence())
             .invoke_async(&mut self.con())
             .await;
         Ok(self.check(|| format!("releasing the refresh lock of {name:?}"), r)? == 1)
@@ -622,6 +625,131 @@ impl SharedStore {
     pub async fn ping(&self) -> Result<(), SharedError> {
         let r: redis::RedisResult<String> = redis::cmd("PING").query_async(&mut self.con()).await;
         self.check(|| "PING".to_string(), r).map(|_| ())
+    }
+}
+
+/// [`SharedStore::connect`] with the `[state]` settings, boxed: the shape
+/// the pool takes it in (`pool::StoreConnector`), so the pool shares state
+/// without depending on this module. The gateway hands it to the pool.
+pub fn connect_boxed(
+    settings: &SharedSettings,
+) -> BoxFuture<'_, Result<Arc<dyn SharedState>, StoreError>> {
+    Box::pin(async move {
+        let store = SharedStore::connect(
+            &settings.url,
+            settings.password.as_ref(),
+            &settings.namespace,
+        )
+        .await?;
+        Ok(Arc::new(store) as Arc<dyn SharedState>)
+    })
+}
+
+/// The store as the pool sees it: the same calls, the errors boxed (their
+/// text unchanged).
+impl SharedState for SharedStore {
+    fn healthy(&self) -> bool {
+        SharedStore::healthy(self)
+    }
+
+    fn url(&self) -> &str {
+        SharedStore::url(self)
+    }
+
+    fn namespace(&self) -> &str {
+        SharedStore::namespace(self)
+    }
+
+    fn changes(&self) -> broadcast::Receiver<Change> {
+        SharedStore::changes(self)
+    }
+
+    fn load<'a>(
+        &'a self,
+        names: &'a [&'a str],
+    ) -> BoxFuture<'a, Result<HashMap<String, SharedCred>, StoreError>> {
+        Box::pin(async move { Ok(SharedStore::load(self, names).await?) })
+    }
+
+    fn extend_cooldown<'a>(
+        &'a self,
+        name: &'a str,
+        until_ms: u64,
+        kind: CooldownKind,
+        reason: &'a str,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(async move {
+            Ok(SharedStore::extend_cooldown(self, name, until_ms, kind, reason).await?)
+        })
+    }
+
+    fn set_disabled<'a>(
+        &'a self,
+        name: &'a str,
+        disabled: bool,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move { Ok(SharedStore::set_disabled(self, name, disabled).await?) })
+    }
+
+    fn set_failures<'a>(
+        &'a self,
+        name: &'a str,
+        failures: u32,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move { Ok(SharedStore::set_failures(self, name, failures).await?) })
+    }
+
+    fn publish_op<'a>(&'a self, op: &'a Op) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move { Ok(SharedStore::publish_op(self, op).await?) })
+    }
+
+    fn try_lock_refresh<'a>(
+        &'a self,
+        name: &'a str,
+        lease: Duration,
+    ) -> BoxFuture<'a, Result<Option<RefreshLock>, StoreError>> {
+        Box::pin(async move { Ok(SharedStore::try_lock_refresh(self, name, lease).await?) })
+    }
+
+    fn tokens<'a>(
+        &'a self,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<Option<SharedTokens>, StoreError>> {
+        Box::pin(async move { Ok(SharedStore::tokens(self, name).await?) })
+    }
+
+    fn store_refresh<'a>(
+        &'a self,
+        lock: &'a RefreshLock,
+        expected_version: u64,
+        new: &'a NewTokens,
+    ) -> BoxFuture<'a, Result<StoreOutcome, StoreError>> {
+        Box::pin(
+            async move { Ok(SharedStore::store_refresh(self, lock, expected_version, new).await?) },
+        )
+    }
+
+    fn release(&self, lock: RefreshLock) -> BoxFuture<'_, Result<bool, StoreError>> {
+        Box::pin(async move { Ok(SharedStore::release(self, lock).await?) })
+    }
+
+    fn seed_refresh_token<'a>(
+        &'a self,
+        name: &'a str,
+        token: &'a Secret,
+    ) -> BoxFuture<'a, Result<SharedTokens, StoreError>> {
+        Box::pin(async move { Ok(SharedStore::seed_refresh_token(self, name, token).await?) })
+    }
+
+    fn restore_refresh_token<'a>(
+        &'a self,
+        name: &'a str,
+        token: &'a Secret,
+        version: u64,
+    ) -> BoxFuture<'a, Result<SharedTokens, StoreError>> {
+        Box::pin(async move {
+            Ok(SharedStore::restore_refresh_token(self, name, token, version).await?)
+        })
     }
 }
 

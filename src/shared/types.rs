@@ -1,106 +1,11 @@
-//! The values the store reads and writes, and how a stored hash turns
-//! into them. `Debug` of every one of them masks the secrets it holds.
+//! How a stored hash turns into the values the pool sees
+//! ([`SharedCred`], [`SharedTokens`]; they live in `pool::store`).
 
 use std::collections::HashMap;
 
-use tokio::time::Instant;
-
-use super::CooldownKind;
-#[cfg(doc)]
-use super::SharedStore;
 use super::wire::{self, field};
+use super::{SharedCooldown, SharedCred, SharedTokens};
 use crate::secret::Secret;
-
-/// A credential's cooldown as stored. It may already be over: compare
-/// `until_ms` with the wall clock.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SharedCooldown {
-    pub until_ms: u64,
-    pub kind: CooldownKind,
-    pub reason: String,
-}
-
-/// A credential's tokens as stored. `Debug` shows only masked secrets.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct SharedTokens {
-    pub refresh_token: Option<Secret>,
-    /// 0 while no refresh token is stored; bumped on every change of it.
-    pub version: u64,
-    pub access_token: Option<Secret>,
-    /// Wall-clock unix ms.
-    pub access_expires_ms: Option<u64>,
-    /// Fingerprint of the configured refresh token that seeded Redis (or of
-    /// the one an operator put in with
-    /// [`SharedStore::replace_refresh_token`]). A replica whose configured
-    /// token has another fingerprint runs a config the cluster did not
-    /// start with: worth a warning, not an overwrite.
-    pub seed_fingerprint: Option<String>,
-}
-
-/// Everything stored about one credential.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct SharedCred {
-    pub cooldown: Option<SharedCooldown>,
-    pub disabled: bool,
-    pub failures: u32,
-    pub tokens: SharedTokens,
-}
-
-/// The result of a refresh, to store with [`SharedStore::store_refresh`].
-#[derive(Debug, Clone)]
-pub struct NewTokens {
-    pub access_token: Secret,
-    /// Wall-clock unix ms.
-    pub expires_ms: u64,
-    /// The refresh token the provider returned, if it returned one. Stored
-    /// (as a new version) only if it differs from the stored one.
-    pub refresh_token: Option<Secret>,
-}
-
-/// Proof of holding a credential's refresh lock. Not `Clone`: hand it back
-/// with [`SharedStore::release`].
-#[derive(Debug)]
-pub struct RefreshLock {
-    pub(super) name: String,
-    /// Grows with every grant; a holder whose lease ran out finds a larger
-    /// one in the lock and is refused.
-    pub(super) fence: u64,
-    /// When the lease runs out by this replica's clock (Redis may see it a
-    /// little earlier or later).
-    pub(super) expires: Instant,
-}
-
-impl RefreshLock {
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-    pub fn fence(&self) -> u64 {
-        self.fence
-    }
-    pub fn expires_at(&self) -> Instant {
-        self.expires
-    }
-}
-
-/// What [`SharedStore::store_refresh`] did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StoreOutcome {
-    /// Written; the refresh token is now at `version`.
-    Stored { version: u64 },
-    /// The lease ran out and the lock is gone or someone else's: nothing
-    /// written. If the provider rotated the refresh token, the new one is
-    /// only in the caller's hands now.
-    FencedOut,
-    /// The refresh token changed since it was read (now at `version`):
-    /// nothing written, the stored one is newer.
-    Superseded { version: u64 },
-}
-
-impl StoreOutcome {
-    pub fn is_stored(self) -> bool {
-        matches!(self, StoreOutcome::Stored { .. })
-    }
-}
 
 /// {written, refresh_token, refresh_version, access_token,
 /// access_expires_ms, refresh_seed_fp}, as the seed and restore scripts
@@ -160,6 +65,7 @@ pub(super) fn parse_cred(h: &HashMap<String, String>) -> SharedCred {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::vocab::CooldownKind;
 
     #[test]
     fn a_stored_hash_parses_and_masks() {

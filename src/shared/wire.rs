@@ -1,9 +1,10 @@
-//! What goes over Redis besides the hashes: key names, the pub/sub message
-//! format, and the types the pool sees when another replica changed
-//! something. Nothing here does I/O.
+//! What goes over Redis besides the hashes: key names and the pub/sub
+//! message format (the [`Change`]s the pool sees live in `pool::store`).
+//! Nothing here does I/O.
 
 use serde::{Deserialize, Serialize};
 
+use super::{Change, Field, Op};
 use crate::vocab::CooldownKind;
 
 /// The `{…}` around the namespace is a Redis Cluster hash tag: every key of
@@ -69,42 +70,6 @@ pub(super) fn parse_kind(s: &str) -> CooldownKind {
     } else {
         CooldownKind::RateLimited
     }
-}
-
-/// Which part of a credential another replica changed. Re-read it with
-/// [`super::SharedStore::load`] (or [`super::SharedStore::tokens`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Field {
-    Cooldown,
-    Disabled,
-    Failures,
-    /// The refresh token and/or the cached access token.
-    Tokens,
-}
-
-/// An operator command taken on one replica that every replica carries out
-/// on its own pool (state the command changes is written to Redis apart;
-/// these are the commands that only move each replica's selection).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "snake_case")]
-pub enum Op {
-    Rotate,
-    UseNext { credential: String },
-    Probe { credential: String },
-}
-
-/// What the background subscriber hands the pool.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Change {
-    /// Another replica wrote this part of this credential.
-    Credential { name: String, field: Field },
-    /// Another replica's operator asked for this.
-    Op(Op),
-    /// Messages may have been missed (the subscription was down, however
-    /// briefly): re-read every credential. Sent after re-subscribing, so a
-    /// re-read that starts on receipt misses nothing.
-    Resync,
 }
 
 /// One pub/sub message. Never carries a secret: names and field kinds only,
