@@ -93,6 +93,48 @@ impl Collector for PoolSeries {
             ConstGauge::new(remaining).encode(m.encode_family(&labels)?)?;
         }
 
+        // Tokens since this gateway started (the state file carries them
+        // over a restart), by credential and direction.
+        let mut m = encoder.encode_descriptor(
+            "credential_tokens",
+            "Tokens the provider reported for this credential's answers, by direction (input, output; cache_read and cache_write are parts of input).",
+            None,
+            MetricType::Counter,
+        )?;
+        for c in creds {
+            let t = &c.usage.total;
+            for (direction, n) in [
+                ("input", t.input),
+                ("output", t.output),
+                ("cache_read", t.cache_read),
+                ("cache_write", t.cache_write),
+            ] {
+                let labels = [
+                    ("credential", c.name.as_str()),
+                    ("provider", c.provider.as_str()),
+                    ("direction", direction),
+                ];
+                ConstCounter::new(n).encode(m.encode_family(&labels)?)?;
+            }
+        }
+        let mut m = encoder.encode_descriptor(
+            "credential_answers",
+            "Answers counted for usage, by whether the provider reported their tokens (known) or not (unknown: a stream cut before its usage).",
+            None,
+            MetricType::Counter,
+        )?;
+        for c in creds {
+            let t = &c.usage.total;
+            for (tokens, n) in [("known", t.answers - t.unknown), ("unknown", t.unknown)] {
+                let labels = [
+                    ("credential", c.name.as_str()),
+                    ("provider", c.provider.as_str()),
+                    ("tokens", tokens),
+                ];
+                ConstCounter::new(n).encode(m.encode_family(&labels)?)?;
+            }
+        }
+
         let mut m = encoder.encode_descriptor(
             "credential_refreshes",
             "Successful access-token refreshes, by credential (refresh-token credentials only).",
