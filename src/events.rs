@@ -177,6 +177,10 @@ pub struct RequestRecord {
     /// no parsing of `error`.
     #[serde(default)]
     pub code: Option<String>,
+    /// The tokens the provider reported for the answer (`None`: none
+    /// reported, or no answer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens: Option<crate::vocab::Usage>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

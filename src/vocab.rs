@@ -195,4 +195,46 @@ pub struct UsageView {
     pub day: String,
     /// The last 60 minutes, by the minute.
     pub last_hour: TokenCounts,
+    /// The operator's daily token budget for this credential, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens_per_day_budget: Option<u64>,
+}
+
+impl UsageView {
+    /// Adds one answer at `at_ms` to `today` and `total` (the dashboard,
+    /// between snapshots); `today` starts over when the UTC day changes.
+    pub fn add(&mut self, usage: Option<Usage>, at_ms: u64) {
+        let day = civil_date(at_ms / 86_400_000);
+        if day != self.day {
+            self.day = day;
+            self.today = TokenCounts::default();
+        }
+        self.today.add(usage);
+        self.total.add(usage);
+    }
+}
+
+/// `950`, `100k`, `1.5M`: a limit as people say it.
+pub fn compact(n: u64) -> String {
+    match n {
+        0..1_000 => n.to_string(),
+        1_000..1_000_000 if n.is_multiple_of(1_000) => format!("{}k", n / 1_000),
+        1_000..1_000_000 => format!("{:.1}k", n as f64 / 1e3),
+        _ => format!("{:.1}M", n as f64 / 1e6),
+    }
+}
+
+/// `YYYY-MM-DD` of a day counted from 1970-01-01 (proleptic Gregorian).
+pub fn civil_date(days: u64) -> String {
+    // Howard Hinnant's days-to-civil, shifted so the era starts in March.
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}")
 }

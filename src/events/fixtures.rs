@@ -51,6 +51,18 @@ pub fn healthy() -> PoolSnapshot {
         let i = i as u64;
         c.requests = [420, 415, 409, 12, 9, 0][i as usize];
         c.successes = c.requests;
+        let tokens = [812_000, 640_000, 12_300, 900, 450, 0][i as usize];
+        c.usage.today = crate::vocab::TokenCounts {
+            answers: c.requests,
+            input: tokens * 3 / 4,
+            output: tokens - tokens * 3 / 4,
+            ..Default::default()
+        };
+        c.usage.total = c.usage.today;
+        c.usage.day = "2026-11-26".into();
+        if i < 2 {
+            c.usage.tokens_per_day_budget = Some(1_000_000);
+        }
         if c.requests > 0 {
             c.last_used_ms = Some(NOW_MS - 1_000 * (i + 1));
             c.last_latency_ms = Some(180.0 + 10.0 * i as f64);
@@ -138,6 +150,7 @@ pub fn request(id: u64, at_ms: u64, path: &[&str], status: u16) -> RequestRecord
         error: None,
         format: Some(super::Format::OpenAi),
         code: None,
+        tokens: None,
     }
 }
 

@@ -119,6 +119,7 @@ pub async fn dispatch(state: &AppState, req: Inbound) -> Response {
                 error: Some(error.message.clone()),
                 format: Some(format),
                 code: error.code.map(str::to_string),
+                tokens: None,
             });
             error.into_response_as(format)
         }
@@ -146,6 +147,7 @@ async fn run(state: &AppState, req: Inbound) -> Response {
             error: None,
             format: Some(req.conversion.client),
             code: None,
+            tokens: None,
         },
     };
     let wait_until = started + settings.max_wait;

@@ -317,7 +317,9 @@ impl Finish {
         }
         self.record.latency_ms = self.started.elapsed().as_secs_f64() * 1000.0;
         if let (Some(lease), Some(probe)) = (&self.lease, &self.usage) {
-            self.pool.add_usage(lease, probe.usage());
+            let tokens = probe.usage();
+            self.pool.add_usage(lease, tokens);
+            self.record.tokens = tokens;
         }
         self.lease = None;
         self.pool.finish(self.record.clone());

@@ -92,11 +92,12 @@ pub(super) fn view(
         last_status: c.stats.last_status,
         token_expires_ms: token_expiry.map(unix_ms),
         last_error: c.last_error.clone(),
-        usage: Box::new(
-            c.stats.usage.view(
+        usage: Box::new(crate::vocab::UsageView {
+            tokens_per_day_budget: c.budget.tokens_per_day,
+            ..c.stats.usage.view(
                 wall.duration_since(std::time::UNIX_EPOCH)
                     .map_or(0, |d| d.as_secs()),
-            ),
-        ),
+            )
+        }),
     }
 }

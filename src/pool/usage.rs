@@ -4,6 +4,7 @@
 
 use crate::config::Budget;
 use crate::vocab::{CooldownKind, TokenCounts, Usage, UsageView};
+pub use crate::vocab::{civil_date, compact};
 
 const MINUTES: usize = 60;
 
@@ -150,33 +151,9 @@ impl UsageCounters {
             },
             day: civil_date(day),
             last_hour,
+            tokens_per_day_budget: None,
         }
     }
-}
-
-/// `950`, `100k`, `1.5M`: a limit as people say it.
-pub fn compact(n: u64) -> String {
-    match n {
-        0..1_000 => n.to_string(),
-        1_000..1_000_000 if n.is_multiple_of(1_000) => format!("{}k", n / 1_000),
-        1_000..1_000_000 => format!("{:.1}k", n as f64 / 1e3),
-        _ => format!("{:.1}M", n as f64 / 1e6),
-    }
-}
-
-/// `YYYY-MM-DD` of a day counted from 1970-01-01 (proleptic Gregorian).
-pub fn civil_date(days: u64) -> String {
-    // Howard Hinnant's days-to-civil, shifted so the era starts in March.
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}")
 }
 
 #[cfg(test)]

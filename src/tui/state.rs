@@ -110,6 +110,12 @@ impl Dashboard {
         // The common case, by value: no copy of the record.
         if let Event::Request { request, totals } = event {
             self.totals = totals;
+            // The answering credential's tokens, until its next view.
+            if let (Some(tokens), Some(name)) = (request.tokens, request.path.last())
+                && let Some(row) = self.credentials.iter_mut().find(|c| &c.name == name)
+            {
+                row.usage.add(Some(tokens), request.at_ms);
+            }
             if self.recent.len() == RECENT_REQUESTS {
                 self.recent.pop_front();
             }

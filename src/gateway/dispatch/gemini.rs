@@ -176,6 +176,7 @@ async fn unary(ctx: &mut Ctx<'_>, lease: &Lease, token: &Secret, call: Call) -> 
         .as_ref()
         .map(crate::upstream::usage::from_gemini);
     ctx.state.pool.add_usage(lease, usage);
+    ctx.record.tokens = usage;
     let openai = tr::response_to_openai(&answer, &ctx.req.model, created);
     let body = Bytes::from(serde_json::to_vec(&openai).expect("json"));
     let body = match ctx.req.conversion.response(body, created) {

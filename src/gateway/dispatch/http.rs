@@ -153,6 +153,7 @@ pub(super) async fn send_once(ctx: &mut Ctx<'_>, lease: &Lease, token: &Secret) 
         );
         if let Some(usage) = usage {
             pool.add_usage(lease, usage);
+            ctx.record.tokens = usage;
         }
         let resp = response(status, out_headers, Body::from(body));
         return Step::Answer(resp, Some(ctx.started.elapsed()));

@@ -67,6 +67,47 @@ fn request_events_update_totals_and_the_bounded_ring() {
 }
 
 #[test]
+fn a_request_adds_its_tokens_to_the_answering_credential_until_the_next_view() {
+    let mut d = loaded(fixtures::healthy());
+    let mut totals = d.totals;
+    let before = d.credential("team-b").unwrap().usage.today;
+    let mut r = fixtures::request(1, NOW_MS, &["team-a", "team-b"], 200);
+    r.tokens = Some(crate::vocab::Usage {
+        input: 900,
+        output: 100,
+        ..Default::default()
+    });
+    d.apply(
+        Feed::Event(fixtures::request_event(&mut totals, r, 1)),
+        NOW_MS,
+    );
+    let after = d.credential("team-b").unwrap().usage.today;
+    assert_eq!(after.total(), before.total() + 1_000);
+    assert_eq!(after.answers, before.answers + 1);
+    assert_eq!(
+        d.credential("team-a").unwrap().usage.today.total(),
+        812_000,
+        "the credential that answered 429 carried nothing"
+    );
+    // The next day starts from zero.
+    let mut r = fixtures::request(2, NOW_MS + 86_400_000, &["team-b"], 200);
+    r.tokens = Some(crate::vocab::Usage {
+        input: 5,
+        output: 5,
+        ..Default::default()
+    });
+    d.apply(
+        Feed::Event(fixtures::request_event(&mut totals, r, 0)),
+        NOW_MS + 86_400_000,
+    );
+    let row = d.credential("team-b").unwrap();
+    assert_eq!(
+        (row.usage.today.total(), row.usage.day.as_str()),
+        (10, "2026-11-27")
+    );
+}
+
+#[test]
 fn rates_and_429_history_come_from_the_pools_totals() {
     let mut d = loaded(fixtures::healthy());
     let mut totals = d.totals;

@@ -34,13 +34,21 @@ pub(super) fn render_table(
         header.push("provider");
         widths.push(Constraint::Length(10));
     }
-    header.extend([
-        "tier", "state", "cooldown", "req", "429", "fail", "used", "token", "lat",
-    ]);
-    widths.extend([8, 9, 8, 6, 5, 4, 5, 6, 6].map(Constraint::Length));
+    // Narrow, today's tokens take the place of the last-use age.
+    header.extend(["tier", "state", "cooldown", "req", "429", "fail"]);
+    widths.extend([8, 9, 8, 6, 5, 4].map(Constraint::Length));
     if wide {
-        header.push("why");
-        widths.push(Constraint::Fill(2));
+        header.extend(["used", "today"]);
+        widths.extend([5, 6].map(Constraint::Length));
+    } else {
+        header.push("today");
+        widths.push(Constraint::Length(6));
+    }
+    header.extend(["token", "lat"]);
+    widths.extend([6, 6].map(Constraint::Length));
+    if wide {
+        header.extend(["day budget", "why"]);
+        widths.extend([Constraint::Length(11), Constraint::Fill(2)]);
     }
 
     let body: Vec<Row> = rows
@@ -125,7 +133,18 @@ fn credential_row<'a>(c: &'a CredentialView, d: &Dashboard, now_ms: u64, wide: b
         } else {
             Style::new()
         }),
-        Cell::from(used),
+    ]);
+    let today = c.usage.today.total();
+    let today = if c.usage.today.answers == 0 {
+        Cell::from("—").dark_gray()
+    } else {
+        Cell::from(crate::vocab::compact(today))
+    };
+    if wide {
+        cells.push(Cell::from(used));
+    }
+    cells.push(today);
+    cells.extend([
         Cell::from(token).style(if c.kind == CredentialKind::ApiKey {
             Style::new().dark_gray()
         } else {
@@ -134,6 +153,7 @@ fn credential_row<'a>(c: &'a CredentialView, d: &Dashboard, now_ms: u64, wide: b
         Cell::from(lat),
     ]);
     if wide {
+        cells.push(budget_cell(c));
         let why = match state {
             State::Ready => c.last_error.clone().unwrap_or_default(),
             _ => c.reason.clone().unwrap_or_default(),
@@ -141,4 +161,26 @@ fn credential_row<'a>(c: &'a CredentialView, d: &Dashboard, now_ms: u64, wide: b
         cells.push(Cell::from(why).dark_gray());
     }
     Row::new(cells)
+}
+
+/// Today's tokens against the daily budget: a five-step bar and the share
+/// (`▰▰▰▱▱  62%`), yellow from 80 %, red once reached; `—` without one.
+fn budget_cell(c: &CredentialView) -> Cell<'static> {
+    let Some(budget) = c.usage.tokens_per_day_budget.filter(|b| *b > 0) else {
+        return Cell::from("—").dark_gray();
+    };
+    let share = c.usage.today.total() as f64 / budget as f64;
+    let filled = ((share * 5.0).floor() as usize).min(5);
+    let text = format!(
+        "{}{} {:>3}%",
+        "▰".repeat(filled),
+        "▱".repeat(5 - filled),
+        (share * 100.0).floor().min(999.0) as u64
+    );
+    let style = match share {
+        s if s >= 1.0 => Style::new().red(),
+        s if s >= 0.8 => Style::new().yellow(),
+        _ => Style::new(),
+    };
+    Cell::from(text).style(style)
 }
