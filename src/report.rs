@@ -93,10 +93,47 @@ pub fn pool_report(config: &Config, snap: &PoolSnapshot, notes: &[String]) -> St
             c.name, c.tier, c.provider, c.secret
         );
     }
+    let budgets: Vec<String> = config
+        .credentials
+        .iter()
+        .filter(|c| !c.budget.is_empty())
+        .map(|c| {
+            let today = snap
+                .credentials
+                .iter()
+                .find(|v| v.name == c.name)
+                .map_or(0, |v| v.usage.today.total());
+            format!(
+                "{} {} ({} tokens today)",
+                c.name,
+                describe_budget(&c.budget),
+                crate::vocab::compact(today)
+            )
+        })
+        .collect();
+    if !budgets.is_empty() {
+        let _ = writeln!(out, "  budgets:   {}", budgets.join(" · "));
+    }
     for n in notes {
         let _ = writeln!(out, "  note: {n}");
     }
     out
+}
+
+/// `60 requests/min, 1.0M tokens/day`.
+pub fn describe_budget(b: &crate::config::Budget) -> String {
+    use crate::vocab::compact;
+    let mut parts = Vec::new();
+    if let Some(n) = b.requests_per_minute {
+        parts.push(format!("{} requests/min", compact(n)));
+    }
+    if let Some(n) = b.tokens_per_minute {
+        parts.push(format!("{} tokens/min", compact(n)));
+    }
+    if let Some(n) = b.tokens_per_day {
+        parts.push(format!("{} tokens/day", compact(n)));
+    }
+    parts.join(", ")
 }
 
 /// The report `serve` prints once it is listening.

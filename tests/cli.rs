@@ -1008,3 +1008,53 @@ async fn usage_survives_kill_9() {
     }
     sim.shutdown().await;
 }
+
+/// Budgets in `check`'s report (the pool's default and a credential's own,
+/// limit by limit), and a clear error for a budget that is not one.
+#[tokio::test]
+async fn check_shows_budgets_and_refuses_a_zero_one() {
+    let home = tempfile::tempdir().unwrap();
+    let toml = good_config(home.path(), "http://127.0.0.1:9/v1", "fallback")
+        .replace("[pool]\n", "[pool]\nmax_tokens_per_day = 1000000\n")
+        .replace(
+            "name = \"team-a\"\n",
+            "name = \"team-a\"\nmax_requests_per_minute = 60\n",
+        );
+    let cfg = write(home.path(), "budget.toml", &toml);
+    let mut cmd = tokenyard(home.path());
+    cmd.arg("check")
+        .arg("--config")
+        .arg(&cfg)
+        .env("TY_CLI_TEST_KEY_B", KEY_B);
+    let out = run(cmd).await;
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let line = stdout
+        .lines()
+        .find(|l| l.trim_start().starts_with("budgets:"))
+        .unwrap_or_else(|| panic!("no budgets line: {stdout}"));
+    assert!(
+        line.contains("team-a 60 requests/min, 1.0M tokens/day (0 tokens today)"),
+        "{line}"
+    );
+    assert!(line.contains("team-b 1.0M tokens/day"), "{line}");
+    assert!(line.contains("oauth-c 1.0M tokens/day"), "{line}");
+
+    let bad = write(
+        home.path(),
+        "bad.toml",
+        &toml.replace("max_tokens_per_day = 1000000", "max_tokens_per_day = 0"),
+    );
+    let mut cmd = tokenyard(home.path());
+    cmd.arg("check")
+        .arg("--config")
+        .arg(&bad)
+        .env("TY_CLI_TEST_KEY_B", KEY_B);
+    let out = run(cmd).await;
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("pool.max_tokens_per_day") && err.contains("at least 1"),
+        "{err}"
+    );
+}
