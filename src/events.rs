@@ -143,6 +143,10 @@ pub struct PoolSnapshot {
     /// The credential the next request (for the first provider) would get.
     pub next: Option<String>,
     pub totals: Totals,
+    /// Answers and tokens by the client key that asked (shown masked,
+    /// `…abcd`), since this gateway started; empty without client keys.
+    #[serde(default)]
+    pub clients: std::collections::BTreeMap<String, crate::vocab::TokenCounts>,
 }
 
 impl PoolSnapshot {
@@ -181,6 +185,10 @@ pub struct RequestRecord {
     /// reported, or no answer).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tokens: Option<crate::vocab::Usage>,
+    /// The client key that asked, masked (`…abcd`); `None` without client
+    /// keys.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

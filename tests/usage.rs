@@ -335,3 +335,62 @@ async fn a_daily_token_budget_holds_the_key_before_its_quota() {
     assert_eq!(stats.account("k2").map(|a| a.ok), Some(5));
     gw.stop().await;
 }
+
+/// Usage by client key: an operator sharing one gateway among their own
+/// tools sees which key spent what, masked, in `/admin/pool` and the
+/// metrics.
+#[tokio::test]
+async fn usage_by_client_key() {
+    let sim = sim().await;
+    let toml = config_toml(
+        &sim,
+        &["main"],
+        &[key("k1", "main", "sk-fake-usage-1")],
+        "client_keys = [\"ck-tool-alpha-0001\", \"ck-tool-bravo-0002\"]",
+        "",
+        "",
+    );
+    let gw = start(common::parse(&toml, &std::env::temp_dir())).await;
+    let ask = |key: &'static str| {
+        let addr = gw.addr;
+        async move {
+            let v: Value = common::client()
+                .post(format!("http://{addr}/v1/chat/completions"))
+                .bearer_auth(key)
+                .json(&json!({
+                    "model": "sim-small",
+                    "messages": [{"role": "user", "content": "hello there"}],
+                    "max_tokens": 3,
+                }))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            v["usage"]["total_tokens"].as_u64().expect("usage")
+        }
+    };
+    let alpha = ask("ck-tool-alpha-0001").await + ask("ck-tool-alpha-0001").await;
+    let bravo = ask("ck-tool-bravo-0002").await;
+    let pool: Value = common::client()
+        .get(format!("http://{}/admin/pool", gw.addr))
+        .bearer_auth("ck-tool-alpha-0001")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let clients = &pool["clients"];
+    let total = |c: &Value| c["input"].as_u64().unwrap() + c["output"].as_u64().unwrap();
+    assert_eq!(clients["…0001"]["answers"], 2, "{clients}");
+    assert_eq!(total(&clients["…0001"]), alpha, "{clients}");
+    assert_eq!(total(&clients["…0002"]), bravo, "{clients}");
+    let text = serde_json::to_string(&pool).unwrap();
+    assert!(
+        !text.contains("ck-tool"),
+        "a client key in the admin API: {text}"
+    );
+    gw.stop().await;
+}

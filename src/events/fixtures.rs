@@ -90,6 +90,7 @@ pub fn healthy() -> PoolSnapshot {
             refreshes: 3,
             refresh_failures: 0,
         },
+        clients: Default::default(),
     }
 }
 
@@ -151,6 +152,7 @@ pub fn request(id: u64, at_ms: u64, path: &[&str], status: u16) -> RequestRecord
         format: Some(super::Format::OpenAi),
         code: None,
         tokens: None,
+        client: None,
     }
 }
 

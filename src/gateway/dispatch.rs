@@ -50,6 +50,8 @@ pub struct Inbound {
     pub headers: HeaderMap,
     /// Index of the provider the model routes to, in `generation`.
     pub provider: usize,
+    /// The client key that asked, masked; `None` without client keys.
+    pub client: Option<String>,
     /// The pool generation (and so the config) the request was routed in:
     /// its gateway settings apply for the request's whole life, and leases
     /// follow the provider into a newer generation after a reload.
@@ -120,6 +122,7 @@ pub async fn dispatch(state: &AppState, req: Inbound) -> Response {
                 format: Some(format),
                 code: error.code.map(str::to_string),
                 tokens: None,
+                client: None,
             });
             error.into_response_as(format)
         }
@@ -148,6 +151,7 @@ async fn run(state: &AppState, req: Inbound) -> Response {
             format: Some(req.conversion.client),
             code: None,
             tokens: None,
+            client: req.client.clone(),
         },
     };
     let wait_until = started + settings.max_wait;

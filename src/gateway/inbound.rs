@@ -200,8 +200,16 @@ pub(super) async fn inbound(
         body: upstream_body,
         conversion,
         endpoint,
-        headers,
         provider: index,
+        // The gate let it in: its key (if keys are set) is one of these.
+        client: super::gate::presented_key(&headers).and_then(|k| {
+            config
+                .client_keys
+                .iter()
+                .find(|s| s.matches(k))
+                .map(|s| s.masked())
+        }),
+        headers,
         generation: generation.clone(),
     })
 }

@@ -118,6 +118,18 @@ impl Collector for PoolSeries {
             }
         }
         let mut m = encoder.encode_descriptor(
+            "client_tokens",
+            "Tokens of the answers each client key (masked) received, by direction.",
+            None,
+            MetricType::Counter,
+        )?;
+        for (client, t) in &snap.clients {
+            for (direction, n) in [("input", t.input), ("output", t.output)] {
+                let labels = [("client", client.as_str()), ("direction", direction)];
+                ConstCounter::new(n).encode(m.encode_family(&labels)?)?;
+            }
+        }
+        let mut m = encoder.encode_descriptor(
             "credential_answers",
             "Answers counted for usage, by whether the provider reported their tokens (known) or not (unknown: a stream cut before its usage).",
             None,

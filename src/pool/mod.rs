@@ -93,6 +93,8 @@ struct Shell {
     dirty: Notify,
     /// Usage changed since the last save.
     usage_dirty: std::sync::atomic::AtomicBool,
+    /// Answers and tokens by client key (masked), since start.
+    clients: Mutex<std::collections::BTreeMap<String, crate::vocab::TokenCounts>>,
     /// Serializes state-file writes; the state is read after taking it, so
     /// the newest state is always the last one written.
     writer: tokio::sync::Mutex<()>,
@@ -294,6 +296,7 @@ impl PoolHandle {
             clock: Notify::new(),
             dirty: Notify::new(),
             usage_dirty: std::sync::atomic::AtomicBool::new(false),
+            clients: Mutex::default(),
             writer: tokio::sync::Mutex::new(()),
             http,
             prober: OnceLock::new(),
@@ -622,6 +625,14 @@ impl PoolHandle {
             }
             core.totals
         });
+        if let Some(client) = &record.client
+            && (200..300).contains(&record.status)
+        {
+            lock(&self.shell.clients)
+                .entry(client.clone())
+                .or_default()
+                .add(record.tokens);
+        }
         self.shell.metrics.request(&record);
         self.publish(Event::Request {
             request: record,

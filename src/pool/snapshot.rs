@@ -22,6 +22,7 @@ impl PoolHandle {
                 .collect(),
             next: core.peek(0, now).map(|i| core.creds[i].name.clone()),
             totals: core.totals,
+            clients: lock(&self.shell.clients).clone(),
         }
     }
 }
