@@ -27,6 +27,13 @@
 //! it learns, and when Redis is back writes it (cooldowns extend, so the
 //! stricter wins; operator flags changed meanwhile are written) and reads
 //! everyone else's.
+//!
+//! The link, its connection and what comes in from the others (the
+//! reconcile, the pub/sub listener, the polling fallback) are here; what
+//! goes out is in `push`, the refresh over the cluster in `refresh`.
+
+mod push;
+mod refresh;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -37,28 +44,15 @@ use tokio::sync::{broadcast, mpsc};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::core::CooldownKind;
-use super::oauth::{Granted, RefreshError};
-use super::store::{
-    Change, Field, NewTokens, Op, SharedCred, SharedState, SharedTokens, StoreConnector,
-};
-use super::{Generation, PoolHandle, lock};
+use self::push::{PUSH_QUEUE, Push};
+pub(super) use self::refresh::Fetched;
+use super::store::{Change, Field, Op, SharedCred, SharedState, SharedTokens, StoreConnector};
+use super::{PoolHandle, lock};
 use crate::config::SharedSettings;
 use crate::events::{Level, State, unix_ms};
-use crate::secret::Secret;
 
-/// How long a refresh may hold the cluster-wide lock: longer than the
-/// token endpoint's timeout, so a lease runs out only when its holder is
-/// stuck or gone.
-const REFRESH_LEASE: Duration = Duration::from_secs(60);
-/// How often a replica waiting on another's refresh looks for its result
-/// (besides the change notification that usually comes first).
-const REFRESH_POLL: Duration = Duration::from_millis(25);
 /// The polling fallback for cooldowns and flags.
 const POLL: Duration = Duration::from_secs(1);
-/// Local changes queued for Redis; beyond this they wait for the next
-/// reconcile.
-const PUSH_QUEUE: usize = 4096;
 
 /// This replica's link to the cluster.
 pub(super) struct Cluster {
@@ -75,20 +69,6 @@ pub(super) struct Cluster {
     unsynced_flags: Mutex<HashSet<String>>,
     /// Last health reported, so a change is said once.
     reported_healthy: AtomicBool,
-}
-
-/// A local change on its way to Redis.
-enum Push {
-    Cooldown {
-        name: String,
-        until_ms: u64,
-        kind: CooldownKind,
-        reason: String,
-    },
-    Failures {
-        name: String,
-        failures: u32,
-    },
 }
 
 impl Cluster {
@@ -118,13 +98,6 @@ fn wall_ms(until: Instant, now: Instant) -> u64 {
 fn instant_of(until_ms: u64, now: Instant) -> Option<Instant> {
     let now_ms = unix_ms(SystemTime::now());
     (until_ms > now_ms).then(|| now + Duration::from_millis(until_ms - now_ms))
-}
-
-/// What a refresh got from the cluster path.
-pub(super) struct Fetched {
-    pub granted: Granted,
-    /// Another replica's token, taken as it is (no call was made here).
-    pub adopted: bool,
 }
 
 impl PoolHandle {
@@ -258,47 +231,6 @@ impl PoolHandle {
             }
             if healthy {
                 self.pull(store.as_ref()).await;
-            }
-        }
-    }
-
-    /// Writes queued local changes to Redis, in order.
-    async fn pusher(
-        self,
-        store: Arc<dyn SharedState>,
-        mut rx: mpsc::Receiver<Push>,
-        cancel: CancellationToken,
-    ) {
-        // The last cooldown written per credential, to skip repeats.
-        let mut written: HashMap<String, u64> = HashMap::new();
-        loop {
-            let push = tokio::select! {
-                _ = cancel.cancelled() => return,
-                p = rx.recv() => match p { Some(p) => p, None => return },
-            };
-            match push {
-                Push::Cooldown {
-                    name,
-                    until_ms,
-                    kind,
-                    reason,
-                } => {
-                    if written.get(&name).is_some_and(|&w| w >= until_ms) {
-                        continue;
-                    }
-                    // A failed write is not lost: the reconcile after an
-                    // outage writes every cooldown still running.
-                    if store
-                        .extend_cooldown(&name, until_ms, kind, &reason)
-                        .await
-                        .is_ok()
-                    {
-                        written.insert(name, until_ms);
-                    }
-                }
-                Push::Failures { name, failures } => {
-                    let _ = store.set_failures(&name, failures).await;
-                }
             }
         }
     }
@@ -507,179 +439,6 @@ impl PoolHandle {
                     drop(core);
                     self.shell.clock.notify_one();
                 }
-            }
-        }
-    }
-
-    /// Queues credential `i`'s running cooldown and failure count for Redis
-    /// (called wherever a local attempt changed them).
-    pub(super) fn share_change(&self, generation: &Generation, i: usize, failures_changed: bool) {
-        let Some(cluster) = self.cluster() else {
-            return;
-        };
-        if cluster.store.get().is_none() {
-            return;
-        }
-        let now = Instant::now();
-        let (cooldown, failures, name) = {
-            let core = lock(&generation.core);
-            let c = &core.creds[i];
-            (
-                c.cooldown
-                    .as_ref()
-                    .filter(|cd| cd.until > now)
-                    .map(|cd| (wall_ms(cd.until, now), cd.kind, cd.reason.clone())),
-                c.failures,
-                c.name.clone(),
-            )
-        };
-        if let Some((until_ms, kind, reason)) = cooldown {
-            let _ = cluster.push.try_send(Push::Cooldown {
-                name: name.clone(),
-                until_ms,
-                kind,
-                reason,
-            });
-        }
-        if failures_changed {
-            let _ = cluster.push.try_send(Push::Failures { name, failures });
-        }
-    }
-
-    /// Writes an operator's disable or enable for every replica; when Redis
-    /// cannot take it now, it is written when Redis is back.
-    pub(super) async fn share_disabled(&self, name: &str, disabled: bool) {
-        let Some(cluster) = self.cluster() else {
-            return;
-        };
-        let written = match cluster.healthy_store() {
-            Some(store) => store.set_disabled(name, disabled).await.is_ok(),
-            None => false,
-        };
-        if !written {
-            lock(&cluster.unsynced_flags).insert(name.to_owned());
-        }
-    }
-
-    /// Tells the other replicas to do what this one's operator just did.
-    pub(super) async fn share_op(&self, op: Op) {
-        if let Some(store) = self.cluster().and_then(|c| c.healthy_store()) {
-            let _ = store.publish_op(&op).await;
-        }
-    }
-
-    /// A refresh through the cluster: take a token another replica stored,
-    /// or hold the cluster-wide lock and call `call` with the refresh token
-    /// Redis holds, storing what it returns. `known` is the access token
-    /// the caller has (or was refused); only a different one is taken, and
-    /// none without `adopt` (the operator asked for a refresh).
-    /// `None` when Redis cannot be used right now: refresh locally.
-    pub(super) async fn cluster_refresh<F, Fut>(
-        &self,
-        name: &str,
-        local_refresh_token: &Secret,
-        known: Option<&Secret>,
-        adopt: bool,
-        call: F,
-    ) -> Option<Result<Fetched, RefreshError>>
-    where
-        F: FnOnce(Secret) -> Fut,
-        Fut: std::future::Future<Output = Result<Granted, RefreshError>>,
-    {
-        let store = self.cluster()?.healthy_store()?.clone();
-        let deadline = Instant::now() + REFRESH_LEASE;
-        let taken = |t: &SharedTokens| -> Option<Granted> {
-            if !adopt {
-                return None;
-            }
-            let (access, exp_ms) = (t.access_token.as_ref()?, t.access_expires_ms?);
-            let now_ms = unix_ms(SystemTime::now());
-            if Some(access) == known || exp_ms <= now_ms + 1000 {
-                return None;
-            }
-            Some(Granted {
-                access_token: access.clone(),
-                expires_in: Duration::from_millis(exp_ms - now_ms),
-                refresh_token: t.refresh_token.clone(),
-            })
-        };
-        let mut changes = store.changes();
-        loop {
-            let t = store.tokens(name).await.ok()?.unwrap_or_default();
-            if let Some(granted) = taken(&t) {
-                return Some(Ok(Fetched {
-                    granted,
-                    adopted: true,
-                }));
-            }
-            if let Some(held) = store.try_lock_refresh(name, REFRESH_LEASE).await.ok()? {
-                // Someone may have stored a token between the read and the lock.
-                let t = match store.tokens(name).await {
-                    Ok(t) => t.unwrap_or_default(),
-                    Err(_) => {
-                        let _ = store.release(held).await;
-                        return None;
-                    }
-                };
-                if let Some(granted) = taken(&t) {
-                    let _ = store.release(held).await;
-                    return Some(Ok(Fetched {
-                        granted,
-                        adopted: true,
-                    }));
-                }
-                let used = t
-                    .refresh_token
-                    .clone()
-                    .unwrap_or_else(|| local_refresh_token.clone());
-                let result = call(used.clone()).await;
-                let out = match result {
-                    Ok(mut granted) => {
-                        let rotated = granted.refresh_token.clone().filter(|n| *n != used);
-                        let new = NewTokens {
-                            access_token: granted.access_token.clone(),
-                            expires_ms: unix_ms(SystemTime::now())
-                                + granted.expires_in.as_millis() as u64,
-                            refresh_token: rotated.clone(),
-                        };
-                        let stored = store.store_refresh(&held, t.version, &new).await;
-                        if !stored.as_ref().is_ok_and(|s| s.is_stored())
-                            && let Some(r) = &rotated
-                        {
-                            // Only this replica holds the new refresh token:
-                            // put it where Redis has nothing newer.
-                            if let Err(e) =
-                                store.restore_refresh_token(name, r, t.version + 1).await
-                            {
-                                self.notice(
-                                    Level::Error,
-                                    format!(
-                                        "{name}: rotated refresh token not stored in Redis: {e}"
-                                    ),
-                                );
-                            }
-                        }
-                        // The slot learns the token in use, whoever rotated it.
-                        if rotated.is_none() && used != *local_refresh_token {
-                            granted.refresh_token = Some(used);
-                        }
-                        Ok(Fetched {
-                            granted,
-                            adopted: false,
-                        })
-                    }
-                    Err(e) => Err(e),
-                };
-                let _ = store.release(held).await;
-                return Some(out);
-            }
-            // Another replica is refreshing: wait for what it stores.
-            if Instant::now() >= deadline {
-                return None;
-            }
-            tokio::select! {
-                _ = changes.recv() => {}
-                _ = tokio::time::sleep(REFRESH_POLL) => {}
             }
         }
     }

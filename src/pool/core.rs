@@ -1,6 +1,13 @@
 //! The credential state machine and selection, with no I/O and no clock
 //! reads: every method that depends on time takes `now`. The async shell in
 //! `pool/mod.rs` wraps this in a mutex and adds tokens, events and files.
+//!
+//! One credential's state is in `cred`; a provider's health, told from
+//! its credentials' failures, in `health`; the [`Core`] here ties them
+//! together and selects.
+
+mod cred;
+mod health;
 
 use std::time::Duration;
 
@@ -10,152 +17,8 @@ use crate::config::PoolSettings;
 use crate::events::{State, Totals};
 pub use crate::vocab::{CooldownKind, Verdict};
 
-#[derive(Debug, Clone)]
-pub struct Cooldown {
-    pub until: Instant,
-    pub kind: CooldownKind,
-    pub reason: String,
-}
-
-#[derive(Debug, Clone, Default)]
-pub struct CredStats {
-    pub requests: u64,
-    pub successes: u64,
-    pub rate_limited: u64,
-    pub errors: u64,
-    pub refreshes: u64,
-    pub last_used: Option<std::time::SystemTime>,
-    pub last_latency: Option<Duration>,
-    pub last_status: Option<u16>,
-    /// Answers and tokens, since start, today and over the last hour.
-    pub usage: super::usage::UsageCounters,
-}
-
-#[derive(Debug, Clone)]
-pub struct Cred {
-    pub name: String,
-    pub provider: usize,
-    pub tier: usize,
-    /// Operator switch, kept apart from the cooldown so that enabling a key
-    /// never erases a retry hint the provider gave.
-    pub disabled: bool,
-    pub cooldown: Option<Cooldown>,
-    /// Consecutive failures; a success resets it.
-    pub failures: u32,
-    /// Set once `failures` reaches `max_failures` (or on a fatal error):
-    /// the reason, and when the half-open probe runs next.
-    pub failed: Option<(String, Instant)>,
-    /// A probe is running; at most one per credential.
-    pub probing: bool,
-    pub in_flight: u32,
-    pub stats: CredStats,
-    /// The operator's limits on its use (from its spec; a reload sets the
-    /// new ones).
-    pub budget: crate::config::Budget,
-    pub last_error: Option<String>,
-    /// Its provider's count of good answers when the current run of
-    /// failures began: equal to the count now means the provider has not
-    /// answered well anywhere since, the sign of an outage (see
-    /// [`ProviderHealth`]).
-    run_from: u64,
-    /// The last [`RECENT`] answers, newest in bit 0 (1: a failure), and
-    /// how many of those bits are filled. A run of `max_failures` marks
-    /// the credential failed only if at least half of them are failures:
-    /// at a 5 % error rate, a key serving eight requests at once meets
-    /// three failures in a row every few thousand requests, and must not
-    /// be taken out for it; a key that fails everything still goes at
-    /// `max_failures`.
-    recent: u16,
-    recent_len: u8,
-}
-
-/// How many answers [`Cred::recent`] keeps.
-const RECENT: u8 = 16;
-
-impl Cred {
-    pub fn new(name: String, provider: usize, tier: usize) -> Self {
-        Cred {
-            name,
-            provider,
-            tier,
-            disabled: false,
-            cooldown: None,
-            failures: 0,
-            failed: None,
-            probing: false,
-            in_flight: 0,
-            stats: CredStats::default(),
-            budget: Default::default(),
-            last_error: None,
-            run_from: 0,
-            recent: 0,
-            recent_len: 0,
-        }
-    }
-
-    /// Remembers one answer for the failure rate.
-    fn note(&mut self, failure: bool) {
-        self.recent = (self.recent << 1) | u16::from(failure);
-        self.recent_len = (self.recent_len + 1).min(RECENT);
-    }
-
-    /// Marks it failed for its run of failures, probed at `probe_at`.
-    fn fail_after_run(&mut self, last: &str, probe_at: Instant) {
-        let why = format!("{} consecutive failures; last: {last}", self.failures);
-        self.failed = Some((why, probe_at));
-    }
-
-    /// At least half of the recent answers were failures.
-    fn mostly_failing(&self) -> bool {
-        2 * self.recent.count_ones() >= u32::from(self.recent_len)
-    }
-
-    pub fn state(&self, now: Instant) -> State {
-        if self.disabled {
-            return State::Disabled;
-        }
-        if self.failed.is_some() {
-            return State::Failed;
-        }
-        match &self.cooldown {
-            Some(c) if c.until > now => match c.kind {
-                CooldownKind::RateLimited => State::Cooling,
-                CooldownKind::Quota => State::Exhausted,
-            },
-            _ => State::Ready,
-        }
-    }
-
-    /// When this credential can serve again by itself, if ever.
-    pub fn recovers_at(&self, now: Instant) -> Option<Instant> {
-        match self.state(now) {
-            State::Ready => Some(now),
-            State::Cooling | State::Exhausted => self.cooldown.as_ref().map(|c| c.until),
-            State::Failed => self.failed.as_ref().map(|(_, at)| *at),
-            State::Disabled => None,
-        }
-    }
-
-    fn cool(&mut self, now: Instant, wait: Duration, kind: CooldownKind, reason: String) {
-        let until = now + wait;
-        match &mut self.cooldown {
-            // Never shorten a wait a provider asked for; a quota cooldown
-            // outranks a rate limit that ends sooner.
-            Some(c) if c.until > now && c.until >= until => {
-                if kind == CooldownKind::Quota {
-                    c.kind = kind;
-                }
-            }
-            _ => {
-                self.cooldown = Some(Cooldown {
-                    until,
-                    kind,
-                    reason,
-                })
-            }
-        }
-    }
-}
+pub use self::cred::{Cooldown, Cred, CredStats};
+pub use self::health::ProviderHealth;
 
 /// Why nothing could be leased.
 #[derive(Debug, Clone, PartialEq)]
@@ -172,26 +35,6 @@ pub struct Unavailable {
     /// for failed credentials' probes: the upstream is broken, not limiting
     /// us, and the client is told so rather than handed a 429.
     pub limited: bool,
-}
-
-/// A provider's health, as its credentials' failures tell it. Failures
-/// that one credential gathers while its siblings answer are that
-/// credential's; failures that several credentials gather while nothing
-/// of the provider answers are the provider's (an outage, a broken
-/// deployment), and then no key is marked failed: the provider is marked
-/// unhealthy instead, and every key stays in rotation for the moment it
-/// answers again.
-#[derive(Debug, Clone, Default)]
-pub struct ProviderHealth {
-    /// Good answers (a success, or a 429 or quota answer: a provider that
-    /// says "slow down" is up). Compared with [`Cred::run_from`].
-    answers: u64,
-    /// Credentials that failed since the last good answer, each with
-    /// whether that run made it `failed` (undone if the provider turns out
-    /// to be the cause).
-    streak: Vec<(usize, bool)>,
-    /// Why the provider is unhealthy, and since when; `None` while healthy.
-    pub down: Option<(String, Instant)>,
 }
 
 /// The pool's state machine: credentials, tier cursors, the operator's
@@ -246,26 +89,6 @@ impl Core {
             totals: Totals::default(),
             health: Vec::new(),
         }
-    }
-
-    /// The provider's health (healthy until its credentials say otherwise).
-    pub fn health(&self, provider: usize) -> Option<&ProviderHealth> {
-        self.health.get(provider)
-    }
-
-    /// Why `provider` is unhealthy, if it is.
-    pub fn provider_down(&self, provider: usize) -> Option<&str> {
-        self.health(provider)
-            .and_then(|h| h.down.as_ref())
-            .map(|(why, _)| why.as_str())
-    }
-
-    fn health_mut(&mut self, provider: usize) -> &mut ProviderHealth {
-        if self.health.len() <= provider {
-            self.health
-                .resize_with(provider + 1, ProviderHealth::default);
-        }
-        &mut self.health[provider]
     }
 
     pub fn find(&self, name: &str) -> Option<usize> {
@@ -430,73 +253,6 @@ impl Core {
             Verdict::Failure { .. } | Verdict::Neutral => {}
         }
         (before, c.state(now))
-    }
-
-    /// A good answer from `provider`: its failures so far were passing, and
-    /// if it was down, the keys it failed on start over.
-    fn answered(&mut self, provider: usize) {
-        let h = self.health_mut(provider);
-        h.answers += 1;
-        let streak = std::mem::take(&mut h.streak);
-        if h.down.take().is_some() {
-            for (j, _) in streak {
-                self.creds[j].failures = 0;
-            }
-        }
-    }
-
-    /// A failure (5xx, a broken connection, a timeout) on credential `i`:
-    /// the credential's count rises; at `max_failures` (with at least half
-    /// of its recent answers failures) it is marked failed,
-    /// unless the provider has not answered well since the run began and
-    /// another of its credentials failed meanwhile: then the provider is
-    /// marked down instead, and what this run marked failed is undone.
-    fn provider_failure(&mut self, i: usize, reason: &str, now: Instant) {
-        let (max_failures, probe_interval) =
-            (self.settings.max_failures, self.settings.probe_interval);
-        let provider = self.creds[i].provider;
-        let answers = self.health_mut(provider).answers;
-        let c = &mut self.creds[i];
-        c.stats.errors += 1;
-        if c.failures == 0 {
-            c.run_from = answers;
-        }
-        c.failures = c.failures.saturating_add(1);
-        c.last_error = Some(reason.to_string());
-        c.note(true);
-        let (failures, run_from, already) = (c.failures, c.run_from, c.failed.is_some());
-        let mostly_failing = c.mostly_failing();
-        let h = &mut self.health[provider];
-        let pos = match h.streak.iter().position(|(j, _)| *j == i) {
-            Some(pos) => pos,
-            None => {
-                h.streak.push((i, false));
-                h.streak.len() - 1
-            }
-        };
-        if h.down.is_some() || failures < max_failures || already || !mostly_failing {
-            return;
-        }
-        let others = h.streak.iter().filter(|(j, _)| *j != i).count();
-        if others > 0 && run_from == h.answers {
-            h.down = Some((
-                format!(
-                    "{} credentials failed with no good answer between; last: {reason}",
-                    others + 1
-                ),
-                now,
-            ));
-            let undo: Vec<usize> = h.streak.iter().filter(|s| s.1).map(|s| s.0).collect();
-            for (_, made_failed) in &mut h.streak {
-                *made_failed = false;
-            }
-            for j in undo {
-                self.creds[j].failed = None;
-            }
-        } else {
-            h.streak[pos].1 = true;
-            self.creds[i].fail_after_run(reason, now + probe_interval);
-        }
     }
 
     /// A refresh that failed for a reason that may pass (the token

@@ -12,13 +12,23 @@
 //! Locks here are `std` mutexes held for microseconds and never across an
 //! `.await`; the one async mutex per credential is the single-flight gate
 //! for token refresh and is meant to be held while the refresh runs.
+//!
+//! Here: the handle, its generations and how they are built and started.
+//! [`PoolHandle`]'s other methods live with their idea: taking a credential
+//! in `leasing`, what an attempt reports in `recording`, the event bus in
+//! `publishing`, operator commands in `commands`, the clock and probes in
+//! `probes`, the state file in `saving`, the dashboard's view in
+//! `snapshot`, the link to other replicas in `cluster`.
 
 mod cluster;
 mod commands;
 pub mod core;
+mod leasing;
 pub mod oauth;
 pub mod persist;
 mod probes;
+mod publishing;
+mod recording;
 pub mod reload;
 mod saving;
 mod snapshot;
@@ -37,6 +47,7 @@ use tokio_util::sync::CancellationToken;
 
 use self::core::{Cooldown, Core, Cred};
 pub use self::core::{CooldownKind, Unavailable, Verdict};
+pub use self::leasing::Lease;
 pub use self::probes::Prober;
 pub use self::reload::ReloadSummary;
 use self::snapshot::{provider_view, view};
@@ -181,63 +192,6 @@ impl Generation {
         self.providers()
             .iter()
             .position(|q| q.name == p.name && q.kind == p.kind)
-    }
-}
-
-/// One credential taken for one attempt. Dropping it releases the
-/// in-flight count. It keeps the generation it came from, so a request
-/// finishes on the credential (and provider) it started with.
-pub struct Lease {
-    generation: Arc<Generation>,
-    idx: usize,
-    /// The pool, to pass in-flight releases on to the current generation
-    /// after a reload.
-    shell: Arc<Shell>,
-}
-
-impl Lease {
-    pub fn index(&self) -> usize {
-        self.idx
-    }
-    pub fn name(&self) -> &str {
-        &self.generation.specs()[self.idx].name
-    }
-    pub fn refreshes(&self) -> bool {
-        self.generation.specs()[self.idx].auth.refreshes()
-    }
-    pub fn provider(&self) -> &Provider {
-        &self.generation.providers()[self.generation.specs()[self.idx].provider]
-    }
-    /// The pool settings of the generation this lease came from.
-    pub fn settings(&self) -> &PoolSettings {
-        self.generation.settings()
-    }
-}
-
-impl Lease {
-    /// A second lease on the same credential (the stream relay holds one so
-    /// the in-flight count lasts as long as the stream).
-    pub fn share(&self) -> Lease {
-        let pool = PoolHandle {
-            shell: self.shell.clone(),
-        };
-        pool.apply(&self.generation, self.idx, |core, i| {
-            core.creds[i].in_flight += 1;
-        });
-        Lease {
-            generation: self.generation.clone(),
-            idx: self.idx,
-            shell: self.shell.clone(),
-        }
-    }
-}
-
-impl Drop for Lease {
-    fn drop(&mut self) {
-        let pool = PoolHandle {
-            shell: self.shell.clone(),
-        };
-        pool.apply(&self.generation, self.idx, |core, i| core.release(i));
     }
 }
 
@@ -393,33 +347,6 @@ impl PoolHandle {
         tokio::spawn(self.clone().writer_task(cancel));
     }
 
-    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
-        self.shell.events.subscribe()
-    }
-
-    /// A sender for other parts (the gateway) that publish on the same bus.
-    pub fn publish(&self, event: Event) {
-        let _ = self.shell.events.send(event);
-    }
-
-    /// When the first credential of `provider` (of generation `routed`,
-    /// followed into the current one) can serve: now, if one is ready;
-    /// `None` when all are disabled.
-    pub fn earliest_recovery(&self, routed: &Arc<Generation>, provider: usize) -> Option<Instant> {
-        let now = Instant::now();
-        let current = self.current();
-        let (generation, provider) = match current.follow(routed, provider) {
-            Some(p) => (current, p),
-            None => (routed.clone(), provider),
-        };
-        let core = lock(&generation.core);
-        core.creds
-            .iter()
-            .filter(|c| c.provider == provider)
-            .filter_map(|c| c.recovers_at(now))
-            .min()
-    }
-
     pub fn http(&self) -> &reqwest::Client {
         &self.shell.http
     }
@@ -431,281 +358,6 @@ impl PoolHandle {
 
     pub fn next_request_id(&self) -> u64 {
         self.shell.request_ids.fetch_add(1, Ordering::Relaxed)
-    }
-
-    /// Takes a credential of `provider` for one attempt, skipping those the
-    /// request already tried (by name). `routed` is the generation the
-    /// request was routed in: when a reload replaced it since, the lease
-    /// comes from the current generation (the same provider by name), so a
-    /// removed credential gets nothing new and an added one serves at once.
-    /// Only when the provider itself is gone (or changed its kind) does the
-    /// request finish on the generation it started in.
-    pub fn lease(
-        &self,
-        routed: &Arc<Generation>,
-        provider: usize,
-        tried: &[String],
-    ) -> Result<Lease, Unavailable> {
-        loop {
-            let current = self.current();
-            let (generation, p, follows) = match current.follow(routed, provider) {
-                Some(p) => (current, p, true),
-                None => (routed.clone(), provider, false),
-            };
-            let mut core = lock(&generation.core);
-            // A reload swapped generations between reading and locking:
-            // take the new one, so the reload's copy counts this lease.
-            if follows && generation.is_retired() {
-                continue;
-            }
-            let tried: Vec<usize> = tried.iter().filter_map(|n| core.find(n)).collect();
-            let idx = core.select(p, &tried, Instant::now())?;
-            drop(core);
-            return Ok(Lease {
-                generation,
-                idx,
-                shell: self.shell.clone(),
-            });
-        }
-    }
-
-    /// Resolves when some credential may be able to serve: it came back (a
-    /// cooldown ended, a probe succeeded, the operator enabled it, a reload
-    /// added it) or just answered and is still ready. Wakes one waiter per
-    /// such event, so the waiters drain at the pace the provider accepts
-    /// them. Call `enable()` on the pinned future before checking the pool
-    /// to miss nothing.
-    pub fn ready_changed(&self) -> tokio::sync::futures::Notified<'_> {
-        self.shell.ready.notified()
-    }
-
-    /// The token to send for this lease: the API key, or a valid access
-    /// token (refreshed first if it is missing or about to expire).
-    pub async fn token(&self, lease: &Lease) -> Result<Secret, String> {
-        self.refresh(&lease.generation, lease.idx, tokens::Mode::IfStale, true)
-            .await
-            .map_err(|e| e.message)
-    }
-
-    /// After a 401 with `rejected`: refresh once (unless another request
-    /// already did) and return the new access token.
-    pub async fn reauth(&self, lease: &Lease, rejected: &Secret) -> Result<Secret, String> {
-        self.refresh(
-            &lease.generation,
-            lease.idx,
-            tokens::Mode::Replace(rejected.clone()),
-            true,
-        )
-        .await
-        .map_err(|e| e.message)
-    }
-
-    /// Applies an attempt's verdict to its credential (and, when a reload
-    /// retired the lease's generation, to the same credential in the
-    /// current one: a 429 that arrives mid-reload still cools it).
-    pub fn record(&self, lease: &Lease, verdict: &Verdict, status: Option<u16>, latency: Duration) {
-        let now = Instant::now();
-        let wall = SystemTime::now();
-        let applied = self.apply(&lease.generation, lease.idx, |core, i| {
-            core.totals.attempts += 1;
-            let provider = core.creds[i].provider;
-            let was_down = core.provider_down(provider).is_some();
-            let failures_before = core.creds[i].failures;
-            let (before, after) = core.record(i, verdict, now);
-            let c = &mut core.creds[i];
-            c.stats.last_used = Some(wall);
-            c.stats.last_latency = Some(latency);
-            if status.is_some() {
-                c.stats.last_status = status;
-            }
-            let health = (was_down != core.provider_down(provider).is_some()).then_some(provider);
-            (
-                before,
-                after,
-                failures_before != core.creds[i].failures,
-                health,
-            )
-        });
-        // Shared with the current generation for an unchanged credential.
-        lease.generation.series.attempt(lease.idx, verdict);
-        match applied {
-            Some((generation, i, (before, after, failures_changed, health))) => {
-                self.changed(&generation, i, before, after, failures_changed);
-                if let Some(provider) = health {
-                    self.health_changed(&generation, provider);
-                }
-            }
-            // The credential went with a reload: the attempt still counts
-            // in the pool's totals.
-            None => self.with_current(|_, core| {
-                core.totals.attempts += 1;
-                if matches!(
-                    verdict,
-                    Verdict::RateLimited { .. } | Verdict::QuotaExhausted { .. }
-                ) {
-                    core.totals.upstream_429 += 1;
-                }
-            }),
-        }
-    }
-
-    /// Adds one answer to `lease`'s credential's usage, with the tokens its
-    /// provider reported (`None`: it reported none, or the stream was cut
-    /// before it did). Counted where [`PoolHandle::record`] counts: on the
-    /// current generation's copy when a reload lands meanwhile.
-    ///
-    /// A credential whose budget this answer reaches is held at once (see
-    /// [`crate::config::Budget`]), like a provider's depleted limit.
-    pub fn add_usage(&self, lease: &Lease, usage: Option<crate::vocab::Usage>) {
-        let now = Instant::now();
-        let ms = unix_ms(SystemTime::now());
-        let applied = self.apply(&lease.generation, lease.idx, |core, i| {
-            let c = &mut core.creds[i];
-            c.stats.usage.add(usage, ms / 1000);
-            let (until_ms, kind, reason) = c.stats.usage.reached(&c.budget, ms)?;
-            let wait = Duration::from_millis(until_ms.saturating_sub(ms));
-            Some(core.hold(i, now, wait, kind, reason))
-        });
-        if let Some((generation, i, Some((before, after)))) = applied {
-            self.changed(&generation, i, before, after, false);
-        }
-        self.shell
-            .usage_dirty
-            .store(true, std::sync::atomic::Ordering::Relaxed);
-    }
-
-    /// A provider went down or came back: say so, and republish its
-    /// credentials (going down can bring back keys its failures had marked
-    /// failed; coming back resets their failure counts).
-    fn health_changed(&self, generation: &Generation, provider: usize) {
-        if generation.is_retired() {
-            return;
-        }
-        let view = {
-            let core = lock(&generation.core);
-            provider_view(
-                generation,
-                &core,
-                provider,
-                Instant::now(),
-                SystemTime::now(),
-            )
-        };
-        self.shell.ready.notify_waiters();
-        self.shell.clock.notify_one();
-        self.shell.dirty.notify_one();
-        for i in 0..generation.specs().len() {
-            if generation.specs()[i].provider == provider {
-                self.publish_credential(generation, i);
-            }
-        }
-        self.publish(Event::Provider { provider: view });
-    }
-
-    /// Why the provider a request routes to is unhealthy, if it is.
-    pub fn provider_down(&self, routed: &Arc<Generation>, provider: usize) -> Option<String> {
-        let current = self.current();
-        let (generation, p) = match current.follow(routed, provider) {
-            Some(p) => (current, p),
-            None => (routed.clone(), provider),
-        };
-        let core = lock(&generation.core);
-        core.provider_down(p).map(str::to_string)
-    }
-
-    /// Publishes a finished client request and counts it.
-    pub fn finish(&self, record: RequestRecord) {
-        let totals = self.with_current(|_, core| {
-            core.totals.requests += 1;
-            if (200..300).contains(&record.status) {
-                core.totals.succeeded += 1;
-            }
-            if record.status == 429 {
-                core.totals.client_429 += 1;
-            }
-            core.totals
-        });
-        if let Some(client) = &record.client
-            && (200..300).contains(&record.status)
-        {
-            lock(&self.shell.clients)
-                .entry(client.clone())
-                .or_default()
-                .add(record.tokens);
-        }
-        self.shell.metrics.request(&record);
-        self.publish(Event::Request {
-            request: record,
-            totals,
-        });
-    }
-
-    /// A request moved on from `from` (to `to`, if anything was left).
-    pub fn rotation(&self, from: &str, to: Option<&str>, reason: &str) {
-        self.publish(Event::Rotation {
-            at_ms: unix_ms(SystemTime::now()),
-            from: from.to_string(),
-            to: to.map(str::to_string),
-            reason: reason.to_string(),
-        });
-    }
-
-    /// Publishes a line for the operator (the dashboard's log pane, the
-    /// headless log).
-    pub fn notice(&self, level: Level, message: String) {
-        self.publish(Event::Notice {
-            at_ms: unix_ms(SystemTime::now()),
-            level,
-            message,
-        });
-    }
-
-    /// After any change to credential `i` of `generation`: tell
-    /// subscribers, wake waiters and the clock, schedule a save. Changes to
-    /// a retired generation are not published (nobody shows it).
-    fn changed(
-        &self,
-        generation: &Generation,
-        i: usize,
-        before: State,
-        after: State,
-        persist_anyway: bool,
-    ) {
-        if after == State::Ready {
-            // One waiting request gets the chance; if it succeeds, its
-            // success wakes the next (see the dispatcher).
-            self.shell.ready.notify_one();
-        }
-        if generation.is_retired() {
-            return;
-        }
-        if before != after {
-            self.publish_credential(generation, i);
-            self.shell.clock.notify_one();
-        }
-        if before != after || persist_anyway {
-            self.shell.dirty.notify_one();
-            self.share_change(generation, i, persist_anyway);
-        }
-    }
-
-    fn publish_credential(&self, generation: &Generation, i: usize) {
-        if self.shell.events.receiver_count() == 0 || generation.is_retired() {
-            return;
-        }
-        let expiry = generation.tokens[i].expiry();
-        let view = {
-            let core = lock(&generation.core);
-            view(
-                generation,
-                &core,
-                i,
-                expiry,
-                Instant::now(),
-                SystemTime::now(),
-            )
-        };
-        self.publish(Event::Credential { credential: view });
     }
 
     /// Test and tooling access to one credential's state.

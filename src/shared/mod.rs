@@ -10,6 +10,10 @@
 //! hands it. The values that cross (credential state, [`Change`]s, the
 //! [`RefreshLock`]) live in `pool::store` and are re-exported here.
 //!
+//! Connecting, health and the pool's view of the store are here; the
+//! cooldowns, switches, failure counts and ops in `credentials`; the
+//! refresh lock and the tokens in `refresh`.
+//!
 //! # Layout in Redis
 //!
 //! `{ns}` is the configured namespace, so several clusters can share one
@@ -78,6 +82,8 @@
 //! Pick a lease longer than the token endpoint's timeout, so a lease only
 //! runs out when its holder is stuck or gone.
 
+mod credentials;
+mod refresh;
 mod scripts;
 mod subscriber;
 mod types;
@@ -92,12 +98,10 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::broadcast;
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use self::scripts::Scripts;
-use self::types::{TokensReply, parse_cred, tokens_from};
-use self::wire::{Keys, Message, field};
+use self::wire::{Keys, Message};
 use crate::config::SharedSettings;
 pub use crate::pool::store::{
     Change, Field, NewTokens, Op, RefreshLock, SharedCooldown, SharedCred, SharedTokens,
@@ -342,283 +346,6 @@ impl SharedStore {
 
     fn message(&self, name: &str, field: Field) -> String {
         Message::change(&self.inner.id, name, field)
-    }
-
-    /// Everything stored about each credential; a credential Redis knows
-    /// nothing of comes back as the default (ready, no tokens).
-    pub async fn load(&self, names: &[&str]) -> Result<HashMap<String, SharedCred>, SharedError> {
-        if names.is_empty() {
-            return Ok(HashMap::new());
-        }
-        let mut pipe = redis::pipe();
-        for name in names {
-            pipe.hgetall(self.inner.keys.cred(name));
-        }
-        let r: redis::RedisResult<Vec<HashMap<String, String>>> =
-            pipe.query_async(&mut self.con()).await;
-        let hashes = self.check(|| format!("reading {} credential(s)", names.len()), r)?;
-        Ok(names
-            .iter()
-            .zip(hashes)
-            .map(|(name, h)| (name.to_string(), parse_cred(&h)))
-            .collect())
-    }
-
-    /// Moves the cooldown of `name` to end at `until_ms` (wall-clock unix
-    /// ms), unless the stored one already ends as late or later. Returns
-    /// whether it was written (and so published).
-    pub async fn extend_cooldown(
-        &self,
-        name: &str,
-        until_ms: u64,
-        kind: CooldownKind,
-        reason: &str,
-    ) -> Result<bool, SharedError> {
-        let r: redis::RedisResult<i64> = self
-            .inner
-            .scripts
-            .extend_cooldown
-            .key(self.inner.keys.cred(name))
-            .arg(until_ms)
-            .arg(wire::kind_str(kind))
-            .arg(reason)
-            .arg(self.inner.keys.channel())
-            .arg(self.message(name, Field::Cooldown))
-            .invoke_async(&mut self.con())
-            .await;
-        Ok(self.check(|| format!("extending the cooldown of {name:?}"), r)? == 1)
-    }
-
-    /// The operator's switch. Publishes only if it changed.
-    pub async fn set_disabled(&self, name: &str, disabled: bool) -> Result<(), SharedError> {
-        let value = if disabled { "1" } else { "0" };
-        self.set_field(name, field::DISABLED, value, Field::Disabled)
-            .await
-    }
-
-    /// The consecutive-failure count (last writer wins). Publishes only if
-    /// it changed.
-    pub async fn set_failures(&self, name: &str, failures: u32) -> Result<(), SharedError> {
-        self.set_field(
-            name,
-            field::FAILURES,
-            &failures.to_string(),
-            Field::Failures,
-        )
-        .await
-    }
-
-    async fn set_field(
-        &self,
-        name: &str,
-        hash_field: &str,
-        value: &str,
-        field: Field,
-    ) -> Result<(), SharedError> {
-        let r: redis::RedisResult<i64> = self
-            .inner
-            .scripts
-            .set_field
-            .key(self.inner.keys.cred(name))
-            .arg(hash_field)
-            .arg(value)
-            .arg(self.inner.keys.channel())
-            .arg(self.message(name, field))
-            .invoke_async(&mut self.con())
-            .await;
-        self.check(|| format!("setting {hash_field} of {name:?}"), r)
-            .map(|_| ())
-    }
-
-    /// Sends an operator op to every other replica.
-    pub async fn publish_op(&self, op: &Op) -> Result<(), SharedError> {
-        let r: redis::RedisResult<i64> = redis::cmd("PUBLISH")
-            .arg(self.inner.keys.channel())
-            .arg(Message::op(&self.inner.id, op))
-            .query_async(&mut self.con())
-            .await;
-        self.check(|| format!("publishing {op:?}"), r).map(|_| ())
-    }
-
-    /// Takes the refresh lock of `name` for `lease`, or `None` if another
-    /// holder (on any replica) has it.
-    pub async fn try_lock_refresh(
-        &self,
-        name: &str,
-        lease: Duration,
-    ) -> Result<Option<RefreshLock>, SharedError> {
-        let lease_ms = lease.as_millis().max(1) as u64;
-        let taken_at = Instant::now();
-        // The script answers the fence as a string (it outgrows Lua's
-        // integer printing) or 0.
-        let r: redis::RedisResult<redis::Value> = self
-            .inner
-            .scripts
-            .acquire
-            .key(self.inner.keys.lock(name))
-            .key(self.inner.keys.cred(name))
-            .arg(lease_ms)
-            .invoke_async(&mut self.con())
-            .await;
-        let reply = self.check(|| format!("taking the refresh lock of {name:?}"), r)?;
-        let fence = match reply {
-            redis::Value::Int(n) => n.max(0) as u64,
-            redis::Value::BulkString(b) => std::str::from_utf8(&b)
-                .ok()
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(0),
-            _ => 0,
-        };
-        Ok((fence > 0).then(|| RefreshLock::new(name.to_string(), fence, taken_at + lease)))
-    }
-
-    /// The stored tokens of `name`, or `None` if it has none at all.
-    pub async fn tokens(&self, name: &str) -> Result<Option<SharedTokens>, SharedError> {
-        let r: redis::RedisResult<Vec<Option<String>>> = redis::cmd("HMGET")
-            .arg(self.inner.keys.cred(name))
-            .arg(&[
-                field::REFRESH_TOKEN,
-                field::REFRESH_VERSION,
-                field::ACCESS_TOKEN,
-                field::ACCESS_EXPIRES,
-                field::REFRESH_SEED_FP,
-            ])
-            .query_async(&mut self.con())
-            .await;
-        let mut f = self
-            .check(|| format!("reading the tokens of {name:?}"), r)?
-            .into_iter();
-        let mut next = || f.next().flatten();
-        let tokens = tokens_from(next(), next(), next(), next(), next());
-        let empty = tokens.refresh_token.is_none() && tokens.access_token.is_none();
-        Ok((!empty).then_some(tokens))
-    }
-
-    /// Stores a refresh's result: only if `lock` still holds the refresh
-    /// lock and the refresh token is still at `expected_version` (what
-    /// [`SharedStore::tokens`] said before the refresh). A rotated refresh
-    /// token becomes version + 1. An older refresh token can never replace
-    /// a newer one.
-    pub async fn store_refresh(
-        &self,
-        lock: &RefreshLock,
-        expected_version: u64,
-        new: &NewTokens,
-    ) -> Result<StoreOutcome, SharedError> {
-        let name = lock.name();
-        let r: redis::RedisResult<(i64, u64)> = self
-            .inner
-            .scripts
-            .store_refresh
-            .key(self.inner.keys.cred(name))
-            .key(self.inner.keys.lock(name))
-            .arg(lock.fence())
-            .arg(expected_version)
-            .arg(new.access_token.expose())
-            .arg(new.expires_ms)
-            .arg(new.refresh_token.as_ref().map_or("", Secret::expose))
-            .arg(self.inner.keys.channel())
-            .arg(self.message(name, Field::Tokens))
-            .invoke_async(&mut self.con())
-            .await;
-        let (status, version) =
-            self.check(|| format!("storing the refreshed tokens of {name:?}"), r)?;
-        Ok(match status {
-            1 => StoreOutcome::Stored { version },
-            -1 => StoreOutcome::FencedOut,
-            _ => StoreOutcome::Superseded { version },
-        })
-    }
-
-    /// Gives the lock back, if `lock` still holds it (a lease that ran out
-    /// may belong to someone else by now). Returns whether it did.
-    pub async fn release(&self, lock: RefreshLock) -> Result<bool, SharedError> {
-        let name = lock.name();
-        let r: redis::RedisResult<i64> = self
-            .inner
-            .scripts
-            .release
-            .key(self.inner.keys.lock(name))
-            .arg(lock.fence())
-            .invoke_async(&mut self.con())
-            .await;
-        Ok(self.check(|| format!("releasing the refresh lock of {name:?}"), r)? == 1)
-    }
-
-    /// Writes the configured refresh token of `name` only if Redis holds
-    /// none yet (the first replica to start wins), and returns what Redis
-    /// holds afterwards. A replica that loses keeps using Redis's token:
-    /// it may be a rotated successor of its own.
-    pub async fn seed_refresh_token(
-        &self,
-        name: &str,
-        token: &Secret,
-    ) -> Result<SharedTokens, SharedError> {
-        let r: redis::RedisResult<TokensReply> = self
-            .inner
-            .scripts
-            .seed
-            .key(self.inner.keys.cred(name))
-            .arg(token.expose())
-            .arg(token.fingerprint())
-            .arg(self.inner.keys.channel())
-            .arg(self.message(name, Field::Tokens))
-            .invoke_async(&mut self.con())
-            .await;
-        let (_, rt, version, at, exp, fp) =
-            self.check(|| format!("seeding the refresh token of {name:?}"), r)?;
-        Ok(tokens_from(rt, version, at, exp, fp))
-    }
-
-    /// Puts back a refresh token this replica holds at `version` (from
-    /// [`SharedStore::tokens`] or [`StoreOutcome::Stored`], plus one for a
-    /// token rotated by a refresh whose store was refused), but only if
-    /// Redis holds an older version or none: after Redis lost its data, or
-    /// a [`StoreOutcome::FencedOut`] refresh whose rotated token would
-    /// otherwise exist nowhere else. Returns what Redis holds afterwards.
-    pub async fn restore_refresh_token(
-        &self,
-        name: &str,
-        token: &Secret,
-        version: u64,
-    ) -> Result<SharedTokens, SharedError> {
-        let r: redis::RedisResult<TokensReply> = self
-            .inner
-            .scripts
-            .restore
-            .key(self.inner.keys.cred(name))
-            .arg(token.expose())
-            .arg(version)
-            .arg(self.inner.keys.channel())
-            .arg(self.message(name, Field::Tokens))
-            .invoke_async(&mut self.con())
-            .await;
-        let (_, rt, version, at, exp, fp) =
-            self.check(|| format!("restoring the refresh token of {name:?}"), r)?;
-        Ok(tokens_from(rt, version, at, exp, fp))
-    }
-
-    /// Puts `token` in as the refresh token of `name` whatever is stored
-    /// (an operator's explicit choice, e.g. after the stored one was
-    /// revoked), as a new version, and drops the cached access token.
-    /// Returns the new version.
-    pub async fn replace_refresh_token(
-        &self,
-        name: &str,
-        token: &Secret,
-    ) -> Result<u64, SharedError> {
-        let r: redis::RedisResult<u64> = self
-            .inner
-            .scripts
-            .replace
-            .key(self.inner.keys.cred(name))
-            .arg(token.expose())
-            .arg(token.fingerprint())
-            .arg(self.inner.keys.channel())
-            .arg(self.message(name, Field::Tokens))
-            .invoke_async(&mut self.con())
-            .await;
-        self.check(|| format!("replacing the refresh token of {name:?}"), r)
     }
 
     /// A round trip on the command connection; updates [`Self::healthy`].

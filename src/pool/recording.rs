@@ -1,0 +1,108 @@
+//! What an attempt reports on its credential: the verdict, the usage,
+//! and the provider's health they change.
+
+use super::*;
+
+impl PoolHandle {
+    /// Applies an attempt's verdict to its credential (and, when a reload
+    /// retired the lease's generation, to the same credential in the
+    /// current one: a 429 that arrives mid-reload still cools it).
+    pub fn record(&self, lease: &Lease, verdict: &Verdict, status: Option<u16>, latency: Duration) {
+        let now = Instant::now();
+        let wall = SystemTime::now();
+        let applied = self.apply(&lease.generation, lease.idx, |core, i| {
+            core.totals.attempts += 1;
+            let provider = core.creds[i].provider;
+            let was_down = core.provider_down(provider).is_some();
+            let failures_before = core.creds[i].failures;
+            let (before, after) = core.record(i, verdict, now);
+            let c = &mut core.creds[i];
+            c.stats.last_used = Some(wall);
+            c.stats.last_latency = Some(latency);
+            if status.is_some() {
+                c.stats.last_status = status;
+            }
+            let health = (was_down != core.provider_down(provider).is_some()).then_some(provider);
+            (
+                before,
+                after,
+                failures_before != core.creds[i].failures,
+                health,
+            )
+        });
+        // Shared with the current generation for an unchanged credential.
+        lease.generation.series.attempt(lease.idx, verdict);
+        match applied {
+            Some((generation, i, (before, after, failures_changed, health))) => {
+                self.changed(&generation, i, before, after, failures_changed);
+                if let Some(provider) = health {
+                    self.health_changed(&generation, provider);
+                }
+            }
+            // The credential went with a reload: the attempt still counts
+            // in the pool's totals.
+            None => self.with_current(|_, core| {
+                core.totals.attempts += 1;
+                if matches!(
+                    verdict,
+                    Verdict::RateLimited { .. } | Verdict::QuotaExhausted { .. }
+                ) {
+                    core.totals.upstream_429 += 1;
+                }
+            }),
+        }
+    }
+
+    /// Adds one answer to `lease`'s credential's usage, with the tokens its
+    /// provider reported (`None`: it reported none, or the stream was cut
+    /// before it did). Counted where [`PoolHandle::record`] counts: on the
+    /// current generation's copy when a reload lands meanwhile.
+    ///
+    /// A credential whose budget this answer reaches is held at once (see
+    /// [`crate::config::Budget`]), like a provider's depleted limit.
+    pub fn add_usage(&self, lease: &Lease, usage: Option<crate::vocab::Usage>) {
+        let now = Instant::now();
+        let ms = unix_ms(SystemTime::now());
+        let applied = self.apply(&lease.generation, lease.idx, |core, i| {
+            let c = &mut core.creds[i];
+            c.stats.usage.add(usage, ms / 1000);
+            let (until_ms, kind, reason) = c.stats.usage.reached(&c.budget, ms)?;
+            let wait = Duration::from_millis(until_ms.saturating_sub(ms));
+            Some(core.hold(i, now, wait, kind, reason))
+        });
+        if let Some((generation, i, Some((before, after)))) = applied {
+            self.changed(&generation, i, before, after, false);
+        }
+        self.shell
+            .usage_dirty
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// A provider went down or came back: say so, and republish its
+    /// credentials (going down can bring back keys its failures had marked
+    /// failed; coming back resets their failure counts).
+    fn health_changed(&self, generation: &Generation, provider: usize) {
+        if generation.is_retired() {
+            return;
+        }
+        let view = {
+            let core = lock(&generation.core);
+            provider_view(
+                generation,
+                &core,
+                provider,
+                Instant::now(),
+                SystemTime::now(),
+            )
+        };
+        self.shell.ready.notify_waiters();
+        self.shell.clock.notify_one();
+        self.shell.dirty.notify_one();
+        for i in 0..generation.specs().len() {
+            if generation.specs()[i].provider == provider {
+                self.publish_credential(generation, i);
+            }
+        }
+        self.publish(Event::Provider { provider: view });
+    }
+}

@@ -1,0 +1,105 @@
+//! What the store holds about each credential, besides its tokens: the
+//! cooldown, the operator's switch and the failure count, and the
+//! operator's ops sent to every replica.
+
+use super::types::parse_cred;
+use super::wire::field;
+use super::*;
+
+impl SharedStore {
+    /// Everything stored about each credential; a credential Redis knows
+    /// nothing of comes back as the default (ready, no tokens).
+    pub async fn load(&self, names: &[&str]) -> Result<HashMap<String, SharedCred>, SharedError> {
+        if names.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let mut pipe = redis::pipe();
+        for name in names {
+            pipe.hgetall(self.inner.keys.cred(name));
+        }
+        let r: redis::RedisResult<Vec<HashMap<String, String>>> =
+            pipe.query_async(&mut self.con()).await;
+        let hashes = self.check(|| format!("reading {} credential(s)", names.len()), r)?;
+        Ok(names
+            .iter()
+            .zip(hashes)
+            .map(|(name, h)| (name.to_string(), parse_cred(&h)))
+            .collect())
+    }
+
+    /// Moves the cooldown of `name` to end at `until_ms` (wall-clock unix
+    /// ms), unless the stored one already ends as late or later. Returns
+    /// whether it was written (and so published).
+    pub async fn extend_cooldown(
+        &self,
+        name: &str,
+        until_ms: u64,
+        kind: CooldownKind,
+        reason: &str,
+    ) -> Result<bool, SharedError> {
+        let r: redis::RedisResult<i64> = self
+            .inner
+            .scripts
+            .extend_cooldown
+            .key(self.inner.keys.cred(name))
+            .arg(until_ms)
+            .arg(wire::kind_str(kind))
+            .arg(reason)
+            .arg(self.inner.keys.channel())
+            .arg(self.message(name, Field::Cooldown))
+            .invoke_async(&mut self.con())
+            .await;
+        Ok(self.check(|| format!("extending the cooldown of {name:?}"), r)? == 1)
+    }
+
+    /// The operator's switch. Publishes only if it changed.
+    pub async fn set_disabled(&self, name: &str, disabled: bool) -> Result<(), SharedError> {
+        let value = if disabled { "1" } else { "0" };
+        self.set_field(name, field::DISABLED, value, Field::Disabled)
+            .await
+    }
+
+    /// The consecutive-failure count (last writer wins). Publishes only if
+    /// it changed.
+    pub async fn set_failures(&self, name: &str, failures: u32) -> Result<(), SharedError> {
+        self.set_field(
+            name,
+            field::FAILURES,
+            &failures.to_string(),
+            Field::Failures,
+        )
+        .await
+    }
+
+    async fn set_field(
+        &self,
+        name: &str,
+        hash_field: &str,
+        value: &str,
+        field: Field,
+    ) -> Result<(), SharedError> {
+        let r: redis::RedisResult<i64> = self
+            .inner
+            .scripts
+            .set_field
+            .key(self.inner.keys.cred(name))
+            .arg(hash_field)
+            .arg(value)
+            .arg(self.inner.keys.channel())
+            .arg(self.message(name, field))
+            .invoke_async(&mut self.con())
+            .await;
+        self.check(|| format!("setting {hash_field} of {name:?}"), r)
+            .map(|_| ())
+    }
+
+    /// Sends an operator op to every other replica.
+    pub async fn publish_op(&self, op: &Op) -> Result<(), SharedError> {
+        let r: redis::RedisResult<i64> = redis::cmd("PUBLISH")
+            .arg(self.inner.keys.channel())
+            .arg(Message::op(&self.inner.id, op))
+            .query_async(&mut self.con())
+            .await;
+        self.check(|| format!("publishing {op:?}"), r).map(|_| ())
+    }
+}
