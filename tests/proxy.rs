@@ -46,45 +46,13 @@ async fn proxy() -> (SocketAddr, tokio::sync::mpsc::UnboundedReceiver<String>) {
     (addr, rx)
 }
 
-/// Starts the binary serving `base_url` with `env` set, and waits for it.
+/// The binary serving `base_url` with `env` set.
 async fn gateway(
     dir: &Path,
     base_url: &str,
     env: &[(&str, String)],
 ) -> (tokio::process::Child, String) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let cfg = dir.join("tokenyard.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "listen = \"127.0.0.1:{port}\"\nstate_file = {:?}\n\n[pool]\ntiers = [\"primary\"]\n\n\
-             [[provider]]\nname = \"p\"\nkind = \"openai\"\nbase_url = \"{base_url}\"\nmodels = [\"*\"]\n\n\
-             [[credential]]\nname = \"only\"\ntier = \"primary\"\napi_key = \"{KEY}\"\n",
-            dir.join("state.json").display().to_string(),
-        ),
-    )
-    .unwrap();
-    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_tokenyard"));
-    cmd.args(["serve", "--no-tui", "--config"])
-        .arg(&cfg)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true);
-    for var in ["HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"] {
-        cmd.env_remove(var).env_remove(var.to_ascii_lowercase());
-    }
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let child = cmd.spawn().unwrap();
-    let base = format!("http://127.0.0.1:{port}");
-    common::wait_until_up(&base).await;
-    (child, base)
+    common::spawn_one_key(dir, base_url, KEY, env).await
 }
 
 async fn ask(base: &str) -> (u16, String) {

@@ -445,3 +445,67 @@ async fn redis_going_away_mid_load_fails_no_request_and_state_reconciles() {
         gw.stop().await;
     }
 }
+
+/// One daily token budget for two replicas: the cluster's counts decide,
+/// so the key is held once both replicas together took it to the budget —
+/// where each alone would have gone on to twice that — and both see the
+/// hold. The sum stays within the budget plus what was in flight.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_enforce_one_shared_budget() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let sim = common::start_sim(SimConfig {
+        accounts: vec![
+            SimAccount::api_key("first", "sk-fake-budget-first", Limit::Unlimited),
+            SimAccount::api_key("second", "sk-fake-budget-second", Limit::Unlimited),
+            SimAccount::api_key("probe", "sk-fake-budget-probe", Limit::Unlimited),
+        ],
+        ..SimConfig::default()
+    })
+    .await;
+    // What one request costs, through a gateway of its own.
+    let probe = common::start(common::parse(
+        &format!(
+            "listen = \"127.0.0.1:0\"\n\n[[provider]]\nname = \"sim\"\nkind = \"openai\"\nbase_url = \"{}\"\n\n\
+             [[credential]]\nname = \"probe\"\napi_key = \"sk-fake-budget-probe\"\n",
+            sim.base_url()
+        ),
+        &std::env::temp_dir(),
+    ))
+    .await;
+    let v: serde_json::Value = chat(&probe).await.json().await.unwrap();
+    let cost = v["usage"]["total_tokens"].as_u64().unwrap();
+    probe.stop().await;
+    let budget = 4 * cost + 1;
+
+    let creds = format!(
+        "\n[[credential]]\nname = \"first\"\ntier = \"first\"\napi_key = \"sk-fake-budget-first\"\nmax_tokens_per_day = {budget}\n\
+         \n[[credential]]\nname = \"second\"\ntier = \"second\"\napi_key = \"sk-fake-budget-second\"\n"
+    );
+    let gws = replicas(2, &toml(&sim, &redis.url(), "budget", &creds, "")).await;
+    connected(&gws).await;
+    for n in 0..10 {
+        let resp = chat(&gws[n % 2]).await;
+        assert_eq!(resp.status(), 200, "request {n}");
+    }
+    let first = sim.stats().account("first").unwrap().ok;
+    let second = sim.stats().account("second").unwrap().ok;
+    assert!(
+        (5..=6).contains(&first),
+        "the first key served {first}: five reach the budget, one more may have been on its way"
+    );
+    assert_eq!(first + second, 10);
+    for gw in &gws {
+        let held = within(Duration::from_secs(2), || {
+            let snap = gw.pool.snapshot();
+            let c = snap.credentials.iter().find(|c| c.name == "first").unwrap();
+            c.state == State::Exhausted
+                && c.reason
+                    .as_deref()
+                    .is_some_and(|r| r.starts_with("budget: "))
+        })
+        .await;
+        assert!(held.is_some(), "replica {} holds the key", gw.addr);
+    }
+}

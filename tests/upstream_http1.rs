@@ -227,47 +227,13 @@ async fn long_streams_never_wait_behind_a_providers_http2_stream_cap() {
     assert_eq!(seen.alpn_h2.load(Ordering::SeqCst), 0, "h2 was not offered");
 }
 
-/// Starts the binary with one provider at `base_url` and `env` set (proxy
-/// variables cleared first); waits until it answers.
+/// The binary with one provider at `base_url` and `env` set.
 async fn gateway(
     dir: &std::path::Path,
     base_url: &str,
     env: &[(&str, String)],
 ) -> (tokio::process::Child, String) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let cfg = dir.join("tokenyard.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "listen = \"127.0.0.1:{port}\"\nstate_file = {:?}\n\n[pool]\ntiers = [\"primary\"]\n\n\
-             [[provider]]\nname = \"tls\"\nkind = \"openai\"\nbase_url = \"{base_url}\"\nmodels = [\"tls-model\"]\n\n\
-             [[credential]]\nname = \"only\"\ntier = \"primary\"\napi_key = \"{KEY}\"\n",
-            dir.join("state.json").display().to_string(),
-        ),
-    )
-    .unwrap();
-    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_tokenyard"));
-    cmd.args(["serve", "--no-tui", "--config"])
-        .arg(&cfg)
-        .env_remove("SSL_CERT_DIR")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true);
-    for var in ["HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"] {
-        cmd.env_remove(var).env_remove(var.to_ascii_lowercase());
-    }
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let child = cmd.spawn().unwrap();
-    let base = format!("http://127.0.0.1:{port}");
-    common::wait_until_up(&base).await;
-    (child, base)
+    common::spawn_one_key(dir, base_url, KEY, env).await
 }
 
 /// An HTTP proxy that serves `CONNECT` only: it reports each request head

@@ -119,17 +119,21 @@ async fn anthropic(gw: &tokenyard::gateway::Running, stream: bool) -> (u64, u64)
     )
 }
 
-/// The first credential's `usage.total` from `/admin/pool`.
-async fn usage(gw: &tokenyard::gateway::Running) -> Value {
-    let v: Value = common::client()
+/// `/admin/pool` (from loopback, which needs no admin key).
+async fn admin_pool(gw: &tokenyard::gateway::Running) -> Value {
+    common::client()
         .get(format!("http://{}/admin/pool", gw.addr))
         .send()
         .await
         .unwrap()
         .json()
         .await
-        .unwrap();
-    v["credentials"][0]["usage"].clone()
+        .unwrap()
+}
+
+/// The first credential's `usage` from `/admin/pool`.
+async fn usage(gw: &tokenyard::gateway::Running) -> Value {
+    admin_pool(gw).await["credentials"][0]["usage"].clone()
 }
 
 #[tokio::test]
@@ -303,14 +307,7 @@ async fn a_daily_token_budget_holds_the_key_before_its_quota() {
         let (i, o) = openai(&gw, false).await;
         assert_eq!(i + o, cost);
     }
-    let pool: Value = common::client()
-        .get(format!("http://{}/admin/pool", gw.addr))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let pool = admin_pool(&gw).await;
     let k1 = &pool["credentials"][0];
     assert_eq!(k1["name"], "k1");
     assert_eq!(k1["state"], "exhausted", "{k1}");
@@ -373,15 +370,7 @@ async fn usage_by_client_key() {
     };
     let alpha = ask("ck-tool-alpha-0001").await + ask("ck-tool-alpha-0001").await;
     let bravo = ask("ck-tool-bravo-0002").await;
-    let pool: Value = common::client()
-        .get(format!("http://{}/admin/pool", gw.addr))
-        .bearer_auth("ck-tool-alpha-0001")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let pool = admin_pool(&gw).await;
     let clients = &pool["clients"];
     let total = |c: &Value| c["input"].as_u64().unwrap() + c["output"].as_u64().unwrap();
     assert_eq!(clients["…0001"]["answers"], 2, "{clients}");

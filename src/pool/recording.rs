@@ -1,6 +1,8 @@
 //! What an attempt reports on its credential: the verdict, the usage,
 //! and the provider's health they change.
 
+use super::store::SharedUsage;
+use super::usage::budget_reached;
 use super::*;
 
 impl PoolHandle {
@@ -76,6 +78,38 @@ impl PoolHandle {
         self.shell
             .usage_dirty
             .store(true, std::sync::atomic::Ordering::Relaxed);
+        let name = &lease.generation.specs()[lease.idx].name;
+        self.share_usage(name, ms, usage.map_or(0, |u| u.total()));
+    }
+
+    /// The whole cluster's counts for `name` (Redis) after an answer at
+    /// `at_ms`: holds the credential here if they reach its budget, and the
+    /// hold goes to every replica as any cooldown does.
+    pub(super) fn cluster_usage(&self, name: &str, at_ms: u64, counts: SharedUsage) {
+        let now = Instant::now();
+        let generation = self.current();
+        let Some(i) = generation.specs().iter().position(|s| s.name == name) else {
+            return;
+        };
+        let held = {
+            let mut core = lock(&generation.core);
+            let budget = core.creds[i].budget;
+            budget_reached(
+                &budget,
+                counts.day_tokens,
+                counts.minute_answers,
+                counts.minute_tokens,
+                at_ms,
+            )
+            .map(|(until_ms, kind, reason)| {
+                let wait =
+                    Duration::from_millis(until_ms.saturating_sub(unix_ms(SystemTime::now())));
+                core.hold(i, now, wait, kind, reason)
+            })
+        };
+        if let Some((before, after)) = held {
+            self.changed(&generation, i, before, after, false);
+        }
     }
 
     /// A provider went down or came back: say so, and republish its

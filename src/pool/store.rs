@@ -18,6 +18,16 @@ use crate::config::SharedSettings;
 use crate::secret::Secret;
 use crate::vocab::CooldownKind;
 
+/// The whole cluster's counts for one credential after an answer was added
+/// to them: its UTC day's and its minute's.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SharedUsage {
+    pub day_answers: u64,
+    pub day_tokens: u64,
+    pub minute_answers: u64,
+    pub minute_tokens: u64,
+}
+
 /// A credential's cooldown as stored. It may already be over: compare
 /// `until_ms` with the wall clock.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -226,6 +236,17 @@ pub trait SharedState: Send + Sync {
 
     /// Sends an operator op to every other replica.
     fn publish_op<'a>(&'a self, op: &'a Op) -> BoxFuture<'a, Result<(), StoreError>>;
+
+    /// Adds one answer of `tokens` to `name`'s counts for UTC day `day` and
+    /// minute `minute` (both counted from the epoch); returns the cluster's
+    /// counts after it, for the budgets.
+    fn add_usage<'a>(
+        &'a self,
+        name: &'a str,
+        day: u64,
+        minute: u64,
+        tokens: u64,
+    ) -> BoxFuture<'a, Result<SharedUsage, StoreError>>;
 
     /// Takes the refresh lock of `name` for `lease`, or `None` if another
     /// holder (on any replica) has it.

@@ -8,6 +8,52 @@ pub use crate::vocab::{civil_date, compact};
 
 const MINUTES: usize = 60;
 
+/// The first limit of `budget` that counts taken at `unix_ms` have reached
+/// (this UTC day's tokens, this minute's answers and tokens): when it frees
+/// (Unix ms), the kind of hold, and why. The day's limit is looked at
+/// first: its hold is the longest. The counts may be this replica's or the
+/// whole cluster's.
+pub fn budget_reached(
+    budget: &Budget,
+    day_tokens: u64,
+    minute_answers: u64,
+    minute_tokens: u64,
+    unix_ms: u64,
+) -> Option<(u64, CooldownKind, String)> {
+    let secs = unix_ms / 1000;
+    let (day, minute) = (secs / 86_400, secs / 60);
+    if let Some(max) = budget.tokens_per_day
+        && day_tokens >= max
+    {
+        return Some((
+            (day + 1) * 86_400_000,
+            CooldownKind::Quota,
+            format!(
+                "budget: {} tokens/day reached; back at 00:00 UTC",
+                compact(max)
+            ),
+        ));
+    }
+    let next = minute + 1;
+    let back = format!("back at {:02}:{:02} UTC", next % 1440 / 60, next % 60);
+    let limits = [
+        (budget.tokens_per_minute, minute_tokens, "tokens/min"),
+        (budget.requests_per_minute, minute_answers, "requests/min"),
+    ];
+    for (max, used, what) in limits {
+        if let Some(max) = max
+            && used >= max
+        {
+            return Some((
+                next * 60_000,
+                CooldownKind::RateLimited,
+                format!("budget: {} {what} reached; {back}", compact(max)),
+            ));
+        }
+    }
+    None
+}
+
 /// [`UsageCounters`] in the state file.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct SavedUsage {
@@ -80,53 +126,29 @@ impl UsageCounters {
         c
     }
 
-    /// The first limit of `budget` these counts have reached at `unix_ms`:
-    /// when it frees (Unix ms), the kind of hold, and why. The day's limit
-    /// is looked at first: its hold is the longest.
+    /// The first limit of `budget` these counts have reached at `unix_ms`
+    /// (see [`budget_reached`]).
     pub fn reached(&self, budget: &Budget, unix_ms: u64) -> Option<(u64, CooldownKind, String)> {
         let secs = unix_ms / 1000;
         let (day, minute) = (secs / 86_400, secs / 60);
-        if let Some(max) = budget.tokens_per_day
-            && self.day == day
-            && self.today.total() >= max
-        {
-            return Some((
-                (day + 1) * 86_400_000,
-                CooldownKind::Quota,
-                format!(
-                    "budget: {} tokens/day reached; back at 00:00 UTC",
-                    compact(max)
-                ),
-            ));
-        }
+        let day_tokens = if self.day == day {
+            self.today.total()
+        } else {
+            0
+        };
         let this_minute = self
             .minutes
             .get((minute % MINUTES as u64) as usize)
             .filter(|(stamp, _)| *stamp == minute)
             .map(|(_, c)| *c)
             .unwrap_or_default();
-        let next = minute + 1;
-        let back = format!("back at {:02}:{:02} UTC", next % 1440 / 60, next % 60);
-        let limits = [
-            (budget.tokens_per_minute, this_minute.total(), "tokens/min"),
-            (
-                budget.requests_per_minute,
-                this_minute.answers,
-                "requests/min",
-            ),
-        ];
-        for (max, used, what) in limits {
-            if let Some(max) = max
-                && used >= max
-            {
-                return Some((
-                    next * 60_000,
-                    CooldownKind::RateLimited,
-                    format!("budget: {} {what} reached; {back}", compact(max)),
-                ));
-            }
-        }
-        None
+        budget_reached(
+            budget,
+            day_tokens,
+            this_minute.answers,
+            this_minute.total(),
+            unix_ms,
+        )
     }
 
     pub fn is_empty(&self) -> bool {

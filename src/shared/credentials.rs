@@ -52,6 +52,38 @@ impl SharedStore {
         Ok(self.check(|| format!("extending the cooldown of {name:?}"), r)? == 1)
     }
 
+    /// See [`SharedState::add_usage`]: one pipeline of four increments and
+    /// two expiries (a day's counts live two days, a minute's two minutes).
+    pub async fn add_usage(
+        &self,
+        name: &str,
+        day: u64,
+        minute: u64,
+        tokens: u64,
+    ) -> Result<SharedUsage, SharedError> {
+        let day_key = self.inner.keys.usage(name, "d", day);
+        let minute_key = self.inner.keys.usage(name, "m", minute);
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .hincr(&day_key, "answers", 1)
+            .hincr(&day_key, "tokens", tokens)
+            .expire(&day_key, 2 * 86_400)
+            .ignore()
+            .hincr(&minute_key, "answers", 1)
+            .hincr(&minute_key, "tokens", tokens)
+            .expire(&minute_key, 120)
+            .ignore();
+        let r: redis::RedisResult<(u64, u64, u64, u64)> = pipe.query_async(&mut self.con()).await;
+        let (day_answers, day_tokens, minute_answers, minute_tokens) =
+            self.check(|| format!("adding usage of {name:?}"), r)?;
+        Ok(SharedUsage {
+            day_answers,
+            day_tokens,
+            minute_answers,
+            minute_tokens,
+        })
+    }
+
     /// The operator's switch. Publishes only if it changed.
     pub async fn set_disabled(&self, name: &str, disabled: bool) -> Result<(), SharedError> {
         let value = if disabled { "1" } else { "0" };

@@ -105,7 +105,7 @@ use self::wire::{Keys, Message};
 use crate::config::SharedSettings;
 pub use crate::pool::store::{
     Change, Field, NewTokens, Op, RefreshLock, SharedCooldown, SharedCred, SharedTokens,
-    StoreOutcome,
+    SharedUsage, StoreOutcome,
 };
 use crate::pool::store::{SharedState, StoreError};
 use crate::secret::Secret;
@@ -396,6 +396,16 @@ impl SharedState for SharedStore {
         names: &'a [&'a str],
     ) -> BoxFuture<'a, Result<HashMap<String, SharedCred>, StoreError>> {
         Box::pin(async move { Ok(SharedStore::load(self, names).await?) })
+    }
+
+    fn add_usage<'a>(
+        &'a self,
+        name: &'a str,
+        day: u64,
+        minute: u64,
+        tokens: u64,
+    ) -> BoxFuture<'a, Result<SharedUsage, StoreError>> {
+        Box::pin(async move { Ok(SharedStore::add_usage(self, name, day, minute, tokens).await?) })
     }
 
     fn extend_cooldown<'a>(

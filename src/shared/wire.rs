@@ -36,6 +36,13 @@ impl Keys {
         format!("{}:lock:{name}", self.prefix)
     }
 
+    /// One credential's usage for one UTC day or one minute (both counted
+    /// from the epoch): a hash of `answers` and `tokens`, expiring once no
+    /// budget can look at it.
+    pub(super) fn usage(&self, name: &str, span: &str, n: u64) -> String {
+        format!("{}:usage:{name}:{span}{n}", self.prefix)
+    }
+
     pub(super) fn channel(&self) -> &str {
         &self.channel
     }

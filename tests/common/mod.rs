@@ -256,3 +256,49 @@ pub async fn wait_until_up(base: &str) {
     }
     panic!("the gateway at {base} did not come up");
 }
+
+/// The real binary (`serve --no-tui`) with one OpenAI-kind provider at
+/// `base_url` serving every model and one credential (`only`, `key`); the
+/// proxy variables and `SSL_CERT_DIR` cleared, then `env` set. Waits until
+/// it answers; returns the child (killed on drop) and its base URL.
+pub async fn spawn_one_key(
+    dir: &Path,
+    base_url: &str,
+    key: &str,
+    env: &[(&str, String)],
+) -> (tokio::process::Child, String) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let cfg = dir.join("tokenyard.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "listen = \"127.0.0.1:{port}\"\nstate_file = {:?}\n\n[pool]\ntiers = [\"primary\"]\n\n\
+             [[provider]]\nname = \"p\"\nkind = \"openai\"\nbase_url = \"{base_url}\"\nmodels = [\"*\"]\n\n\
+             [[credential]]\nname = \"only\"\ntier = \"primary\"\napi_key = \"{key}\"\n",
+            dir.join("state.json").display().to_string(),
+        ),
+    )
+    .unwrap();
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_tokenyard"));
+    cmd.args(["serve", "--no-tui", "--config"])
+        .arg(&cfg)
+        .env_remove("SSL_CERT_DIR")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true);
+    for var in ["HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"] {
+        cmd.env_remove(var).env_remove(var.to_ascii_lowercase());
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let child = cmd.spawn().unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    wait_until_up(&base).await;
+    (child, base)
+}

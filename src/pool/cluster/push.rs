@@ -22,6 +22,12 @@ pub(super) enum Push {
         name: String,
         failures: u32,
     },
+    /// One answer's tokens, to add to the cluster's counts.
+    Usage {
+        name: String,
+        at_ms: u64,
+        tokens: u64,
+    },
 }
 
 impl PoolHandle {
@@ -61,6 +67,21 @@ impl PoolHandle {
                 }
                 Push::Failures { name, failures } => {
                     let _ = store.set_failures(&name, failures).await;
+                }
+                // Lost while Redis is away: the budgets then count what
+                // this replica saw, as they do without Redis.
+                Push::Usage {
+                    name,
+                    at_ms,
+                    tokens,
+                } => {
+                    let secs = at_ms / 1000;
+                    if let Ok(counts) = store
+                        .add_usage(&name, secs / 86_400, secs / 60, tokens)
+                        .await
+                    {
+                        self.cluster_usage(&name, at_ms, counts);
+                    }
                 }
             }
         }
@@ -104,6 +125,22 @@ impl PoolHandle {
         if failures_changed {
             let _ = cluster.push.try_send(Push::Failures { name, failures });
         }
+    }
+
+    /// Queues one answer's tokens for the cluster's counts (with shared
+    /// state configured).
+    pub(in crate::pool) fn share_usage(&self, name: &str, at_ms: u64, tokens: u64) {
+        let Some(cluster) = self.cluster() else {
+            return;
+        };
+        if cluster.store.get().is_none() {
+            return;
+        }
+        let _ = cluster.push.try_send(Push::Usage {
+            name: name.to_string(),
+            at_ms,
+            tokens,
+        });
     }
 
     /// Writes an operator's disable or enable for every replica; when Redis
