@@ -716,15 +716,7 @@ async fn kill_9_right_after_an_acknowledged_disable_loses_nothing() {
     let home = tempfile::tempdir().unwrap();
     let dir = home.path();
     let state = dir.join("state.json");
-    let cfg = write(
-        dir,
-        "tokenyard.toml",
-        &format!(
-            "listen = \"127.0.0.1:0\"\nstate_file = {:?}\n\n[[provider]]\nname = \"sim\"\nkind = \"openai\"\nbase_url = \"{}\"\n\n[[credential]]\nname = \"key-1\"\napi_key = \"sk-sim-1\"\n\n[[credential]]\nname = \"key-2\"\napi_key = \"sk-sim-2\"\n",
-            state.display().to_string(),
-            sim.base_url()
-        ),
-    );
+    let cfg = sim_keys_config(dir, &sim, 2);
     let client = common::client();
     // Five crashes in a row, each right after the gateway said yes; the
     // disabled flag flips every round and must be what the next run sees.
@@ -954,16 +946,7 @@ async fn usage_survives_kill_9() {
     let sim = common::start_sim(SimConfig::with_api_keys(1, Limit::Unlimited)).await;
     let home = tempfile::tempdir().unwrap();
     let dir = home.path();
-    let state = dir.join("state.json");
-    let cfg = write(
-        dir,
-        "tokenyard.toml",
-        &format!(
-            "listen = \"127.0.0.1:0\"\nstate_file = {:?}\n\n[[provider]]\nname = \"sim\"\nkind = \"openai\"\nbase_url = \"{}\"\n\n[[credential]]\nname = \"key-1\"\napi_key = \"sk-sim-1\"\n",
-            state.display().to_string(),
-            sim.base_url()
-        ),
-    );
+    let cfg = sim_keys_config(dir, &sim, 1);
     let client = common::client();
     let usage_of = |root: String| {
         let client = client.clone();
@@ -1057,4 +1040,21 @@ async fn check_shows_budgets_and_refuses_a_zero_one() {
         err.contains("pool.max_tokens_per_day") && err.contains("at least 1"),
         "{err}"
     );
+}
+
+/// `tokenyard.toml` in `dir`: the sim's OpenAI API with keys `key-1`…
+/// (`sk-sim-1`…, as `SimConfig::with_api_keys` makes them) and a state
+/// file beside it.
+fn sim_keys_config(dir: &Path, sim: &tokenyard::sim::SimHandle, keys: usize) -> std::path::PathBuf {
+    let mut toml = format!(
+        "listen = \"127.0.0.1:0\"\nstate_file = {:?}\n\n[[provider]]\nname = \"sim\"\nkind = \"openai\"\nbase_url = \"{}\"\n",
+        dir.join("state.json").display().to_string(),
+        sim.base_url()
+    );
+    for n in 1..=keys {
+        toml.push_str(&format!(
+            "\n[[credential]]\nname = \"key-{n}\"\napi_key = \"sk-sim-{n}\"\n"
+        ));
+    }
+    write(dir, "tokenyard.toml", &toml)
 }
