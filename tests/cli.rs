@@ -726,14 +726,7 @@ async fn kill_9_right_after_an_acknowledged_disable_loses_nothing() {
         let mut gw = spawn_until(cmd, "listening on").await;
         let base = url_in(&gw.line);
         let root = base.trim_end_matches("/v1");
-        let pool: serde_json::Value = client
-            .get(format!("{root}/admin/pool"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let pool: serde_json::Value = common::admin_pool(root).await;
         let key_1 = &pool["credentials"][0];
         let expect = if round % 2 == 0 { "ready" } else { "disabled" };
         assert_eq!(key_1["state"], expect, "round {round}: {pool}");
@@ -819,14 +812,7 @@ async fn kill_9_at_random_moments_under_load_keeps_cooldowns_and_rotated_tokens(
         let mut gw = spawn_until(cmd, "listening on").await;
         let base = url_in(&gw.line);
         let root = base.trim_end_matches("/v1").to_string();
-        let pool: serde_json::Value = client
-            .get(format!("{root}/admin/pool"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let pool: serde_json::Value = common::admin_pool(&root).await;
         for (name, until) in &expected {
             let c = pool["credentials"]
                 .as_array()
@@ -948,19 +934,8 @@ async fn usage_survives_kill_9() {
     let dir = home.path();
     let cfg = sim_keys_config(dir, &sim, 1);
     let client = common::client();
-    let usage_of = |root: String| {
-        let client = client.clone();
-        async move {
-            let pool: serde_json::Value = client
-                .get(format!("{root}/admin/pool"))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            pool["credentials"][0]["usage"].clone()
-        }
+    let usage_of = |root: String| async move {
+        common::admin_pool(&root).await["credentials"][0]["usage"].clone()
     };
     let mut seen = serde_json::Value::Null;
     for round in 0..2 {

@@ -121,14 +121,7 @@ async fn anthropic(gw: &tokenyard::gateway::Running, stream: bool) -> (u64, u64)
 
 /// `/admin/pool` (from loopback, which needs no admin key).
 async fn admin_pool(gw: &tokenyard::gateway::Running) -> Value {
-    common::client()
-        .get(format!("http://{}/admin/pool", gw.addr))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    common::admin_pool(&format!("http://{}", gw.addr)).await
 }
 
 /// The first credential's `usage` from `/admin/pool`.

@@ -302,3 +302,15 @@ pub async fn spawn_one_key(
     wait_until_up(&base).await;
     (child, base)
 }
+
+/// `GET {root}/admin/pool` (from loopback, which needs no admin key).
+pub async fn admin_pool(root: &str) -> Value {
+    client()
+        .get(format!("{root}/admin/pool"))
+        .send()
+        .await
+        .expect("the gateway answers")
+        .json()
+        .await
+        .expect("a JSON snapshot")
+}
