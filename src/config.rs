@@ -153,7 +153,7 @@ pub struct CredentialSpec {
 /// Limits the operator puts on a credential's own use, below whatever the
 /// provider allows: reaching one holds the credential (cooling for a
 /// per-minute limit until the next minute, exhausted for the per-day one
-/// until the next UTC midnight) so the pool moves on before the provider
+/// until the next midnight in `[pool] usage_time_zone`, UTC by default) so the pool moves on before the provider
 /// says 429. `None`: no limit.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Budget {
@@ -161,7 +161,8 @@ pub struct Budget {
     pub requests_per_minute: Option<u64>,
     /// Input plus output tokens per calendar minute.
     pub tokens_per_minute: Option<u64>,
-    /// Input plus output tokens per UTC day.
+    /// Input plus output tokens per calendar day (UTC unless
+    /// `[pool] usage_time_zone` says otherwise).
     pub tokens_per_day: Option<u64>,
 }
 
@@ -197,6 +198,8 @@ pub struct PoolSettings {
     pub max_in_flight: u32,
     /// The budget of every credential that sets none of its own.
     pub budget: Budget,
+    /// Whose calendar day the usage counters and daily budgets follow.
+    pub usage_zone: crate::vocab::UsageZone,
 }
 
 impl Default for PoolSettings {
@@ -212,6 +215,7 @@ impl Default for PoolSettings {
             refresh_skew: Duration::from_secs(60),
             max_in_flight: 256,
             budget: Budget::default(),
+            usage_zone: Default::default(),
         }
     }
 }

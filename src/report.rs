@@ -111,8 +111,16 @@ pub fn pool_report(config: &Config, snap: &PoolSnapshot, notes: &[String]) -> St
             )
         })
         .collect();
+    let zone = &config.pool.usage_zone;
     if !budgets.is_empty() {
-        let _ = writeln!(out, "  budgets:   {}", budgets.join(" · "));
+        let days = if zone.name() == "UTC" {
+            String::new()
+        } else {
+            format!(" · days begin at 00:00 {}", zone.name())
+        };
+        let _ = writeln!(out, "  budgets:   {}{days}", budgets.join(" · "));
+    } else if zone.name() != "UTC" {
+        let _ = writeln!(out, "  usage:     days begin at 00:00 {}", zone.name());
     }
     for n in notes {
         let _ = writeln!(out, "  note: {n}");

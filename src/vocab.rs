@@ -184,6 +184,110 @@ impl TokenCounts {
     }
 }
 
+/// The time zone whose calendar days the usage counters and the daily
+/// budgets follow: UTC unless `[pool] usage_time_zone` names another.
+/// Minutes are the same in every zone that matters (whole-minute offsets).
+#[derive(Debug, Clone)]
+pub struct UsageZone {
+    tz: jiff::tz::TimeZone,
+    name: String,
+}
+
+impl PartialEq for UsageZone {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name
+    }
+}
+
+impl Default for UsageZone {
+    fn default() -> Self {
+        UsageZone::utc()
+    }
+}
+
+impl UsageZone {
+    pub fn utc() -> UsageZone {
+        UsageZone {
+            tz: jiff::tz::TimeZone::UTC,
+            name: "UTC".into(),
+        }
+    }
+
+    /// `UTC`, an IANA name (`Europe/Berlin`, from the system's time zone
+    /// database) or a fixed offset (`+05:30`, `-08:00`, `+02`).
+    pub fn parse(text: &str) -> Result<UsageZone, String> {
+        let text = text.trim();
+        if text.eq_ignore_ascii_case("utc") || text == "Z" {
+            return Ok(UsageZone::utc());
+        }
+        if let Some(sign) = text.chars().next().filter(|c| *c == '+' || *c == '-') {
+            let bad = || {
+                format!(
+                    "{text:?} is not a UTC offset: write it as +HH:MM or -HH:MM, e.g. \"+05:30\""
+                )
+            };
+            let (h, m) = text[1..].split_once(':').unwrap_or((&text[1..], "0"));
+            let (h, m): (i32, i32) = (h.parse().map_err(|_| bad())?, m.parse().map_err(|_| bad())?);
+            if !(0..=18).contains(&h) || !(0..60).contains(&m) {
+                return Err(bad());
+            }
+            let secs = (h * 3600 + m * 60) * if sign == '-' { -1 } else { 1 };
+            let offset = jiff::tz::Offset::from_seconds(secs).map_err(|_| bad())?;
+            return Ok(UsageZone {
+                tz: jiff::tz::TimeZone::fixed(offset),
+                name: format!("{sign}{h:02}:{m:02}"),
+            });
+        }
+        match jiff::tz::TimeZone::get(text) {
+            Ok(tz) => Ok(UsageZone {
+                tz,
+                name: text.to_string(),
+            }),
+            Err(_) => Err(format!(
+                "{text:?} is not a time zone this machine knows: use an IANA name such as \"Europe/Berlin\" \
+                 (from the system's tzdata) or a fixed offset such as \"+02:00\""
+            )),
+        }
+    }
+
+    /// `UTC`, `Europe/Berlin`, `+05:30`: as configured.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn offset_secs(&self, unix_secs: u64) -> i64 {
+        let at = jiff::Timestamp::from_second(unix_secs as i64).unwrap_or(jiff::Timestamp::MAX);
+        i64::from(self.tz.to_offset(at).seconds())
+    }
+
+    /// The local calendar day at `unix_secs`, in days since 1970-01-01
+    /// (name it with [`civil_date`]).
+    pub fn day(&self, unix_secs: u64) -> u64 {
+        (unix_secs as i64 + self.offset_secs(unix_secs))
+            .div_euclid(86_400)
+            .max(0) as u64
+    }
+
+    /// When the local day after the one at `unix_secs` begins (Unix ms):
+    /// 24 hours after the last midnight, or 23 or 25 across a DST change.
+    pub fn next_day_ms(&self, unix_secs: u64) -> u64 {
+        let day = self.day(unix_secs) + 1;
+        let date = jiff::Timestamp::from_second(day as i64 * 86_400)
+            .map(|t| t.to_zoned(jiff::tz::TimeZone::UTC).date());
+        date.and_then(|d| d.to_zoned(self.tz.clone()))
+            .map(|z| z.timestamp().as_millisecond().max(0) as u64)
+            .unwrap_or_else(|_| {
+                ((day as i64 * 86_400 - self.offset_secs(unix_secs)).max(0) as u64) * 1000
+            })
+    }
+
+    /// `HH:MM`, local, at `unix_secs`.
+    pub fn clock(&self, unix_secs: u64) -> String {
+        let local = (unix_secs as i64 + self.offset_secs(unix_secs)).rem_euclid(86_400);
+        format!("{:02}:{:02}", local / 3600, local / 60 % 60)
+    }
+}
+
 /// One credential's usage as the admin API and the dashboard show it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct UsageView {
@@ -198,15 +302,33 @@ pub struct UsageView {
     /// The operator's daily token budget for this credential, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tokens_per_day_budget: Option<u64>,
+    /// When `today` starts over (Unix ms): the next midnight in the
+    /// pool's usage time zone. 0: unknown (counted by the UTC day).
+    #[serde(default)]
+    pub day_ends_ms: u64,
 }
 
 impl UsageView {
     /// Adds one answer at `at_ms` to `today` and `total` (the dashboard,
-    /// between snapshots); `today` starts over when the UTC day changes.
+    /// between snapshots); `today` starts over when the day ends.
     pub fn add(&mut self, usage: Option<Usage>, at_ms: u64) {
-        let day = civil_date(at_ms / 86_400_000);
-        if day != self.day {
-            self.day = day;
+        if self.day_ends_ms == 0 {
+            let day = civil_date(at_ms / 86_400_000);
+            if day != self.day {
+                self.day = day;
+                self.today = TokenCounts::default();
+            }
+        } else if at_ms >= self.day_ends_ms {
+            // The next view brings the exact end; a DST day is an hour off
+            // until then.
+            let days = (at_ms - self.day_ends_ms) / 86_400_000 + 1;
+            self.day = match self.day.parse::<jiff::civil::Date>() {
+                Ok(d) => d
+                    .checked_add(jiff::Span::new().days(days as i64))
+                    .map_or_else(|_| civil_date(at_ms / 86_400_000), |d| d.to_string()),
+                Err(_) => civil_date(at_ms / 86_400_000),
+            };
+            self.day_ends_ms += days * 86_400_000;
             self.today = TokenCounts::default();
         }
         self.today.add(usage);

@@ -1015,6 +1015,39 @@ async fn check_shows_budgets_and_refuses_a_zero_one() {
         err.contains("pool.max_tokens_per_day") && err.contains("at least 1"),
         "{err}"
     );
+
+    // Days in another zone: said on the line; a zone that is none, refused.
+    for (zone, ok) in [
+        ("Asia/Kolkata", true),
+        ("+05:30", true),
+        ("Mars/Base", false),
+    ] {
+        let cfg = write(
+            home.path(),
+            "zone.toml",
+            &toml.replace("[pool]\n", &format!("[pool]\nusage_time_zone = {zone:?}\n")),
+        );
+        let mut cmd = tokenyard(home.path());
+        cmd.arg("check")
+            .arg("--config")
+            .arg(&cfg)
+            .env("TY_CLI_TEST_KEY_B", KEY_B);
+        let out = run(cmd).await;
+        let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+        if ok {
+            assert!(out.status.success(), "{stderr}");
+            assert!(
+                stdout.contains(&format!("days begin at 00:00 {zone}")),
+                "{stdout}"
+            );
+        } else {
+            assert_eq!(out.status.code(), Some(1), "{stdout}");
+            assert!(
+                stderr.contains("pool.usage_time_zone") && stderr.contains("Mars/Base"),
+                "{stderr}"
+            );
+        }
+    }
 }
 
 /// `tokenyard.toml` in `dir`: the sim's OpenAI API with keys `key-1`…

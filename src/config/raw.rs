@@ -52,6 +52,7 @@ struct RawPool {
     max_requests_per_minute: Option<i64>,
     max_tokens_per_minute: Option<i64>,
     max_tokens_per_day: Option<i64>,
+    usage_time_zone: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

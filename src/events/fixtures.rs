@@ -60,6 +60,9 @@ pub fn healthy() -> PoolSnapshot {
         };
         c.usage.total = c.usage.today;
         c.usage.day = "2026-11-26".into();
+        // Days in Europe/Berlin (+01:00 in November): the 26th ends at
+        // 23:00 UTC.
+        c.usage.day_ends_ms = NOW_MS + 11 * 3_600_000;
         if i < 2 {
             c.usage.tokens_per_day_budget = Some(1_000_000);
         }

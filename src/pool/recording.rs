@@ -66,20 +66,34 @@ impl PoolHandle {
         let now = Instant::now();
         let ms = unix_ms(SystemTime::now());
         let applied = self.apply(&lease.generation, lease.idx, |core, i| {
+            let zone = &core.settings.usage_zone;
             let c = &mut core.creds[i];
-            c.stats.usage.add(usage, ms / 1000);
-            let (until_ms, kind, reason) = c.stats.usage.reached(&c.budget, ms)?;
-            let wait = Duration::from_millis(until_ms.saturating_sub(ms));
-            Some(core.hold(i, now, wait, kind, reason))
+            c.stats.usage.add(usage, ms / 1000, zone);
+            let day = zone.day(ms / 1000);
+            let held =
+                c.stats
+                    .usage
+                    .reached(&c.budget, zone, ms)
+                    .map(|(until_ms, kind, reason)| {
+                        let wait = Duration::from_millis(until_ms.saturating_sub(ms));
+                        core.hold(i, now, wait, kind, reason)
+                    });
+            (day, held)
         });
-        if let Some((generation, i, Some((before, after)))) = applied {
-            self.changed(&generation, i, before, after, false);
+        let mut day = None;
+        if let Some((generation, i, (today, held))) = applied {
+            day = Some(today);
+            if let Some((before, after)) = held {
+                self.changed(&generation, i, before, after, false);
+            }
         }
         self.shell
             .usage_dirty
             .store(true, std::sync::atomic::Ordering::Relaxed);
         let name = &lease.generation.specs()[lease.idx].name;
-        self.share_usage(name, ms, usage.map_or(0, |u| u.total()));
+        if let Some(day) = day {
+            self.share_usage(name, ms, day, usage.map_or(0, |u| u.total()));
+        }
     }
 
     /// The whole cluster's counts for `name` (Redis) after an answer at
@@ -96,6 +110,7 @@ impl PoolHandle {
             let budget = core.creds[i].budget;
             budget_reached(
                 &budget,
+                &core.settings.usage_zone,
                 counts.day_tokens,
                 counts.minute_answers,
                 counts.minute_tokens,

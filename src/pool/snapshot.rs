@@ -98,6 +98,7 @@ pub(super) fn view(
             ..c.stats.usage.view(
                 wall.duration_since(std::time::UNIX_EPOCH)
                     .map_or(0, |d| d.as_secs()),
+                &core.settings.usage_zone,
             )
         }),
     }

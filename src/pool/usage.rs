@@ -1,41 +1,43 @@
 //! What each credential has carried: answers and tokens since start, for
-//! the current UTC day, and over the last hour (sixty one-minute buckets).
-//! Pure: the wall clock (Unix seconds) is passed in.
+//! the current calendar day (in the pool's usage time zone, UTC by
+//! default), and over the last hour (sixty one-minute buckets).
+//! Pure: the wall clock (Unix seconds) and the zone are passed in.
 
 use crate::config::Budget;
-use crate::vocab::{CooldownKind, TokenCounts, Usage, UsageView};
+use crate::vocab::{CooldownKind, TokenCounts, Usage, UsageView, UsageZone};
 pub use crate::vocab::{civil_date, compact};
 
 const MINUTES: usize = 60;
 
 /// The first limit of `budget` that counts taken at `unix_ms` have reached
-/// (this UTC day's tokens, this minute's answers and tokens): when it frees
+/// (this day's tokens in `zone`, this minute's answers and tokens): when it frees
 /// (Unix ms), the kind of hold, and why. The day's limit is looked at
 /// first: its hold is the longest. The counts may be this replica's or the
 /// whole cluster's.
 pub fn budget_reached(
     budget: &Budget,
+    zone: &UsageZone,
     day_tokens: u64,
     minute_answers: u64,
     minute_tokens: u64,
     unix_ms: u64,
 ) -> Option<(u64, CooldownKind, String)> {
     let secs = unix_ms / 1000;
-    let (day, minute) = (secs / 86_400, secs / 60);
     if let Some(max) = budget.tokens_per_day
         && day_tokens >= max
     {
         return Some((
-            (day + 1) * 86_400_000,
+            zone.next_day_ms(secs),
             CooldownKind::Quota,
             format!(
-                "budget: {} tokens/day reached; back at 00:00 UTC",
-                compact(max)
+                "budget: {} tokens/day reached; back at 00:00 {}",
+                compact(max),
+                zone.name()
             ),
         ));
     }
-    let next = minute + 1;
-    let back = format!("back at {:02}:{:02} UTC", next % 1440 / 60, next % 60);
+    let next = secs / 60 + 1;
+    let back = format!("back at {} {}", zone.clock(next * 60), zone.name());
     let limits = [
         (budget.tokens_per_minute, minute_tokens, "tokens/min"),
         (budget.requests_per_minute, minute_answers, "requests/min"),
@@ -58,7 +60,7 @@ pub fn budget_reached(
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct SavedUsage {
     pub total: TokenCounts,
-    /// Days since the Unix epoch that `today` counts.
+    /// The local day (days since 1970-01-01) that `today` counts.
     pub day: u64,
     pub today: TokenCounts,
     /// (minute since the epoch, its counts), for the last hour.
@@ -69,7 +71,7 @@ pub struct SavedUsage {
 #[derive(Debug, Clone, Default)]
 pub struct UsageCounters {
     total: TokenCounts,
-    /// Days since the Unix epoch (UTC) that `today` counts.
+    /// The local day (days since 1970-01-01) that `today` counts.
     day: u64,
     today: TokenCounts,
     /// Bucket `m % 60` holds minute `m` (minutes since the epoch) while
@@ -79,9 +81,9 @@ pub struct UsageCounters {
 
 impl UsageCounters {
     /// One answer, with the usage its provider reported (if it did).
-    pub fn add(&mut self, usage: Option<Usage>, unix_secs: u64) {
+    pub fn add(&mut self, usage: Option<Usage>, unix_secs: u64, zone: &UsageZone) {
         self.total.add(usage);
-        let day = unix_secs / 86_400;
+        let day = zone.day(unix_secs);
         if day != self.day {
             self.day = day;
             self.today = TokenCounts::default();
@@ -128,9 +130,14 @@ impl UsageCounters {
 
     /// The first limit of `budget` these counts have reached at `unix_ms`
     /// (see [`budget_reached`]).
-    pub fn reached(&self, budget: &Budget, unix_ms: u64) -> Option<(u64, CooldownKind, String)> {
+    pub fn reached(
+        &self,
+        budget: &Budget,
+        zone: &UsageZone,
+        unix_ms: u64,
+    ) -> Option<(u64, CooldownKind, String)> {
         let secs = unix_ms / 1000;
-        let (day, minute) = (secs / 86_400, secs / 60);
+        let (day, minute) = (zone.day(secs), secs / 60);
         let day_tokens = if self.day == day {
             self.today.total()
         } else {
@@ -144,6 +151,7 @@ impl UsageCounters {
             .unwrap_or_default();
         budget_reached(
             budget,
+            zone,
             day_tokens,
             this_minute.answers,
             this_minute.total(),
@@ -155,8 +163,8 @@ impl UsageCounters {
         self.total.answers == 0
     }
 
-    pub fn view(&self, unix_secs: u64) -> UsageView {
-        let day = unix_secs / 86_400;
+    pub fn view(&self, unix_secs: u64, zone: &UsageZone) -> UsageView {
+        let day = zone.day(unix_secs);
         let minute = unix_secs / 60;
         let mut last_hour = TokenCounts::default();
         for (stamp, counts) in &self.minutes {
@@ -174,6 +182,7 @@ impl UsageCounters {
             day: civil_date(day),
             last_hour,
             tokens_per_day_budget: None,
+            day_ends_ms: zone.next_day_ms(unix_secs),
         }
     }
 }
@@ -181,6 +190,10 @@ impl UsageCounters {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn utc() -> UsageZone {
+        UsageZone::utc()
+    }
 
     fn u(input: u64, output: u64) -> Option<Usage> {
         Some(Usage {
@@ -201,9 +214,9 @@ mod tests {
     fn today_resets_at_midnight_utc_and_the_hour_rolls_by_minute() {
         let day = 20_426 * 86_400;
         let mut c = UsageCounters::default();
-        c.add(u(10, 5), day + 86_400 - 120); // 23:58
-        c.add(None, day + 86_400 - 60); // 23:59, usage unknown
-        let v = c.view(day + 86_400 - 1);
+        c.add(u(10, 5), day + 86_400 - 120, &utc()); // 23:58
+        c.add(None, day + 86_400 - 60, &utc()); // 23:59, usage unknown
+        let v = c.view(day + 86_400 - 1, &utc());
         assert_eq!(v.day, "2025-12-04");
         assert_eq!(
             (v.today.answers, v.today.unknown, v.today.total()),
@@ -211,8 +224,8 @@ mod tests {
         );
         assert_eq!(v.last_hour.total(), 15);
 
-        c.add(u(1, 1), day + 86_400 + 30); // 00:00:30 the next day
-        let v = c.view(day + 86_400 + 31);
+        c.add(u(1, 1), day + 86_400 + 30, &utc()); // 00:00:30 the next day
+        let v = c.view(day + 86_400 + 31, &utc());
         assert_eq!(v.day, "2025-12-05");
         assert_eq!((v.today.answers, v.today.total()), (1, 2));
         assert_eq!(v.last_hour.answers, 3, "the hour spans midnight");
@@ -220,7 +233,7 @@ mod tests {
         assert_eq!(v.total.input, 11);
 
         // An hour after the last answer the hour is empty; today keeps it.
-        let v = c.view(day + 86_400 + 30 + 3600);
+        let v = c.view(day + 86_400 + 30 + 3600, &utc());
         assert_eq!(v.last_hour, TokenCounts::default());
         assert_eq!(v.today.answers, 1);
     }
@@ -235,27 +248,39 @@ mod tests {
             tokens_per_minute: Some(1_000),
             tokens_per_day: Some(1_500),
         };
-        c.add(u(100, 100), day + 12 * 3600 + 34 * 60 + 5);
-        c.add(u(100, 100), day + 12 * 3600 + 34 * 60 + 6);
-        assert_eq!(c.reached(&budget, at(12 * 3600 + 34 * 60 + 7)), None);
-        c.add(u(10, 10), day + 12 * 3600 + 34 * 60 + 8);
-        let (until, kind, why) = c.reached(&budget, at(12 * 3600 + 34 * 60 + 9)).unwrap();
+        c.add(u(100, 100), day + 12 * 3600 + 34 * 60 + 5, &utc());
+        c.add(u(100, 100), day + 12 * 3600 + 34 * 60 + 6, &utc());
+        assert_eq!(
+            c.reached(&budget, &utc(), at(12 * 3600 + 34 * 60 + 7)),
+            None
+        );
+        c.add(u(10, 10), day + 12 * 3600 + 34 * 60 + 8, &utc());
+        let (until, kind, why) = c
+            .reached(&budget, &utc(), at(12 * 3600 + 34 * 60 + 9))
+            .unwrap();
         assert_eq!(until, at(12 * 3600 + 35 * 60));
         assert_eq!(kind, CooldownKind::RateLimited);
         assert_eq!(why, "budget: 3 requests/min reached; back at 12:35 UTC");
         // The next minute is a new window.
-        assert_eq!(c.reached(&budget, at(12 * 3600 + 35 * 60 + 1)), None);
+        assert_eq!(
+            c.reached(&budget, &utc(), at(12 * 3600 + 35 * 60 + 1)),
+            None
+        );
 
-        c.add(u(600, 500), day + 23 * 3600 + 59 * 60);
-        let (_, kind, why) = c.reached(&budget, at(23 * 3600 + 59 * 60 + 1)).unwrap();
+        c.add(u(600, 500), day + 23 * 3600 + 59 * 60, &utc());
+        let (_, kind, why) = c
+            .reached(&budget, &utc(), at(23 * 3600 + 59 * 60 + 1))
+            .unwrap();
         assert_eq!(kind, CooldownKind::Quota, "the day's limit comes first");
         assert_eq!(why, "budget: 1.5k tokens/day reached; back at 00:00 UTC");
-        let (until, _, _) = c.reached(&budget, at(23 * 3600 + 59 * 60 + 1)).unwrap();
+        let (until, _, _) = c
+            .reached(&budget, &utc(), at(23 * 3600 + 59 * 60 + 1))
+            .unwrap();
         assert_eq!(until, (day + 86_400) * 1000);
         // Midnight: a new day, and that minute's tokens are history.
-        assert_eq!(c.reached(&budget, at(86_400 + 1)), None);
+        assert_eq!(c.reached(&budget, &utc(), at(86_400 + 1)), None);
         assert_eq!(
-            c.reached(&Budget::default(), at(23 * 3600 + 59 * 60 + 1)),
+            c.reached(&Budget::default(), &utc(), at(23 * 3600 + 59 * 60 + 1)),
             None
         );
     }
@@ -271,10 +296,10 @@ mod tests {
     #[test]
     fn saved_and_restored_counts_are_the_same() {
         let mut c = UsageCounters::default();
-        c.add(u(3, 4), 1_000_000);
-        c.add(None, 1_000_100);
+        c.add(u(3, 4), 1_000_000, &utc());
+        c.add(None, 1_000_100, &utc());
         let back = UsageCounters::from_saved(&c.saved());
-        assert_eq!(back.view(1_000_200), c.view(1_000_200));
+        assert_eq!(back.view(1_000_200, &utc()), c.view(1_000_200, &utc()));
         assert_eq!(c.saved().minutes.len(), 2);
         let json = serde_json::to_string(&c.saved()).unwrap();
         let parsed: SavedUsage = serde_json::from_str(&json).unwrap();
@@ -284,9 +309,57 @@ mod tests {
     #[test]
     fn a_view_on_a_later_day_shows_nothing_today() {
         let mut c = UsageCounters::default();
-        c.add(u(3, 4), 1_000_000);
-        let v = c.view(1_000_000 + 2 * 86_400);
+        c.add(u(3, 4), 1_000_000, &utc());
+        let v = c.view(1_000_000 + 2 * 86_400, &utc());
         assert_eq!(v.today, TokenCounts::default());
         assert_eq!(v.total.total(), 7);
+    }
+
+    #[test]
+    fn the_day_follows_the_configured_zone() {
+        // 2026-03-28 23:30 UTC is already 00:30 on the 29th in Berlin (+01:00),
+        // the day summer time starts there: 23 hours long.
+        let berlin = UsageZone::parse("Europe/Berlin").unwrap();
+        let at = 1_774_740_600; // 2026-03-28T23:30:00Z
+        assert_eq!(civil_date(berlin.day(at)), "2026-03-29");
+        assert_eq!(civil_date(utc().day(at)), "2026-03-28");
+        // The 29th ends at 22:00 UTC (00:00 CEST, +02:00): 23 hours after
+        // it began at 23:00 UTC on the 28th.
+        assert_eq!(
+            berlin.next_day_ms(at),
+            (1_774_740_600 - 1800 + 23 * 3600) * 1000
+        );
+        assert_eq!(berlin.clock(at), "00:30");
+
+        let india = UsageZone::parse("+05:30").unwrap();
+        assert_eq!(india.name(), "+05:30");
+        assert_eq!(india.clock(at), "05:00");
+        assert_eq!(civil_date(india.day(at)), "2026-03-29");
+        let budget = Budget {
+            tokens_per_day: Some(10),
+            ..Budget::default()
+        };
+        let mut c = UsageCounters::default();
+        c.add(u(6, 6), at, &india);
+        let (until, _, why) = c.reached(&budget, &india, at * 1000).unwrap();
+        assert_eq!(why, "budget: 10 tokens/day reached; back at 00:00 +05:30");
+        assert_eq!(
+            until,
+            (at + 19 * 3600) * 1000,
+            "midnight in India is 18:30 UTC"
+        );
+        // The same answers, counted by the UTC day, are another day's.
+        assert_eq!(c.view(at, &india).day, "2026-03-29");
+        assert_eq!(c.reached(&budget, &utc(), at * 1000), None);
+    }
+
+    #[test]
+    fn zones_that_are_not_zones_are_refused() {
+        for bad in ["Mars/Olympus", "+25:00", "+5:75", "-ab"] {
+            let err = UsageZone::parse(bad).unwrap_err();
+            assert!(err.contains(bad), "{err}");
+        }
+        assert_eq!(UsageZone::parse("utc").unwrap(), utc());
+        assert_eq!(UsageZone::parse("-08").unwrap().name(), "-08:00");
     }
 }

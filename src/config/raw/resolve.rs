@@ -155,6 +155,11 @@ impl RawConfig {
                 p.max_tokens_per_minute,
                 p.max_tokens_per_day,
             )?,
+            usage_zone: match &p.usage_time_zone {
+                Some(name) => crate::vocab::UsageZone::parse(name)
+                    .map_err(|why| invalid("pool.usage_time_zone", &why))?,
+                None => Default::default(),
+            },
             tiers,
         };
         if pool.probe_interval.is_zero() {

@@ -26,6 +26,8 @@ pub(super) enum Push {
     Usage {
         name: String,
         at_ms: u64,
+        /// The local day (see [`crate::vocab::UsageZone::day`]).
+        day: u64,
         tokens: u64,
     },
 }
@@ -73,13 +75,10 @@ impl PoolHandle {
                 Push::Usage {
                     name,
                     at_ms,
+                    day,
                     tokens,
                 } => {
-                    let secs = at_ms / 1000;
-                    if let Ok(counts) = store
-                        .add_usage(&name, secs / 86_400, secs / 60, tokens)
-                        .await
-                    {
+                    if let Ok(counts) = store.add_usage(&name, day, at_ms / 60_000, tokens).await {
                         self.cluster_usage(&name, at_ms, counts);
                     }
                 }
@@ -129,7 +128,7 @@ impl PoolHandle {
 
     /// Queues one answer's tokens for the cluster's counts (with shared
     /// state configured).
-    pub(in crate::pool) fn share_usage(&self, name: &str, at_ms: u64, tokens: u64) {
+    pub(in crate::pool) fn share_usage(&self, name: &str, at_ms: u64, day: u64, tokens: u64) {
         let Some(cluster) = self.cluster() else {
             return;
         };
@@ -139,6 +138,7 @@ impl PoolHandle {
         let _ = cluster.push.try_send(Push::Usage {
             name: name.to_string(),
             at_ms,
+            day,
             tokens,
         });
     }

@@ -89,22 +89,34 @@ fn a_request_adds_its_tokens_to_the_answering_credential_until_the_next_view() {
         812_000,
         "the credential that answered 429 carried nothing"
     );
-    // The next day starts from zero.
-    let mut r = fixtures::request(2, NOW_MS + 86_400_000, &["team-b"], 200);
-    r.tokens = Some(crate::vocab::Usage {
-        input: 5,
-        output: 5,
-        ..Default::default()
-    });
-    d.apply(
-        Feed::Event(fixtures::request_event(&mut totals, r, 0)),
-        NOW_MS + 86_400_000,
-    );
-    let row = d.credential("team-b").unwrap();
-    assert_eq!(
-        (row.usage.today.total(), row.usage.day.as_str()),
-        (10, "2026-11-27")
-    );
+    // The pool's day ends at local midnight (23:00 UTC in the fixture's
+    // zone), not at 00:00 UTC; the next day starts from zero.
+    for (id, at_ms, want) in [
+        (
+            2,
+            NOW_MS + 11 * 3_600_000 - 1_000,
+            (after.total() + 10, "2026-11-26"),
+        ),
+        (3, NOW_MS + 11 * 3_600_000 + 1_000, (10, "2026-11-27")),
+        (4, NOW_MS + 35 * 3_600_000 + 1_000, (10, "2026-11-28")),
+    ] {
+        let mut r = fixtures::request(id, at_ms, &["team-b"], 200);
+        r.tokens = Some(crate::vocab::Usage {
+            input: 5,
+            output: 5,
+            ..Default::default()
+        });
+        d.apply(
+            Feed::Event(fixtures::request_event(&mut totals, r, 0)),
+            at_ms,
+        );
+        let row = d.credential("team-b").unwrap();
+        assert_eq!(
+            (row.usage.today.total(), row.usage.day.as_str()),
+            want,
+            "request {id}"
+        );
+    }
 }
 
 #[test]
