@@ -102,7 +102,7 @@ pub fn pool_report(config: &Config, snap: &PoolSnapshot, notes: &[String]) -> St
                 .credentials
                 .iter()
                 .find(|v| v.name == c.name)
-                .map_or(0, |v| v.usage.today.total());
+                .map_or(0, |v| v.usage.today_tokens());
             format!(
                 "{} {} ({} tokens today)",
                 c.name,

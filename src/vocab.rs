@@ -306,6 +306,25 @@ pub struct UsageView {
     /// pool's usage time zone. 0: unknown (counted by the UTC day).
     #[serde(default)]
     pub day_ends_ms: u64,
+    /// With shared state: today's counts of every replica together, as
+    /// Redis held them at most a second ago (the daily budget reads these).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_today: Option<DayCounts>,
+}
+
+/// A day's answers and tokens (input plus output), summed over replicas.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DayCounts {
+    pub answers: u64,
+    pub tokens: u64,
+}
+
+impl UsageView {
+    /// The day's tokens the budget goes by: the cluster's when shared.
+    pub fn today_tokens(&self) -> u64 {
+        self.cluster_today
+            .map_or_else(|| self.today.total(), |c| c.tokens)
+    }
 }
 
 impl UsageView {
@@ -330,9 +349,14 @@ impl UsageView {
             };
             self.day_ends_ms += days * 86_400_000;
             self.today = TokenCounts::default();
+            self.cluster_today = self.cluster_today.map(|_| DayCounts::default());
         }
         self.today.add(usage);
         self.total.add(usage);
+        if let Some(c) = &mut self.cluster_today {
+            c.answers += 1;
+            c.tokens += usage.map_or(0, |u| u.total());
+        }
     }
 }
 

@@ -508,4 +508,36 @@ async fn two_replicas_enforce_one_shared_budget() {
         .await;
         assert!(held.is_some(), "replica {} holds the key", gw.addr);
     }
+    // Each replica shows the cluster's day beside its own: the tokens the
+    // first key carried on both, as the sim counted them.
+    let own: u64 = gws
+        .iter()
+        .map(|gw| {
+            let snap = gw.pool.snapshot();
+            let c = snap.credentials.iter().find(|c| c.name == "first").unwrap();
+            c.usage.today.total()
+        })
+        .sum();
+    assert_eq!(own, first * cost);
+    for gw in &gws {
+        let summed = within(Duration::from_secs(3), || {
+            let snap = gw.pool.snapshot();
+            let c = snap.credentials.iter().find(|c| c.name == "first").unwrap();
+            c.usage.cluster_today
+                == Some(tokenyard::vocab::DayCounts {
+                    answers: first,
+                    tokens: first * cost,
+                })
+        })
+        .await;
+        let snap = gw.pool.snapshot();
+        let c = snap.credentials.iter().find(|c| c.name == "first").unwrap();
+        assert!(
+            summed.is_some(),
+            "replica {} shows the cluster's day: {:?} (own {:?})",
+            gw.addr,
+            c.usage.cluster_today,
+            c.usage.today
+        );
+    }
 }

@@ -350,6 +350,18 @@ impl PoolHandle {
         if let Ok(found) = store.load(&names).await {
             self.apply_shared(&found);
         }
+        let day = {
+            let secs = unix_ms(SystemTime::now()) / 1000;
+            lock(&generation.core).settings.usage_zone.day(secs)
+        };
+        if let Ok(days) = store.day_usage(&names, day).await {
+            let mut core = lock(&generation.core);
+            for (name, counts) in days {
+                if let Some(i) = core.find(&name) {
+                    core.creds[i].stats.usage.set_cluster_day(day, counts);
+                }
+            }
+        }
     }
 
     /// Takes other replicas' cooldowns (when they end later than ours) and

@@ -99,7 +99,7 @@ impl PoolHandle {
     /// The whole cluster's counts for `name` (Redis) after an answer at
     /// `at_ms`: holds the credential here if they reach its budget, and the
     /// hold goes to every replica as any cooldown does.
-    pub(super) fn cluster_usage(&self, name: &str, at_ms: u64, counts: SharedUsage) {
+    pub(super) fn cluster_usage(&self, name: &str, at_ms: u64, day: u64, counts: SharedUsage) {
         let now = Instant::now();
         let generation = self.current();
         let Some(i) = generation.specs().iter().position(|s| s.name == name) else {
@@ -107,6 +107,13 @@ impl PoolHandle {
         };
         let held = {
             let mut core = lock(&generation.core);
+            core.creds[i].stats.usage.set_cluster_day(
+                day,
+                crate::vocab::DayCounts {
+                    answers: counts.day_answers,
+                    tokens: counts.day_tokens,
+                },
+            );
             let budget = core.creds[i].budget;
             budget_reached(
                 &budget,

@@ -237,9 +237,9 @@ pub trait SharedState: Send + Sync {
     /// Sends an operator op to every other replica.
     fn publish_op<'a>(&'a self, op: &'a Op) -> BoxFuture<'a, Result<(), StoreError>>;
 
-    /// Adds one answer of `tokens` to `name`'s counts for UTC day `day` and
-    /// minute `minute` (both counted from the epoch); returns the cluster's
-    /// counts after it, for the budgets.
+    /// Adds one answer of `tokens` to `name`'s counts for local day `day`
+    /// and minute `minute` (both counted from the epoch); returns the
+    /// cluster's counts after it, for the budgets.
     fn add_usage<'a>(
         &'a self,
         name: &'a str,
@@ -247,6 +247,14 @@ pub trait SharedState: Send + Sync {
         minute: u64,
         tokens: u64,
     ) -> BoxFuture<'a, Result<SharedUsage, StoreError>>;
+
+    /// The cluster's counts of local day `day` for each of `names` that
+    /// has any.
+    fn day_usage<'a>(
+        &'a self,
+        names: &'a [&'a str],
+        day: u64,
+    ) -> BoxFuture<'a, Result<HashMap<String, crate::vocab::DayCounts>, StoreError>>;
 
     /// Takes the refresh lock of `name` for `lease`, or `None` if another
     /// holder (on any replica) has it.

@@ -4,7 +4,7 @@
 //! Pure: the wall clock (Unix seconds) and the zone are passed in.
 
 use crate::config::Budget;
-use crate::vocab::{CooldownKind, TokenCounts, Usage, UsageView, UsageZone};
+use crate::vocab::{CooldownKind, DayCounts, TokenCounts, Usage, UsageView, UsageZone};
 pub use crate::vocab::{civil_date, compact};
 
 const MINUTES: usize = 60;
@@ -77,6 +77,9 @@ pub struct UsageCounters {
     /// Bucket `m % 60` holds minute `m` (minutes since the epoch) while
     /// its stamp says so.
     minutes: Vec<(u64, TokenCounts)>,
+    /// With shared state: the cluster's counts for a local day, as last
+    /// read from Redis. Not saved: Redis keeps them.
+    cluster: Option<(u64, DayCounts)>,
 }
 
 impl UsageCounters {
@@ -121,6 +124,7 @@ impl UsageCounters {
             day: saved.day,
             today: saved.today,
             minutes: vec![(u64::MAX, TokenCounts::default()); MINUTES],
+            cluster: None,
         };
         for (stamp, counts) in &saved.minutes {
             c.minutes[(stamp % MINUTES as u64) as usize] = (*stamp, *counts);
@@ -159,6 +163,19 @@ impl UsageCounters {
         )
     }
 
+    /// The whole cluster's counts for local day `day`, read from Redis
+    /// (never lowered by an older read of the same day).
+    pub fn set_cluster_day(&mut self, day: u64, counts: DayCounts) {
+        match &mut self.cluster {
+            Some((d, c)) if *d == day => {
+                c.answers = c.answers.max(counts.answers);
+                c.tokens = c.tokens.max(counts.tokens);
+            }
+            Some((d, _)) if *d > day => {}
+            _ => self.cluster = Some((day, counts)),
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.total.answers == 0
     }
@@ -183,6 +200,9 @@ impl UsageCounters {
             last_hour,
             tokens_per_day_budget: None,
             day_ends_ms: zone.next_day_ms(unix_secs),
+            cluster_today: self
+                .cluster
+                .map(|(d, c)| if d == day { c } else { DayCounts::default() }),
         }
     }
 }
@@ -361,5 +381,32 @@ mod tests {
         }
         assert_eq!(UsageZone::parse("utc").unwrap(), utc());
         assert_eq!(UsageZone::parse("-08").unwrap().name(), "-08:00");
+    }
+
+    #[test]
+    fn the_clusters_day_shows_beside_this_replicas_and_rolls_with_it() {
+        let day = 20_426 * 86_400;
+        let mut c = UsageCounters::default();
+        c.add(u(5, 5), day + 60, &utc());
+        assert_eq!(c.view(day + 61, &utc()).cluster_today, None, "unshared");
+        let d = |answers, tokens| DayCounts { answers, tokens };
+        c.set_cluster_day(20_426, d(3, 30));
+        c.set_cluster_day(20_426, d(2, 20)); // an older read: kept out
+        c.set_cluster_day(20_425, d(9, 90)); // yesterday's: kept out
+        let mut v = c.view(day + 62, &utc());
+        assert_eq!(v.cluster_today, Some(d(3, 30)));
+        assert_eq!(v.today_tokens(), 30, "the budget goes by the cluster");
+        // The dashboard counts on between views, and starts the next day at 0.
+        v.add(u(1, 1), (day + 63) * 1000);
+        assert_eq!(v.cluster_today, Some(d(4, 32)));
+        v.add(u(1, 1), (day + 86_400 + 5) * 1000);
+        assert_eq!(
+            (v.cluster_today, v.day.as_str()),
+            (Some(d(1, 2)), "2025-12-05")
+        );
+        assert_eq!(
+            c.view(day + 86_400 + 5, &utc()).cluster_today,
+            Some(d(0, 0))
+        );
     }
 }

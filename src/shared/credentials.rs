@@ -84,6 +84,41 @@ impl SharedStore {
         })
     }
 
+    /// Every replica's counts of local day `day`, for each of `names` that
+    /// has any: one pipeline of `HMGET`s.
+    pub async fn day_usage(
+        &self,
+        names: &[&str],
+        day: u64,
+    ) -> Result<HashMap<String, crate::vocab::DayCounts>, SharedError> {
+        if names.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let mut pipe = redis::pipe();
+        for name in names {
+            pipe.cmd("HMGET")
+                .arg(self.inner.keys.usage(name, "d", day))
+                .arg("answers")
+                .arg("tokens");
+        }
+        let r: redis::RedisResult<Vec<(Option<u64>, Option<u64>)>> =
+            pipe.query_async(&mut self.con()).await;
+        let found = self.check(|| "reading the day's usage".to_string(), r)?;
+        Ok(names
+            .iter()
+            .zip(found)
+            .filter_map(|(name, (answers, tokens))| {
+                Some((
+                    name.to_string(),
+                    crate::vocab::DayCounts {
+                        answers: answers?,
+                        tokens: tokens.unwrap_or(0),
+                    },
+                ))
+            })
+            .collect())
+    }
+
     /// The operator's switch. Publishes only if it changed.
     pub async fn set_disabled(&self, name: &str, disabled: bool) -> Result<(), SharedError> {
         let value = if disabled { "1" } else { "0" };

@@ -408,6 +408,14 @@ impl SharedState for SharedStore {
         Box::pin(async move { Ok(SharedStore::add_usage(self, name, day, minute, tokens).await?) })
     }
 
+    fn day_usage<'a>(
+        &'a self,
+        names: &'a [&'a str],
+        day: u64,
+    ) -> BoxFuture<'a, Result<HashMap<String, crate::vocab::DayCounts>, StoreError>> {
+        Box::pin(async move { Ok(SharedStore::day_usage(self, names, day).await?) })
+    }
+
     fn extend_cooldown<'a>(
         &'a self,
         name: &'a str,

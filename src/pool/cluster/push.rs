@@ -79,7 +79,7 @@ impl PoolHandle {
                     tokens,
                 } => {
                     if let Ok(counts) = store.add_usage(&name, day, at_ms / 60_000, tokens).await {
-                        self.cluster_usage(&name, at_ms, counts);
+                        self.cluster_usage(&name, at_ms, day, counts);
                     }
                 }
             }

@@ -134,8 +134,13 @@ fn credential_row<'a>(c: &'a CredentialView, d: &Dashboard, now_ms: u64, wide: b
             Style::new()
         }),
     ]);
-    let today = c.usage.today.total();
-    let today = if c.usage.today.answers == 0 {
+    // With shared state, every replica's tokens: the budget counts those.
+    let today = c.usage.today_tokens();
+    let answers = c
+        .usage
+        .cluster_today
+        .map_or(c.usage.today.answers, |d| d.answers);
+    let today = if answers == 0 {
         Cell::from("—").dark_gray()
     } else {
         Cell::from(crate::vocab::compact(today))
@@ -169,7 +174,7 @@ fn budget_cell(c: &CredentialView) -> Cell<'static> {
     let Some(budget) = c.usage.tokens_per_day_budget.filter(|b| *b > 0) else {
         return Cell::from("—").dark_gray();
     };
-    let share = c.usage.today.total() as f64 / budget as f64;
+    let share = c.usage.today_tokens() as f64 / budget as f64;
     let filled = ((share * 5.0).floor() as usize).min(5);
     let text = format!(
         "{}{} {:>3}%",
