@@ -63,8 +63,8 @@ pub fn env_proxies(env: &dyn Fn(&str) -> Option<String>) -> Vec<reqwest::Proxy> 
 #[derive(Debug, Clone, Default)]
 pub struct ProxyVars {
     https: Option<String>,
-    http: Option<String>,
-    all: Option<String>,
+    pub(crate) http: Option<String>,
+    pub(crate) all: Option<String>,
     /// `NO_PROXY` and loopback.
     bypass: String,
 }

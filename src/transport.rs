@@ -39,6 +39,9 @@ type Connector = hyper_rustls::HttpsConnector<Route>;
 pub struct Transport {
     client: Client<Connector, Full<Bytes>>,
     proxies: Arc<Matcher>,
+    /// Whether any proxy serves `http://` URLs: without one, no request
+    /// needs the matcher's (per-request) look.
+    http_proxy: bool,
 }
 
 /// Why a request got no response head.
@@ -111,7 +114,12 @@ impl Transport {
             .pool_max_idle_per_host(1024)
             .pool_timer(hyper_util::rt::TokioTimer::new())
             .build(connector);
-        Transport { client, proxies }
+        let http_proxy = vars.http.is_some() || vars.all.is_some();
+        Transport {
+            client,
+            proxies,
+            http_proxy,
+        }
     }
 
     /// `POST url` with `headers` and `body`; resolves when the response
@@ -130,7 +138,8 @@ impl Transport {
         headers
             .entry(header::ACCEPT)
             .or_insert(HeaderValue::from_static("*/*"));
-        if url.scheme() == Some(&http::uri::Scheme::HTTP)
+        if self.http_proxy
+            && url.scheme() == Some(&http::uri::Scheme::HTTP)
             && let Some(proxy) = self.proxies.intercept(url)
             && let Some(auth) = proxy.basic_auth()
         {

@@ -53,18 +53,27 @@ pub(super) async fn request_limits(
     req: Request,
     next: Next,
 ) -> Response {
+    match over_limits(&state, &req) {
+        Some(refused) => refused,
+        None => next.run(req).await,
+    }
+}
+
+/// The 414 or 431 for a request line or headers over their limits.
+pub(super) fn over_limits(state: &AppState, req: &Request) -> Option<Response> {
     let config = state.config();
     let g = &config.gateway;
-    let format = format_of(req.uri().path());
     let uri_len = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
     if uri_len > g.max_uri_bytes {
-        return ApiError::new(
-            StatusCode::URI_TOO_LONG,
-            "invalid_request_error",
-            format!("the request URL is longer than {} bytes", g.max_uri_bytes),
-        )
-        .code("uri_too_long")
-        .into_response_as(format);
+        return Some(
+            ApiError::new(
+                StatusCode::URI_TOO_LONG,
+                "invalid_request_error",
+                format!("the request URL is longer than {} bytes", g.max_uri_bytes),
+            )
+            .code("uri_too_long")
+            .into_response_as(format_of(req.uri().path())),
+        );
     }
     let header_bytes: usize = req
         .headers()
@@ -72,18 +81,20 @@ pub(super) async fn request_limits(
         .map(|(k, v)| k.as_str().len() + v.len() + 4)
         .sum();
     if header_bytes > g.max_header_bytes {
-        return ApiError::new(
-            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            "invalid_request_error",
-            format!(
-                "the request headers are larger than {} bytes",
-                g.max_header_bytes
-            ),
-        )
-        .code("headers_too_large")
-        .into_response_as(format);
+        return Some(
+            ApiError::new(
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "invalid_request_error",
+                format!(
+                    "the request headers are larger than {} bytes",
+                    g.max_header_bytes
+                ),
+            )
+            .code("headers_too_large")
+            .into_response_as(format_of(req.uri().path())),
+        );
     }
-    next.run(req).await
+    None
 }
 
 /// In front of every `/v1/*` route: the client key (when any is
@@ -96,6 +107,18 @@ pub(super) async fn v1_gate(
     req: Request,
     next: Next,
 ) -> Response {
+    match admit(&state, &req) {
+        Ok(permit) => held(next.run(req).await, permit),
+        Err(refused) => *refused,
+    }
+}
+
+/// The client key and the concurrency limit (see [`v1_gate`]): the place
+/// the request holds while it runs, or its refusal.
+pub(super) fn admit(
+    state: &AppState,
+    req: &Request,
+) -> Result<tokio::sync::OwnedSemaphorePermit, Box<Response>> {
     let config = state.config();
     let keys = &config.client_keys;
     if !keys.is_empty() {
@@ -105,7 +128,9 @@ pub(super) async fn v1_gate(
             None => Some("missing API key: send Authorization: Bearer <key> (or x-api-key)"),
         };
         if let Some(why) = refusal {
-            return ApiError::unauthorized(why).into_response_as(format_of(req.uri().path()));
+            return Err(Box::new(
+                ApiError::unauthorized(why).into_response_as(format_of(req.uri().path())),
+            ));
         }
     }
     // Fixed at start (a reload reports a new value as needing a restart).
@@ -114,8 +139,8 @@ pub(super) async fn v1_gate(
     let sem = state
         .in_flight
         .get_or_init(|| Arc::new(tokio::sync::Semaphore::new(limit)));
-    let Ok(permit) = sem.clone().try_acquire_owned() else {
-        return ApiError::new(
+    sem.clone().try_acquire_owned().map_err(|_| {
+        Box::new(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "server_error",
             format!(
@@ -124,12 +149,15 @@ pub(super) async fn v1_gate(
         )
         .code("overloaded")
         .retry_after(1)
-        .into_response_as(format_of(req.uri().path()));
-    };
-    let resp = next.run(req).await;
-    // A whole body is already in memory: the request's work is done, and
-    // the response keeps its content-length. A stream holds its place
-    // until it ends: the permit lives as long as its body.
+        .into_response_as(format_of(req.uri().path())))
+    })
+}
+
+/// `resp` with `permit` held for as long as the request's work lasts. A
+/// whole body is already in memory: the work is done, and the response
+/// keeps its content-length. A stream holds its place until it ends: the
+/// permit lives as long as its body.
+pub(super) fn held(resp: Response, permit: tokio::sync::OwnedSemaphorePermit) -> Response {
     if axum::body::HttpBody::size_hint(resp.body())
         .exact()
         .is_some()

@@ -16,7 +16,12 @@ use crate::upstream::Endpoint;
 
 /// Reads, routes and dispatches one request of `api`; every error is in
 /// the client's format.
-async fn serve_api(state: &AppState, headers: HeaderMap, body: Body, api: Api) -> Response {
+pub(super) async fn serve_api(
+    state: &AppState,
+    headers: HeaderMap,
+    body: Body,
+    api: Api,
+) -> Response {
     match inbound(state, headers, body, api).await {
         Ok(req) => dispatch::dispatch(state, req).await,
         Err(e) => e.into_response_as(api.format),

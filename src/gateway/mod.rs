@@ -10,6 +10,7 @@ mod admin;
 pub mod convert;
 pub mod dispatch;
 pub mod error;
+mod front;
 mod gate;
 mod handlers;
 mod inbound;
@@ -251,7 +252,7 @@ pub fn start_with(
         Arc::new(move || live.config().gateway.header_timeout);
     let server = serve::serve(
         listener,
-        router(state.clone()),
+        front::Front::new(state.clone()),
         shutdown.clone(),
         header_timeout,
     );

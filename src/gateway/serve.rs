@@ -15,8 +15,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
 use axum::extract::ConnectInfo;
+
+use super::front::Front;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
@@ -41,7 +42,7 @@ const H2_PREFACE_START: &[u8] = b"PRI ";
 /// too); a slow-loris client cannot hold a connection by trickling them.
 pub async fn serve(
     listener: TcpListener,
-    app: Router,
+    app: Front,
     stop: CancellationToken,
     header_timeout: HeaderTimeout,
 ) {
@@ -75,7 +76,7 @@ pub async fn serve(
 async fn connection(
     tcp: TcpStream,
     peer: SocketAddr,
-    app: Router,
+    app: Front,
     draining: CancellationToken,
     header_timeout: Duration,
 ) {
@@ -95,7 +96,12 @@ async fn connection(
     };
     let svc = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
         req.extensions_mut().insert(ConnectInfo(peer));
-        tower::ServiceExt::oneshot(app.clone(), req.map(axum::body::Body::new))
+        let app = app.clone();
+        // Boxed: hyper moves the request's future as it goes, and unboxed
+        // it is the size of the whole dispatch (kilobytes copied each time).
+        Box::pin(async move {
+            Ok::<_, std::convert::Infallible>(app.call(req.map(axum::body::Body::new)).await)
+        })
     });
     let io = TokioIo::new(tcp);
     let served = if h2 {
