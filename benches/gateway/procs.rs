@@ -198,6 +198,25 @@ pub fn rss_kib(pid: u32) -> Option<u64> {
 /// VmRSS of a process and all its descendants (nginx's master and worker,
 /// a Python launcher and its server), KiB.
 pub fn tree_rss_kib(root: u32) -> u64 {
+    tree(root).iter().filter_map(|p| rss_kib(*p)).sum()
+}
+
+/// CPU ticks (utime + stime, every thread) of a process and all its
+/// descendants.
+pub fn tree_ticks(root: u32) -> u64 {
+    tree(root)
+        .iter()
+        .filter_map(|p| {
+            let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).ok()?;
+            let rest = &stat[stat.rfind(')')? + 2..];
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+        })
+        .sum()
+}
+
+/// A process and all its descendants.
+fn tree(root: u32) -> Vec<u32> {
     let mut parents: Vec<(u32, u32)> = Vec::new();
     if let Ok(dir) = std::fs::read_dir("/proc") {
         for e in dir.flatten() {
@@ -226,7 +245,7 @@ pub fn tree_rss_kib(root: u32) -> u64 {
         tree.extend(parents.iter().filter(|(_, pp)| *pp == p).map(|(c, _)| *c));
         i += 1;
     }
-    tree.iter().filter_map(|p| rss_kib(*p)).sum()
+    tree
 }
 
 /// CPU ticks (utime + stime) of this process's threads whose name starts

@@ -150,7 +150,8 @@ fn throughput(
         };
         for t in order {
             let rss = || (t.name == "tokenyard").then(|| gw.rss_kib());
-            let f = workloads::flat_out(b, t, (b.s.warmup, b.s.secs), &rss);
+            let pid = (t.name == "tokenyard").then_some(gw.pid);
+            let f = workloads::flat_out(b, t, (b.s.warmup, b.s.secs), &rss, pid);
             println!("  {}", f.row());
             flats.push(f);
         }
@@ -387,11 +388,11 @@ impl Failover {
 
 impl Flat {
     const HEADER: &str =
-        "target          req/s   p50 ms   p99 ms  errors  upstream µs/req  RSS MiB";
+        "target          req/s   p50 ms   p99 ms  errors  upstream µs/req  RSS MiB  CPU µs/req";
 
     fn row(&self) -> String {
         format!(
-            "{:<11} {:>9.0} {:>8.3} {:>8.3} {:>7} {:>16.1} {:>8}",
+            "{:<11} {:>9.0} {:>8.3} {:>8.3} {:>7} {:>16.1} {:>8} {:>11}",
             self.name,
             self.rps,
             self.p50,
@@ -399,7 +400,8 @@ impl Flat {
             self.errors,
             self.upstream_us,
             self.rss_kib
-                .map_or("-".into(), |k| format!("{:.1}", k as f64 / 1024.0))
+                .map_or("-".into(), |k| format!("{:.1}", k as f64 / 1024.0)),
+            self.gateway_us.map_or("-".into(), |us| format!("{us:.1}"))
         )
     }
 }
@@ -470,14 +472,14 @@ pub fn peers(b: &Bench, peers: &[Peer]) {
     println!("  {}", Flat::HEADER);
     let mut direct_rps = Vec::new();
     let run_direct = |direct_rps: &mut Vec<f64>| {
-        let f = workloads::flat_out(b, &direct, (b.s.warmup, b.s.secs), &|| None);
+        let f = workloads::flat_out(b, &direct, (b.s.warmup, b.s.secs), &|| None, None);
         println!("  {}", f.row());
         direct_rps.push(f.rps);
     };
     run_direct(&mut direct_rps);
     for ((t, pid, _), row) in contenders.iter().zip(&mut rows) {
         let rss = || pid.map(procs::tree_rss_kib);
-        let f = workloads::flat_out(b, t, (b.s.warmup, b.s.secs), &rss);
+        let f = workloads::flat_out(b, t, (b.s.warmup, b.s.secs), &rss, *pid);
         println!("  {}", f.row());
         row.flat = Some(f);
     }
@@ -505,7 +507,7 @@ pub fn peers(b: &Bench, peers: &[Peer]) {
         b.s.conns
     );
     println!(
-        "  {:<10} {:>11} {:>11} {:>9} {:>9} {:>9} {:>8} {:>10} {:>8} {:>17}",
+        "  {:<10} {:>11} {:>11} {:>9} {:>9} {:>9} {:>8} {:>7} {:>10} {:>8} {:>17}",
         "gateway",
         "added p50",
         "added p99",
@@ -513,6 +515,7 @@ pub fn peers(b: &Bench, peers: &[Peer]) {
         "p50 ms",
         "p99 ms",
         "RSS MiB",
+        "CPU µs",
         "failover",
         "retried",
         "failover added"
@@ -531,7 +534,7 @@ pub fn peers(b: &Bench, peers: &[Peer]) {
             None => ("n/a".into(), "-".into(), "(plain proxy)".into()),
         };
         println!(
-            "  {:<10} {:>8.3} ms {:>8.3} ms {:>9.0} {:>9.2} {:>9.2} {:>8} {:>10} {:>8} {:>17}",
+            "  {:<10} {:>8.3} ms {:>8.3} ms {:>9.0} {:>9.2} {:>9.2} {:>8} {:>7} {:>10} {:>8} {:>17}",
             r.name,
             r.added.0,
             r.added.1,
@@ -540,6 +543,7 @@ pub fn peers(b: &Bench, peers: &[Peer]) {
             f.p99,
             f.rss_kib
                 .map_or("-".into(), |k| format!("{:.0}", k as f64 / 1024.0)),
+            f.gateway_us.map_or("-".into(), |us| format!("{us:.1}")),
             fo_ok,
             fo_n,
             fo_add
@@ -550,8 +554,13 @@ pub fn peers(b: &Bench, peers: &[Peer]) {
     println!();
     for r in &rows[1..] {
         let rps = r.flat.as_ref().map_or(f64::NAN, |f| f.rps);
+        let cpu = |r: &Row| r.flat.as_ref().and_then(|f| f.gateway_us);
+        let cpu = match (cpu(ty), cpu(r)) {
+            (Some(ours), Some(theirs)) => format!("; CPU per request {:.2}× theirs", ours / theirs),
+            _ => String::new(),
+        };
         println!(
-            "  vs {:<9} added p50 {:>6.1}× lower, p99 {:>6.1}× lower; throughput {:>5.2}× theirs",
+            "  vs {:<9} added p50 {:>6.1}× lower, p99 {:>6.1}× lower; throughput {:>5.2}× theirs{cpu}",
             r.name,
             r.added.0 / ty.added.0,
             r.added.1 / ty.added.1,

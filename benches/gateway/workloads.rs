@@ -119,6 +119,9 @@ pub struct Flat {
     pub errors: u64,
     /// CPU the upstream spent per request in this run, µs.
     pub upstream_us: f64,
+    /// CPU the gateway (its whole process tree) spent per request, µs,
+    /// when its pid is known.
+    pub gateway_us: Option<f64>,
     /// Resident memory of the gateway after the run (KiB), if known.
     pub rss_kib: Option<u64>,
 }
@@ -129,8 +132,10 @@ pub fn flat_out(
     target: &Arc<Target>,
     (warmup, secs): (f64, f64),
     rss: &dyn Fn() -> Option<u64>,
+    pid: Option<u32>,
 ) -> Flat {
     let before = procs::thread_ticks("bench-up");
+    let gw_before = pid.map(procs::tree_ticks);
     let (sample, window) = b.load_rt.block_on(client::flat_out(
         target.clone(),
         b.s.conns,
@@ -138,6 +143,7 @@ pub fn flat_out(
         Duration::from_secs_f64(secs),
     ));
     let ticks = procs::thread_ticks("bench-up") - before;
+    let gw_ticks = pid.zip(gw_before).map(|(p, t)| procs::tree_ticks(p) - t);
     let (p50, p99) = p50_p99(&sample.ok);
     // The upstream also served the warm-up and the tail; charge its CPU to
     // every request of the whole run, estimated from the window's rate.
@@ -150,6 +156,7 @@ pub fn flat_out(
         p99,
         errors: sample.errors,
         upstream_us: ticks as f64 / b.clk_tck * 1e6 / served.max(1.0),
+        gateway_us: gw_ticks.map(|t| t as f64 / b.clk_tck * 1e6 / served.max(1.0)),
         rss_kib: rss(),
     }
 }
@@ -324,9 +331,9 @@ pub fn choose_upstream(b: &Bench) -> Vec<(&'static str, f64, f64)> {
         .block_on(async { sim::start(cfg, "127.0.0.1:0".parse().unwrap()).await })
         .expect("the sim starts");
     let sim_target = Arc::new(Target::direct(sim.addr()));
-    let sim_run = flat_out(b, &sim_target, (0.5, 2.0), &|| None);
+    let sim_run = flat_out(b, &sim_target, (0.5, 2.0), &|| None, None);
     b.up_rt.block_on(sim.shutdown());
-    let own_run = flat_out(b, &b.direct(), (0.5, 2.0), &|| None);
+    let own_run = flat_out(b, &b.direct(), (0.5, 2.0), &|| None, None);
     vec![
         ("sim (no delay, 1 chunk)", sim_run.rps, sim_run.upstream_us),
         ("hand-written HTTP/1.1", own_run.rps, own_run.upstream_us),
