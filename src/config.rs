@@ -15,7 +15,9 @@ use serde::Deserialize;
 
 use crate::secret::Secret;
 
+pub mod policy;
 mod raw;
+pub use self::policy::{ErrorAction, ErrorRule};
 pub use self::raw::RawConfig;
 
 /// What went wrong with a configuration, with enough context to fix it.
@@ -290,6 +292,9 @@ pub struct Config {
     pub gateway: GatewaySettings,
     pub providers: Vec<Provider>,
     pub credentials: Vec<CredentialSpec>,
+    /// `[[error_policy]]`: the operator's rules for upstream errors, in
+    /// order (see [`policy`]).
+    pub error_policy: Vec<ErrorRule>,
     /// Every `file:` secret the config read, with a hash of what it read:
     /// the reload watcher reloads when one of them changes (a rotated key
     /// mounted from a secret store).

@@ -111,6 +111,14 @@ pub struct ProviderView {
     pub reason: Option<String>,
     /// When it was found unhealthy.
     pub since_ms: Option<u64>,
+    /// A provider-wide 429 (every credential answered 429 within a
+    /// second): until when none of its credentials is used. Their own
+    /// states stay as they were.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cooling_until_ms: Option<u64>,
+    /// Why it is cooling.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cooling_reason: Option<String>,
 }
 
 /// Pool-wide counters, kept by the pool itself.

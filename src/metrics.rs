@@ -405,6 +405,7 @@ mod tests {
         let m = Metrics::new();
         let c = m.credentials(infos());
         let limited = Verdict::RateLimited {
+            own: false,
             wait: std::time::Duration::from_secs(1),
             reason: "429".into(),
         };

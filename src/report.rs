@@ -216,6 +216,14 @@ pub fn event_line(event: &Event) -> Option<(Level, String)> {
             Some((level, line))
         }
         Event::Provider { provider: p } => Some(match &p.reason {
+            None if p.cooling_reason.is_some() => (
+                Level::Warn,
+                format!(
+                    "provider {}: {}",
+                    p.name,
+                    p.cooling_reason.as_deref().unwrap_or_default()
+                ),
+            ),
             Some(why) => (
                 Level::Warn,
                 format!(

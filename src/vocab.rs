@@ -58,6 +58,10 @@ pub enum Verdict {
     RateLimited {
         wait: Duration,
         reason: String,
+        /// The answer said this key's own limit is spent (a remaining
+        /// count of 0). Only a 429 that does not may be the provider's
+        /// own (see the pool's provider-wide 429).
+        own: bool,
     },
     QuotaExhausted {
         wait: Duration,
@@ -71,8 +75,22 @@ pub enum Verdict {
     Failure {
         reason: String,
     },
-    /// A response that says nothing about the key (another 4xx).
+    /// A response that says nothing about the key (another 4xx, or one an
+    /// error-policy rule says to retry or pass without blame).
     Neutral,
+    /// An answer the operator's error policy says to cool the key for
+    /// (`reason` names the rule): a cooldown like a rate limit's, but not
+    /// counted as one.
+    Held {
+        wait: Duration,
+        reason: String,
+    },
+    /// An answer that takes the key out until an operator enables it
+    /// again: a 402 (the account wants paying), or a rule of the error
+    /// policy that says so.
+    Disabled {
+        reason: String,
+    },
 }
 
 /// Formats a duration the way logs and reports show a wait: `12s`, `1m30s`, `850ms`.

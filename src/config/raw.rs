@@ -26,6 +26,8 @@ pub struct RawConfig {
     providers: Vec<RawProvider>,
     #[serde(default, rename = "credential")]
     credentials: Vec<RawCredential>,
+    #[serde(default)]
+    error_policy: Vec<super::policy::RawErrorRule>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -81,6 +81,8 @@ pub fn healthy() -> PoolSnapshot {
             name: "openai".into(),
             healthy: true,
             reason: None,
+            cooling_until_ms: None,
+            cooling_reason: None,
             since_ms: None,
         }],
         next: Some("team-b".into()),

@@ -15,6 +15,7 @@ use tokio::time::Instant;
 
 mod gemini;
 mod http;
+mod outcome;
 
 pub use self::gemini::GeminiClients;
 
@@ -470,70 +471,6 @@ async fn send_once(ctx: &mut Ctx<'_>, lease: &Lease, token: &Secret) -> Step {
         gemini::send_once(ctx, lease, token).await
     } else {
         http::send_once(ctx, lease, token).await
-    }
-}
-
-/// What a response that is not a success means for this attempt: move on
-/// (after cooling or blaming the credential as the outcome says), refresh,
-/// or hand the client `answer(status)` — an error that is the request's own.
-async fn outcome_step(
-    ctx: &mut Ctx<'_>,
-    lease: &Lease,
-    t0: Instant,
-    outcome: Outcome,
-    status: u16,
-    answer: impl FnOnce(StatusCode) -> Response,
-) -> Step {
-    let pool = &ctx.state.pool;
-    let name = lease.name();
-    let verdict = outcome.verdict();
-    match outcome {
-        Outcome::RateLimited { wait, .. } | Outcome::QuotaExhausted { wait, .. } => {
-            pool.record(lease, &verdict, Some(status), t0.elapsed());
-            let what = if matches!(outcome, Outcome::QuotaExhausted { .. }) {
-                "quota exhausted"
-            } else {
-                "429"
-            };
-            Step::Next {
-                failure: Failure::RateLimited,
-                note: format!("{what} on {name} (retry in {})", human(wait)),
-            }
-        }
-        Outcome::Unauthorized => Step::Unauthorized,
-        Outcome::ServerError { status: s } => {
-            pool.record(lease, &verdict, Some(s), t0.elapsed());
-            Step::Next {
-                failure: Failure::Upstream {
-                    status: StatusCode::BAD_GATEWAY,
-                    message: format!("the upstream answered {s} for credential {name}"),
-                    // 501: the provider does not do this at all.
-                    transient: s != 501,
-                },
-                note: format!("{s} on {name}"),
-            }
-        }
-        Outcome::Overloaded => {
-            pool.record(lease, &verdict, Some(status), t0.elapsed());
-            // The provider as a whole is struggling: back off a little more
-            // with every attempt before the next credential asks.
-            let pause =
-                Duration::from_millis(100 * u64::from(ctx.record.attempts)).min(OVERLOAD_PAUSE_MAX);
-            tokio::time::sleep(pause).await;
-            Step::Next {
-                failure: Failure::Upstream {
-                    status: StatusCode::SERVICE_UNAVAILABLE,
-                    message: format!("the provider is overloaded ({status} on {name})"),
-                    transient: true,
-                },
-                note: format!("{status} overloaded on {name}"),
-            }
-        }
-        Outcome::ClientError { .. } | Outcome::Ok { .. } => {
-            pool.record(lease, &verdict, Some(status), t0.elapsed());
-            let code = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
-            Step::Answer(answer(code), Some(ctx.started.elapsed()))
-        }
     }
 }
 

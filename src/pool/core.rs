@@ -15,10 +15,13 @@ use tokio::time::Instant;
 
 use crate::config::PoolSettings;
 use crate::events::{State, Totals};
+use crate::vocab::human;
 pub use crate::vocab::{CooldownKind, Verdict};
 
 pub use self::cred::{Cooldown, Cred, CredStats};
-pub use self::health::ProviderHealth;
+pub use self::health::{
+    PROVIDER_WIDE_MAX, PROVIDER_WIDE_MIN, PROVIDER_WIDE_RECUR, PROVIDER_WIDE_WINDOW, ProviderHealth,
+};
 
 /// Why nothing could be leased.
 #[derive(Debug, Clone, PartialEq)]
@@ -101,6 +104,7 @@ impl Core {
             && c.state(now) == State::Ready
             && !tried.contains(&i)
             && c.in_flight < self.settings.max_in_flight
+            && self.provider_cooling(provider, now).is_none()
     }
 
     /// Picks the credential for the next attempt: the operator's use-next
@@ -154,12 +158,21 @@ impl Core {
         let mut tried_ready = false;
         let mut busy = false;
         let mut limited = false;
+        let cooling = self.provider_cooling(provider, now);
         for (i, c) in self.creds.iter().enumerate() {
             if c.provider != provider {
                 continue;
             }
             if c.state(now) == State::Ready && tried.contains(&i) {
                 tried_ready = true;
+                continue;
+            }
+            // A provider-wide 429: its ready credentials are held with it.
+            if let Some(until) = cooling
+                && c.state(now) == State::Ready
+            {
+                limited = true;
+                retry_at = Some(retry_at.map_or(until, |r| r.min(until)));
                 continue;
             }
             if c.state(now) == State::Ready && c.in_flight >= self.settings.max_in_flight {
@@ -212,11 +225,17 @@ impl Core {
         let before = self.creds[i].state(now);
         let provider = self.creds[i].provider;
         match verdict {
-            Verdict::Success { .. }
-            | Verdict::RateLimited { .. }
-            | Verdict::QuotaExhausted { .. } => self.answered(provider),
+            Verdict::Success { .. } | Verdict::QuotaExhausted { .. } => self.answered(provider),
+            Verdict::RateLimited { wait, reason, own } => {
+                self.answered(provider);
+                self.creds[i].stats.rate_limited += 1;
+                self.rate_limited(i, *wait, reason, *own, now);
+            }
             Verdict::Failure { reason } => self.provider_failure(i, reason, now),
-            Verdict::Unauthorized { .. } | Verdict::Neutral => {}
+            Verdict::Unauthorized { .. }
+            | Verdict::Neutral
+            | Verdict::Held { .. }
+            | Verdict::Disabled { .. } => {}
         }
         let c = &mut self.creds[i];
         if matches!(
@@ -235,10 +254,8 @@ impl Core {
                     c.cool(now, *wait, CooldownKind::RateLimited, reason.clone());
                 }
             }
-            Verdict::RateLimited { wait, reason } => {
-                c.stats.rate_limited += 1;
-                c.cool(now, *wait, CooldownKind::RateLimited, reason.clone());
-            }
+            // Counted and cooled above (unless the 429 was the provider's).
+            Verdict::RateLimited { .. } => {}
             Verdict::QuotaExhausted { wait, reason } => {
                 c.stats.rate_limited += 1;
                 c.cool(now, *wait, CooldownKind::Quota, reason.clone());
@@ -248,6 +265,16 @@ impl Core {
                 c.failures = c.failures.saturating_add(1);
                 c.last_error = Some(reason.clone());
                 c.failed = Some((reason.clone(), now + self.settings.probe_interval));
+            }
+            Verdict::Held { wait, reason } => {
+                c.stats.errors += 1;
+                c.cool(now, *wait, CooldownKind::RateLimited, reason.clone());
+            }
+            Verdict::Disabled { reason } => {
+                c.stats.errors += 1;
+                c.last_error = Some(reason.clone());
+                c.disabled = true;
+                c.disabled_reason = Some(reason.clone());
             }
             // Counted in `provider_failure`.
             Verdict::Failure { .. } | Verdict::Neutral => {}
@@ -354,6 +381,7 @@ impl Core {
     /// The next moment something changes by itself (a cooldown ends or a
     /// probe is due).
     pub fn next_deadline(&self) -> Option<Instant> {
+        let provider = self.next_provider_deadline();
         self.creds
             .iter()
             .filter(|c| !c.disabled)
@@ -363,6 +391,7 @@ impl Core {
                 [cd, probe]
             })
             .flatten()
+            .chain(provider)
             .min()
     }
 
@@ -381,8 +410,11 @@ impl Core {
         }
     }
 
+    /// The operator's switch (here or on another replica): whatever
+    /// disabled the credential before, it is the operator's now.
     pub fn set_disabled(&mut self, i: usize, disabled: bool) {
         self.creds[i].disabled = disabled;
+        self.creds[i].disabled_reason = None;
     }
 
     /// Clears failures so a failed credential is probed right away.

@@ -29,6 +29,10 @@ pub struct SavedCredential {
     pub fingerprint: String,
     #[serde(default)]
     pub disabled: bool,
+    /// Why it was disabled, when not by the operator (a 402, an error
+    /// policy rule).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disabled_reason: Option<String>,
     #[serde(default)]
     pub failures: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -185,6 +189,7 @@ mod tests {
             SavedCredential {
                 fingerprint: "ab".into(),
                 disabled: true,
+                disabled_reason: None,
                 failures: 2,
                 failed_reason: None,
                 cooldown: Some(SavedCooldown {

@@ -35,11 +35,20 @@ impl PoolHandle {
                 _ = tokio::time::sleep_until(deadline.unwrap_or(far).min(far)) => {}
             }
             let now = Instant::now();
-            let (generation, back, due) = self.with_current(|generation, core| {
-                (generation.clone(), core.expire(now), core.due_probes(now))
+            let (generation, back, due, providers) = self.with_current(|generation, core| {
+                (
+                    generation.clone(),
+                    core.expire(now),
+                    core.due_probes(now),
+                    core.expire_providers(now),
+                )
             });
             for i in back {
                 self.changed(&generation, i, State::Cooling, State::Ready, true);
+            }
+            // A provider-wide 429's cooldown ended: its keys serve again.
+            for p in providers {
+                self.health_changed(&generation, p);
             }
             for i in due {
                 // The probe carries its generation: its result lands on the

@@ -16,6 +16,7 @@ impl PoolHandle {
             core.totals.attempts += 1;
             let provider = core.creds[i].provider;
             let was_down = core.provider_down(provider).is_some();
+            let was_cooling = core.provider_cooling(provider, now).is_some();
             let failures_before = core.creds[i].failures;
             let (before, after) = core.record(i, verdict, now);
             let c = &mut core.creds[i];
@@ -24,7 +25,11 @@ impl PoolHandle {
             if status.is_some() {
                 c.stats.last_status = status;
             }
-            let health = (was_down != core.provider_down(provider).is_some()).then_some(provider);
+            // Down or up, or a provider-wide 429 found (which ends by the
+            // clock): the provider's view changed.
+            let health = (was_down != core.provider_down(provider).is_some()
+                || was_cooling != core.provider_cooling(provider, now).is_some())
+            .then_some(provider);
             (
                 before,
                 after,
@@ -36,9 +41,20 @@ impl PoolHandle {
         lease.generation.series.attempt(lease.idx, verdict);
         match applied {
             Some((generation, i, (before, after, failures_changed, health))) => {
-                self.changed(&generation, i, before, after, failures_changed);
+                let disabled = matches!(verdict, Verdict::Disabled { .. });
+                self.changed(&generation, i, before, after, failures_changed || disabled);
                 if let Some(provider) = health {
                     self.health_changed(&generation, provider);
+                }
+                if let Verdict::Disabled { reason } = verdict
+                    && before != after
+                {
+                    let name = generation.specs()[i].name.clone();
+                    self.notice(Level::Warn, format!("{name} disabled: {reason}"));
+                    // Every replica takes it out, as for the operator's
+                    // switch (off the request path).
+                    let pool = self.clone();
+                    tokio::spawn(async move { pool.share_disabled(&name, true).await });
                 }
             }
             // The credential went with a reload: the attempt still counts
@@ -137,7 +153,7 @@ impl PoolHandle {
     /// A provider went down or came back: say so, and republish its
     /// credentials (going down can bring back keys its failures had marked
     /// failed; coming back resets their failure counts).
-    fn health_changed(&self, generation: &Generation, provider: usize) {
+    pub(super) fn health_changed(&self, generation: &Generation, provider: usize) {
         if generation.is_retired() {
             return;
         }

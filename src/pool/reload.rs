@@ -276,6 +276,7 @@ mod tests {
 
     fn limited() -> Verdict {
         Verdict::RateLimited {
+            own: false,
             wait: Duration::from_secs(60),
             reason: "429".into(),
         }

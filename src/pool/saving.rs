@@ -83,6 +83,7 @@ impl PoolHandle {
                 persist::SavedCredential {
                     fingerprint: spec.auth.identity().fingerprint(),
                     disabled: c.disabled,
+                    disabled_reason: c.disabled.then(|| c.disabled_reason.clone()).flatten(),
                     failures: c.failures,
                     failed_reason: c.failed.as_ref().map(|(r, _)| r.clone()),
                     cooldown,
@@ -143,6 +144,7 @@ impl PoolHandle {
             restored += 1;
             let c = &mut core.creds[i];
             c.disabled = saved.disabled;
+            c.disabled_reason = saved.disabled_reason.clone().filter(|_| saved.disabled);
             c.failures = saved.failures;
             if saved.failed_reason.is_some() || saved.failures >= max_failures {
                 let reason = saved

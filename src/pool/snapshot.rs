@@ -36,11 +36,18 @@ pub(super) fn provider_view(
     wall: SystemTime,
 ) -> ProviderView {
     let down = core.health(p).and_then(|h| h.down.as_ref());
+    let cooling = core
+        .health(p)
+        .and_then(|h| h.cooling.as_ref())
+        .filter(|(_, until)| *until > now);
     ProviderView {
         name: generation.providers()[p].name.clone(),
         healthy: down.is_none(),
         reason: down.map(|(why, _)| why.clone()),
         since_ms: down.map(|(_, at)| unix_ms(wall - now.saturating_duration_since(*at))),
+        cooling_until_ms: cooling
+            .map(|(_, until)| unix_ms(wall + until.saturating_duration_since(now))),
+        cooling_reason: cooling.map(|(why, _)| why.clone()),
     }
 }
 
@@ -66,7 +73,14 @@ pub(super) fn view(
             let (why, at) = c.failed.as_ref().expect("failed has a reason");
             (Some(why.clone()), Some(to_wall(*at)))
         }
-        State::Disabled => (Some("disabled by the operator".to_string()), None),
+        State::Disabled => (
+            Some(
+                c.disabled_reason
+                    .clone()
+                    .unwrap_or_else(|| "disabled by the operator".to_string()),
+            ),
+            None,
+        ),
         State::Ready => (None, None),
     };
     CredentialView {

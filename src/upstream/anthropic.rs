@@ -95,6 +95,7 @@ pub fn classify(
         },
         529 => Outcome::Overloaded,
         401 => Outcome::Unauthorized,
+        402 => Outcome::PaymentRequired,
         408 | 500..=599 => Outcome::ServerError {
             status: status.as_u16(),
         },

@@ -56,6 +56,20 @@ fn cap(d: Duration) -> Duration {
     d.min(MAX_COOLDOWN)
 }
 
+/// Whether a 429's headers say this key's own limit is spent: a
+/// remaining count of 0 in OpenAI's `x-ratelimit-remaining-*` or
+/// Anthropic's `anthropic-ratelimit-*-remaining`. Such a 429 is the key's
+/// own; one without says nothing of the key and may be the provider's.
+pub fn key_limit_spent(headers: &HeaderMap) -> bool {
+    headers.iter().any(|(name, value)| {
+        let name = name.as_str();
+        let counts = (name.starts_with("x-ratelimit-remaining-")
+            || (name.starts_with("anthropic-ratelimit-") && name.ends_with("-remaining")))
+            && !name.contains("reset");
+        counts && value.to_str().is_ok_and(|v| v.trim() == "0")
+    })
+}
+
 /// The wait a 429 asked for, or `None` when it carried no usable hint.
 pub fn rate_limit_hint(headers: &HeaderMap, now: SystemTime) -> Option<Hint> {
     retry_after_hint(headers, now).or_else(|| reset_hint(headers, false))
@@ -404,5 +418,37 @@ mod tests {
         }
         let h = headers(&[("retry-after-ms", "-1")]);
         assert_eq!(rate_limit_hint(&h, now()), None);
+    }
+
+    #[test]
+    fn a_remaining_count_of_zero_says_the_key_is_spent() {
+        let h = |pairs: &[(&'static str, &str)]| {
+            let mut m = HeaderMap::new();
+            for (k, v) in pairs {
+                m.insert(*k, v.parse().unwrap());
+            }
+            m
+        };
+        assert!(key_limit_spent(&h(&[(
+            "x-ratelimit-remaining-requests",
+            "0"
+        )])));
+        assert!(key_limit_spent(&h(&[(
+            "x-ratelimit-remaining-tokens",
+            " 0"
+        )])));
+        assert!(key_limit_spent(&h(&[(
+            "anthropic-ratelimit-output-tokens-remaining",
+            "0"
+        )])));
+        assert!(!key_limit_spent(&h(&[(
+            "x-ratelimit-remaining-requests",
+            "3"
+        )])));
+        assert!(!key_limit_spent(&h(&[("retry-after", "0")])));
+        assert!(!key_limit_spent(&h(&[(
+            "anthropic-ratelimit-requests-reset",
+            "0"
+        )])));
     }
 }

@@ -38,6 +38,10 @@ pub enum Outcome {
     /// The provider as a whole is overloaded (Anthropic's 529): try another
     /// credential after a short pause, without blaming this one.
     Overloaded,
+    /// 402: the provider wants paying for this credential's account. No
+    /// wait fixes that; the credential is disabled until an operator
+    /// enables it, and the request moves on.
+    PaymentRequired,
     /// Any other 4xx: the request's fault, handed to the client as is.
     ClientError { status: u16 },
 }
@@ -55,6 +59,8 @@ impl Outcome {
                 }),
             },
             Outcome::RateLimited { wait, hinted } => Verdict::RateLimited {
+                // The gateway, which has the headers, says when it is not.
+                own: true,
                 wait: *wait,
                 reason: if *hinted {
                     format!("429 rate limited; retry in {}", human(*wait))
@@ -75,6 +81,11 @@ impl Outcome {
             },
             Outcome::ServerError { status } => Verdict::Failure {
                 reason: format!("upstream answered {status}"),
+            },
+            Outcome::PaymentRequired => Verdict::Disabled {
+                reason: "402 payment required: the provider wants paying for this account; \
+                         enable it again once that is settled"
+                    .into(),
             },
             Outcome::ClientError { .. } | Outcome::Overloaded => Verdict::Neutral,
         }

@@ -95,6 +95,7 @@ pub fn classify(
             }
         }
         401 => Outcome::Unauthorized,
+        402 => Outcome::PaymentRequired,
         408 | 500..=599 => Outcome::ServerError {
             status: status.as_u16(),
         },
@@ -197,5 +198,10 @@ mod tests {
             Outcome::ClientError { status: 404 }
         );
         assert_eq!(classify_now(200, &none, b""), Outcome::Ok { hold: None });
+        assert_eq!(classify_now(402, &none, b""), Outcome::PaymentRequired);
+        assert!(matches!(
+            Outcome::PaymentRequired.verdict(),
+            crate::vocab::Verdict::Disabled { reason } if reason.starts_with("402 payment required")
+        ));
     }
 }

@@ -432,6 +432,14 @@ impl RawConfig {
             });
         }
 
+        let names: Vec<String> = providers.iter().map(|p| p.name.clone()).collect();
+        let error_policy = self
+            .error_policy
+            .iter()
+            .enumerate()
+            .map(|(i, r)| r.resolve(i, &names))
+            .collect::<Result<Vec<_>, _>>()?;
+
         let config = Config {
             source: source.to_string(),
             listen,
@@ -443,6 +451,7 @@ impl RawConfig {
             gateway,
             providers,
             credentials,
+            error_policy,
             secret_files: r.files.into_inner(),
         };
         config.check_exposure()?;

@@ -350,15 +350,27 @@ async fn refused(ctx: &mut Ctx<'_>, lease: &Lease, t0: Instant, status: &tonic::
     let http_status = match &outcome {
         Outcome::RateLimited { .. } | Outcome::QuotaExhausted { .. } => 429,
         Outcome::Unauthorized => 401,
+        Outcome::PaymentRequired => 402,
         Outcome::ServerError { status } | Outcome::ClientError { status } => *status,
         Outcome::Overloaded => 503,
         Outcome::Ok { .. } => 200,
     };
     let message = format!("gRPC {:?}: {}", status.code(), status.message());
     let format = ctx.req.conversion.client;
-    outcome_step(ctx, lease, t0, outcome, http_status, move |s| {
-        ApiError::new(s, "invalid_request_error", message).into_response_as(format)
-    })
+    // Error-policy rules read the status's message as the body. A
+    // `RESOURCE_EXHAUSTED` is taken as the key's own (its details name the
+    // key's quota), never as a provider-wide 429.
+    let body = status.message().as_bytes().to_vec();
+    super::outcome::error_step(
+        ctx,
+        lease,
+        t0,
+        outcome,
+        http_status,
+        &body,
+        true,
+        move |s| ApiError::new(s, "invalid_request_error", message).into_response_as(format),
+    )
     .await
 }
 

@@ -173,13 +173,24 @@ pub(super) async fn send_once(ctx: &mut Ctx<'_>, lease: &Lease, token: &Secret) 
         SystemTime::now(),
     );
     let conversion = ctx.req.conversion.clone();
-    outcome_step(ctx, lease, t0, outcome, status.as_u16(), move |status| {
-        match conversion.client_error(status, &body) {
-            // The client reads errors in its own format.
-            Some(err) => err.into_response_as(conversion.client),
-            None => response(status, client_headers(&headers), Body::from(body)),
-        }
-    })
+    let read = body.clone();
+    let key_spent = upstream::hints::key_limit_spent(&headers);
+    super::outcome::error_step(
+        ctx,
+        lease,
+        t0,
+        outcome,
+        status.as_u16(),
+        &read,
+        key_spent,
+        move |status| {
+            match conversion.client_error(status, &body) {
+                // The client reads errors in its own format.
+                Some(err) => err.into_response_as(conversion.client),
+                None => response(status, client_headers(&headers), Body::from(body)),
+            }
+        },
+    )
     .await
 }
 

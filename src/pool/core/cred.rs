@@ -32,6 +32,9 @@ pub struct Cred {
     /// Operator switch, kept apart from the cooldown so that enabling a key
     /// never erases a retry hint the provider gave.
     pub disabled: bool,
+    /// Why it was disabled when that was not the operator's doing (a 402,
+    /// an error-policy rule); `None` for the operator's switch.
+    pub disabled_reason: Option<String>,
     pub cooldown: Option<Cooldown>,
     /// Consecutive failures; a success resets it.
     pub failures: u32,
@@ -72,6 +75,7 @@ impl Cred {
             provider,
             tier,
             disabled: false,
+            disabled_reason: None,
             cooldown: None,
             failures: 0,
             failed: None,

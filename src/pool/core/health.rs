@@ -21,6 +21,43 @@ pub struct ProviderHealth {
     streak: Vec<(usize, bool)>,
     /// Why the provider is unhealthy, and since when; `None` while healthy.
     pub down: Option<(String, Instant)>,
+    /// Its credentials' rate limits of the last [`PROVIDER_WIDE_WINDOW`]:
+    /// when every credential has one, the 429 is the provider's, not
+    /// theirs.
+    limits: Vec<Limit>,
+    /// A provider-wide 429: why, and until when none of its credentials is
+    /// leased (their own cooldowns stay as they were).
+    pub cooling: Option<(String, Instant)>,
+    /// When the last provider-wide cooldown ended (or ends).
+    last_wide: Option<Instant>,
+}
+
+/// How close together every credential's 429 must come for the 429 to be
+/// taken as provider-wide.
+pub const PROVIDER_WIDE_WINDOW: Duration = Duration::from_secs(1);
+/// How long a provider-wide 429 cools the provider: the shortest wait its
+/// credentials were asked for, within these bounds. Brief on purpose: a
+/// provider that refuses every key at once is shedding load as a whole
+/// (or its limit is shared by the keys), and a key's own cooldown of the
+/// full hint would keep every key out long after it passed.
+pub const PROVIDER_WIDE_MIN: Duration = Duration::from_millis(500);
+pub const PROVIDER_WIDE_MAX: Duration = Duration::from_secs(5);
+/// A provider-wide 429 again within this long of the last one's end is
+/// taken at its word: the keys cool for the waits they were given. A pool
+/// whose keys each ran out of their own limit looks the same as a
+/// provider-wide 429 when one request rotates through them in a second;
+/// this way it costs one brief pause and one more 429 per key, and then
+/// every key's own hint is honoured.
+pub const PROVIDER_WIDE_RECUR: Duration = Duration::from_secs(60);
+
+/// One credential's 429 within the window.
+#[derive(Debug, Clone)]
+struct Limit {
+    cred: usize,
+    at: Instant,
+    /// Its cooldown before this 429, put back if the 429 was the provider's.
+    before: Option<Cooldown>,
+    wait: Duration,
 }
 
 impl Core {
@@ -34,6 +71,113 @@ impl Core {
         self.health(provider)
             .and_then(|h| h.down.as_ref())
             .map(|(why, _)| why.as_str())
+    }
+
+    /// Until when `provider` is cooling for a provider-wide 429, if it is.
+    pub fn provider_cooling(&self, provider: usize, now: Instant) -> Option<Instant> {
+        self.health(provider)
+            .and_then(|h| h.cooling.as_ref())
+            .map(|(_, until)| *until)
+            .filter(|until| *until > now)
+    }
+
+    /// Ends the provider-wide cooldowns that have run out; returns those
+    /// providers.
+    pub fn expire_providers(&mut self, now: Instant) -> Vec<usize> {
+        let mut back = Vec::new();
+        for (p, h) in self.health.iter_mut().enumerate() {
+            if h.cooling.as_ref().is_some_and(|(_, until)| *until <= now) {
+                h.cooling = None;
+                back.push(p);
+            }
+        }
+        back
+    }
+
+    /// When the next provider-wide cooldown ends.
+    pub(super) fn next_provider_deadline(&self) -> Option<Instant> {
+        self.health
+            .iter()
+            .filter_map(|h| h.cooling.as_ref().map(|(_, until)| *until))
+            .min()
+    }
+
+    /// A 429 on credential `i` asking for `wait`: the credential cools for
+    /// it, unless the 429 is the provider's. A 429 that says the key's own
+    /// limit is spent (`own`) never is. One that does not is when the
+    /// provider is already cooling for one (an answer that was on its
+    /// way), or when it completes a set: every credential of the provider
+    /// that can serve (two at least) answered such a 429 within
+    /// [`PROVIDER_WIDE_WINDOW`]. Then the provider cools briefly and the
+    /// credentials of the set get back the cooldowns they had before it.
+    pub(super) fn rate_limited(
+        &mut self,
+        i: usize,
+        wait: Duration,
+        reason: &str,
+        own: bool,
+        now: Instant,
+    ) {
+        let provider = self.creds[i].provider;
+        if own {
+            self.creds[i].cool(now, wait, CooldownKind::RateLimited, reason.to_string());
+            return;
+        }
+        if self.provider_cooling(provider, now).is_some() {
+            return;
+        }
+        let before = self.creds[i].cooldown.clone();
+        self.creds[i].cool(now, wait, CooldownKind::RateLimited, reason.to_string());
+        let h = self.health_mut(provider);
+        h.limits
+            .retain(|l| now.saturating_duration_since(l.at) <= PROVIDER_WIDE_WINDOW);
+        match h.limits.iter_mut().find(|l| l.cred == i) {
+            Some(l) => {
+                l.at = now;
+                l.wait = wait;
+            }
+            None => h.limits.push(Limit {
+                cred: i,
+                at: now,
+                before,
+                wait,
+            }),
+        }
+        let can_serve: Vec<usize> = (0..self.creds.len())
+            .filter(|&j| {
+                let c = &self.creds[j];
+                c.provider == provider && !c.disabled && c.failed.is_none()
+            })
+            .collect();
+        let h = &self.health[provider];
+        let recurs = h
+            .last_wide
+            .is_some_and(|end| now < end + PROVIDER_WIDE_RECUR);
+        if recurs
+            || can_serve.len() < 2
+            || !can_serve
+                .iter()
+                .all(|j| h.limits.iter().any(|l| l.cred == *j))
+        {
+            return;
+        }
+        let limits = std::mem::take(&mut self.health[provider].limits);
+        let shortest = limits.iter().map(|l| l.wait).min().unwrap_or(wait);
+        let brief = shortest.clamp(PROVIDER_WIDE_MIN, PROVIDER_WIDE_MAX);
+        for l in limits {
+            self.creds[l.cred].cooldown = l.before;
+        }
+        self.health[provider].cooling = Some((
+            format!(
+                "provider-wide 429: all {} credentials answered 429 within {}; \
+                 the provider cools for {} (the keys keep their own cooldowns)",
+                can_serve.len(),
+                human(PROVIDER_WIDE_WINDOW),
+                human(brief),
+            ),
+            now + brief,
+        ));
+        self.health[provider].last_wide = Some(now + brief);
     }
 
     fn health_mut(&mut self, provider: usize) -> &mut ProviderHealth {

@@ -38,8 +38,19 @@ fn secs(s: u64) -> Duration {
     Duration::from_secs(s)
 }
 
+/// A 429 that says the key's own limit is spent.
 fn rate_limited(s: u64) -> Verdict {
     Verdict::RateLimited {
+        own: true,
+        wait: secs(s),
+        reason: "429".into(),
+    }
+}
+
+/// A 429 that says nothing of the key's own limit (only a retry hint).
+fn bare_429(s: u64) -> Verdict {
+    Verdict::RateLimited {
+        own: false,
         wait: secs(s),
         reason: "429".into(),
     }
@@ -406,4 +417,149 @@ fn counters() {
     assert_eq!(p.creds[i].stats.requests, 1);
     assert_eq!(p.creds[i].stats.rate_limited, 1);
     assert_eq!(p.totals.upstream_429, 1);
+}
+
+#[test]
+fn a_429_on_every_key_within_a_second_cools_the_provider_not_the_keys() {
+    let t = Instant::now();
+    let mut p = pool(&["a"], &[("k1", 0), ("k2", 0), ("k3", 0)]);
+    // k3 had a cooldown of its own that ended; it is kept as it was.
+    p.record(0, &bare_429(30), t);
+    assert_eq!(p.creds[0].state(t), State::Cooling);
+    let t2 = t + Duration::from_millis(300);
+    p.record(1, &bare_429(2), t2);
+    assert_eq!(p.provider_cooling(0, t2), None, "k3 has not answered 429");
+    let t3 = t + Duration::from_millis(900);
+    p.record(2, &bare_429(40), t3);
+    // The set is complete: the provider cools for the shortest wait (2 s),
+    // and every key is back as it was before its 429.
+    assert_eq!(p.provider_cooling(0, t3), Some(t3 + secs(2)));
+    for c in &p.creds {
+        assert_eq!(c.state(t3), State::Ready, "{}", c.name);
+        assert!(c.cooldown.is_none(), "{}", c.name);
+        assert_eq!(c.stats.rate_limited, 1);
+    }
+    let why = &p.health(0).unwrap().cooling.as_ref().unwrap().0;
+    assert!(
+        why.starts_with("provider-wide 429: all 3 credentials"),
+        "{why}"
+    );
+    // Nothing is leased meanwhile; the client hears when it ends.
+    let u = p.select(0, &[], t3).unwrap_err();
+    assert_eq!(u.retry_at, Some(t3 + secs(2)));
+    assert!(u.limited);
+    assert_eq!(p.next_deadline(), Some(t3 + secs(2)));
+    // A 429 that was on its way belongs to it: the key stays ready.
+    p.record(0, &bare_429(30), t3 + Duration::from_millis(100));
+    assert!(p.creds[0].cooldown.is_none());
+    // Then the provider serves again.
+    let later = t3 + secs(2);
+    assert_eq!(p.expire_providers(later), [0]);
+    assert!(p.select(0, &[], later).is_ok());
+}
+
+#[test]
+fn the_provider_cools_between_half_a_second_and_five() {
+    let t = Instant::now();
+    let mut p = pool(&["a"], &[("k1", 0), ("k2", 0)]);
+    p.record(0, &bare_429(60), t);
+    p.record(1, &bare_429(90), t);
+    assert_eq!(p.provider_cooling(0, t), Some(t + PROVIDER_WIDE_MAX));
+    let mut p = pool(&["a"], &[("k1", 0), ("k2", 0)]);
+    let quick = Verdict::RateLimited {
+        own: false,
+        wait: Duration::from_millis(10),
+        reason: "429".into(),
+    };
+    p.record(0, &quick, t);
+    p.record(1, &quick, t);
+    assert_eq!(p.provider_cooling(0, t), Some(t + PROVIDER_WIDE_MIN));
+}
+
+#[test]
+fn keys_limited_apart_or_alone_keep_their_hints() {
+    let t = Instant::now();
+    // More than a second apart: each key's own limit.
+    let mut p = pool(&["a"], &[("k1", 0), ("k2", 0)]);
+    p.record(0, &bare_429(30), t);
+    p.record(1, &bare_429(30), t + Duration::from_millis(1100));
+    assert_eq!(p.provider_cooling(0, t + secs(1)), None);
+    assert_eq!(p.creds[0].state(t + secs(2)), State::Cooling);
+    assert_eq!(p.creds[1].state(t + secs(2)), State::Cooling);
+    // A 429 that says the key's own limit is spent is the key's.
+    let mut p = pool(&["a"], &[("k1", 0), ("k2", 0)]);
+    p.record(0, &rate_limited(30), t);
+    p.record(1, &bare_429(30), t);
+    assert_eq!(p.provider_cooling(0, t), None);
+    assert_eq!(p.creds[0].state(t), State::Cooling);
+    assert_eq!(p.creds[1].state(t), State::Cooling);
+    // One key: its 429 is its own.
+    let mut p = pool(&["a"], &[("k1", 0)]);
+    p.record(0, &bare_429(30), t);
+    assert_eq!(p.creds[0].state(t), State::Cooling);
+    // A disabled key does not have to answer 429 for the set.
+    let mut p = pool(&["a"], &[("k1", 0), ("k2", 0), ("k3", 0)]);
+    p.set_disabled(2, true);
+    p.record(0, &bare_429(30), t);
+    p.record(1, &bare_429(30), t);
+    assert!(p.provider_cooling(0, t).is_some());
+}
+
+#[test]
+fn a_provider_wide_429_again_soon_after_is_taken_at_its_word() {
+    let t = Instant::now();
+    let mut p = pool(&["a"], &[("k1", 0), ("k2", 0)]);
+    p.record(0, &bare_429(30), t);
+    p.record(1, &bare_429(30), t);
+    let end = p.provider_cooling(0, t).unwrap();
+    p.expire_providers(end);
+    p.record(0, &bare_429(30), end);
+    p.record(1, &bare_429(30), end);
+    assert_eq!(p.provider_cooling(0, end), None);
+    assert_eq!(p.creds[0].state(end), State::Cooling);
+    assert_eq!(p.creds[1].state(end), State::Cooling);
+    // Long after, it is brief again.
+    let much_later = end + PROVIDER_WIDE_RECUR + secs(31);
+    p.expire(much_later);
+    p.record(0, &bare_429(30), much_later);
+    p.record(1, &bare_429(30), much_later);
+    assert!(p.provider_cooling(0, much_later).is_some());
+}
+
+#[test]
+fn policy_verdicts_cool_or_disable_with_their_reason() {
+    let t = Instant::now();
+    let mut p = pool(&["a"], &[("k1", 0), ("k2", 0)]);
+    let (b, a) = p.record(
+        0,
+        &Verdict::Held {
+            wait: secs(600),
+            reason: "403 matched error_policy[0]".into(),
+        },
+        t,
+    );
+    assert_eq!((b, a), (State::Ready, State::Cooling));
+    assert_eq!(
+        p.creds[0].cooldown.as_ref().unwrap().reason,
+        "403 matched error_policy[0]"
+    );
+    assert_eq!(p.creds[0].stats.rate_limited, 0);
+    assert_eq!(p.creds[0].failures, 0);
+    let (b, a) = p.record(
+        1,
+        &Verdict::Disabled {
+            reason: "402 payment required".into(),
+        },
+        t,
+    );
+    assert_eq!((b, a), (State::Ready, State::Disabled));
+    assert_eq!(
+        p.creds[1].disabled_reason.as_deref(),
+        Some("402 payment required")
+    );
+    // Only the operator brings it back; then it is the operator's switch.
+    assert_eq!(p.creds[1].state(t + secs(3600)), State::Disabled);
+    p.set_disabled(1, false);
+    assert_eq!(p.creds[1].state(t), State::Ready);
+    assert_eq!(p.creds[1].disabled_reason, None);
 }

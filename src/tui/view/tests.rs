@@ -121,6 +121,8 @@ fn provider_unhealthy() {
                     "3 credentials failed with no good answer between; last: upstream answered 500"
                         .into(),
                 ),
+                cooling_until_ms: None,
+                cooling_reason: None,
                 since_ms: Some(NOW_MS - 12_000),
             },
         }),
