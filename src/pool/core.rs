@@ -145,11 +145,16 @@ impl Core {
         let members = &self.members[tier];
         let n = members.len();
         let strategy = self.settings.strategy;
-        let day = members
-            .iter()
-            .map(|&i| self.creds[i].stats.usage.today().0)
-            .max()
-            .unwrap_or(0);
+        // The latest day any of them counted usage on stands for today
+        // (the core reads no wall clock); round-robin needs none of it.
+        let day = match strategy {
+            crate::config::Strategy::RoundRobin => 0,
+            _ => members
+                .iter()
+                .map(|&i| self.creds[i].stats.usage.today().0)
+                .max()
+                .unwrap_or(0),
+        };
         let mut best: Option<(usize, strategy::Rank)> = None;
         for step in 0..n {
             let pos = (self.cursors[tier] + step) % n;
