@@ -202,6 +202,45 @@ pub struct PoolSettings {
     pub budget: Budget,
     /// Whose calendar day the usage counters and daily budgets follow.
     pub usage_zone: crate::vocab::UsageZone,
+    /// How a credential is chosen among the ready ones of a tier.
+    pub strategy: Strategy,
+}
+
+/// `[pool] strategy`: how the pool chooses within the tier that serves
+/// (tiers still come first, and only a credential that can serve is
+/// chosen).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Strategy {
+    /// In turn, from where the last choice left off.
+    #[default]
+    RoundRobin,
+    /// The one with the largest share of its rate-limit window left, as
+    /// its provider last reported it.
+    LeastUsed,
+    /// The one whose window resets soonest (capacity that would otherwise
+    /// go unused), among those with some left.
+    SoonestReset,
+}
+
+impl Strategy {
+    pub const NAMES: [&'static str; 3] = ["round_robin", "least_used", "soonest_reset"];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Strategy::RoundRobin => "round_robin",
+            Strategy::LeastUsed => "least_used",
+            Strategy::SoonestReset => "soonest_reset",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Strategy> {
+        match name {
+            "round_robin" => Some(Strategy::RoundRobin),
+            "least_used" => Some(Strategy::LeastUsed),
+            "soonest_reset" => Some(Strategy::SoonestReset),
+            _ => None,
+        }
+    }
 }
 
 impl Default for PoolSettings {
@@ -218,6 +257,7 @@ impl Default for PoolSettings {
             max_in_flight: 256,
             budget: Budget::default(),
             usage_zone: Default::default(),
+            strategy: Strategy::RoundRobin,
         }
     }
 }

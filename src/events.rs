@@ -91,6 +91,11 @@ pub struct CredentialView {
     /// (Boxed: it is most of the view's size, and views travel in events.)
     #[serde(default)]
     pub usage: Box<crate::vocab::UsageView>,
+    /// What its provider last reported of its rate limit: the most
+    /// constraining window (absent until an answer reports one, and from
+    /// an older gateway's feed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capacity: Option<crate::vocab::Capacity>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -34,7 +34,12 @@ pub fn pool_report(config: &Config, snap: &PoolSnapshot, notes: &[String]) -> St
             format!("{t} {n}")
         })
         .collect();
-    let _ = writeln!(out, "  tiers:     {}", per_tier.join(" · "));
+    // Round-robin goes without saying; another strategy is named.
+    let within = match config.pool.strategy {
+        crate::config::Strategy::RoundRobin => String::new(),
+        s => format!(" ({} within each)", s.as_str()),
+    };
+    let _ = writeln!(out, "  tiers:     {}{within}", per_tier.join(" · "));
     let per_provider: Vec<String> = config
         .providers
         .iter()

@@ -402,3 +402,38 @@ pub fn civil_date(days: u64) -> String {
     let y = yoe + era * 400 + i64::from(m <= 2);
     format!("{y:04}-{m:02}-{d:02}")
 }
+
+/// What a provider last said about a credential's rate limit: its most
+/// constraining window (the one with the smallest share left), read from
+/// OpenAI's `x-ratelimit-*`, Anthropic's `anthropic-ratelimit-*` or the
+/// `anthropic-ratelimit-unified-*` windows of its subscription (OAuth)
+/// accounts. The pool keeps the latest one per credential; the admin API
+/// and the dashboard show it, and `[pool] strategy` may choose by it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Capacity {
+    /// Count left in the window (requests or tokens); `None` for the
+    /// unified windows, which report only a share used.
+    pub remaining: Option<u64>,
+    /// The window's size, in the same unit.
+    pub limit: Option<u64>,
+    /// Share of the window left, 0.0 to 1.0: `remaining / limit`, or
+    /// `1 - utilization`.
+    pub left: f64,
+    /// When the window starts over (Unix ms), if the provider said.
+    pub resets_at_ms: Option<u64>,
+    /// Which window: `requests`, `tokens`, `input-tokens`,
+    /// `output-tokens`, `unified-5h`, `unified-7d`, …
+    pub window: String,
+    /// When the answer that said it came (Unix ms).
+    pub seen_ms: u64,
+}
+
+impl Capacity {
+    /// Past its reset the window is full again, whatever it said.
+    pub fn left_at(&self, now_ms: u64) -> f64 {
+        match self.resets_at_ms {
+            Some(at) if at <= now_ms => 1.0,
+            _ => self.left,
+        }
+    }
+}

@@ -55,6 +55,7 @@ struct RawPool {
     max_tokens_per_minute: Option<i64>,
     max_tokens_per_day: Option<i64>,
     usage_time_zone: Option<String>,
+    strategy: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

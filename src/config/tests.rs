@@ -433,3 +433,24 @@ fn responses_mode_is_per_openai_provider() {
         "{e}"
     );
 }
+
+#[test]
+fn strategy_defaults_to_round_robin_and_names_the_key_when_wrong() {
+    assert_eq!(parse(MINIMAL).unwrap().pool.strategy, Strategy::RoundRobin);
+    for (name, want) in [
+        ("round_robin", Strategy::RoundRobin),
+        ("least_used", Strategy::LeastUsed),
+        ("soonest_reset", Strategy::SoonestReset),
+    ] {
+        let c = parse(&format!("[pool]\nstrategy = \"{name}\"\n{MINIMAL}")).unwrap();
+        assert_eq!(c.pool.strategy, want);
+        assert_eq!(want.as_str(), name);
+    }
+    let e = err(&format!("[pool]\nstrategy = \"fastest\"\n{MINIMAL}"));
+    assert!(
+        e.starts_with(
+            "pool.strategy: \"fastest\" is not one of round_robin, least_used, soonest_reset"
+        ),
+        "{e}"
+    );
+}

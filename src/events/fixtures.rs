@@ -34,6 +34,7 @@ pub fn cred(name: &str, tier: &str, kind: CredentialKind) -> CredentialView {
         },
         last_error: None,
         usage: Default::default(),
+        capacity: None,
     }
 }
 
@@ -65,6 +66,23 @@ pub fn healthy() -> PoolSnapshot {
         c.usage.day_ends_ms = NOW_MS + 11 * 3_600_000;
         if i < 2 {
             c.usage.tokens_per_day_budget = Some(1_000_000);
+        }
+        // What the providers last said: 62 % of the requests left for 4
+        // minutes, 5 % of the tokens for 30 s, 58 % of a 5-hour window.
+        if i < 3 {
+            let (remaining, limit, left, reset_s, window) = [
+                (Some(62), Some(100), 0.62, 240, "requests"),
+                (Some(1_500), Some(30_000), 0.05, 30, "tokens"),
+                (None, None, 0.58, 2 * 3600 + 60, "unified-5h"),
+            ][i as usize];
+            c.capacity = Some(crate::vocab::Capacity {
+                remaining,
+                limit,
+                left,
+                resets_at_ms: Some(NOW_MS + reset_s * 1000),
+                window: window.into(),
+                seen_ms: NOW_MS - 1_000,
+            });
         }
         if c.requests > 0 {
             c.last_used_ms = Some(NOW_MS - 1_000 * (i + 1));

@@ -8,6 +8,7 @@
 
 mod cred;
 mod health;
+mod strategy;
 
 use std::time::Duration;
 
@@ -22,6 +23,7 @@ pub use self::cred::{Cooldown, Cred, CredStats};
 pub use self::health::{
     PROVIDER_WIDE_MAX, PROVIDER_WIDE_MIN, PROVIDER_WIDE_RECUR, PROVIDER_WIDE_WINDOW, ProviderHealth,
 };
+pub use self::strategy::SeenCapacity;
 
 /// Why nothing could be leased.
 #[derive(Debug, Clone, PartialEq)]
@@ -128,17 +130,52 @@ impl Core {
             return Ok(self.take(i, now));
         }
         for tier in 0..self.members.len() {
-            let n = self.members[tier].len();
-            for step in 0..n {
-                let pos = (self.cursors[tier] + step) % n;
-                let i = self.members[tier][pos];
-                if self.usable(i, provider, tried, now) {
-                    self.cursors[tier] = pos + 1;
-                    return Ok(self.take(i, now));
-                }
+            if let Some(pos) = self.choose(tier, provider, tried, now) {
+                self.cursors[tier] = pos + 1;
+                return Ok(self.take(self.members[tier][pos], now));
             }
         }
         Err(self.unavailable(provider, tried, now))
+    }
+
+    /// The position in `tier` of the credential that serves next under
+    /// `[pool] strategy` (see `core/strategy.rs`): candidates are taken
+    /// from the tier's cursor on, so ties go round-robin.
+    fn choose(&self, tier: usize, provider: usize, tried: &[usize], now: Instant) -> Option<usize> {
+        let members = &self.members[tier];
+        let n = members.len();
+        let strategy = self.settings.strategy;
+        // The latest day any of them counted usage on stands for today
+        // (the core reads no wall clock); round-robin needs none of it.
+        let day = match strategy {
+            crate::config::Strategy::RoundRobin => 0,
+            _ => members
+                .iter()
+                .map(|&i| self.creds[i].stats.usage.today().0)
+                .max()
+                .unwrap_or(0),
+        };
+        let mut best: Option<(usize, strategy::Rank)> = None;
+        for step in 0..n {
+            let pos = (self.cursors[tier] + step) % n;
+            let i = members[pos];
+            if !self.usable(i, provider, tried, now) {
+                continue;
+            }
+            if strategy == crate::config::Strategy::RoundRobin {
+                return Some(pos);
+            }
+            let rank = strategy::rank(strategy, &self.creds[i], now, day);
+            if best.is_none_or(|(_, b)| rank.cmp(&b).is_lt()) {
+                best = Some((pos, rank));
+            }
+        }
+        best.map(|(pos, _)| pos)
+    }
+
+    /// Keeps what an answer said of credential `i`'s rate limit.
+    pub fn note_capacity(&mut self, i: usize, report: crate::vocab::Capacity, now: Instant) {
+        self.creds[i].capacity = Some(SeenCapacity::new(report, now));
     }
 
     fn take(&mut self, i: usize, _now: Instant) -> usize {
@@ -200,16 +237,10 @@ impl Core {
         {
             return Some(i);
         }
-        for tier in 0..self.members.len() {
-            let n = self.members[tier].len();
-            for step in 0..n {
-                let i = self.members[tier][(self.cursors[tier] + step) % n];
-                if self.usable(i, provider, &[], now) {
-                    return Some(i);
-                }
-            }
-        }
-        None
+        (0..self.members.len()).find_map(|tier| {
+            self.choose(tier, provider, &[], now)
+                .map(|pos| self.members[tier][pos])
+        })
     }
 
     /// Applies what an attempt said. Returns the state before and after so

@@ -71,6 +71,17 @@ impl PoolHandle {
         }
     }
 
+    /// Keeps what an answer's headers said of `lease`'s credential's rate
+    /// limit (the latest report wins), for the views and `[pool] strategy`.
+    /// Published with the credential's next change or snapshot: it moves
+    /// on every answer, as the counters do.
+    pub fn note_capacity(&self, lease: &Lease, report: crate::vocab::Capacity) {
+        let now = Instant::now();
+        self.apply(&lease.generation, lease.idx, |core, i| {
+            core.note_capacity(i, report.clone(), now)
+        });
+    }
+
     /// Adds one answer to `lease`'s credential's usage, with the tokens its
     /// provider reported (`None`: it reported none, or the stream was cut
     /// before it did). Counted where [`PoolHandle::record`] counts: on the

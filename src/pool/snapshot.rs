@@ -115,5 +115,6 @@ pub(super) fn view(
                 &core.settings.usage_zone,
             )
         }),
+        capacity: c.capacity.as_ref().map(|s| s.report.clone()),
     }
 }

@@ -176,6 +176,11 @@ impl UsageCounters {
         }
     }
 
+    /// The local day `today` counts and its tokens (this replica's own).
+    pub fn today(&self) -> (u64, u64) {
+        (self.day, self.today.total())
+    }
+
     pub fn is_empty(&self) -> bool {
         self.total.answers == 0
     }

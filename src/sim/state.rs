@@ -22,6 +22,7 @@ const UNMETERED: RateInfo = RateInfo {
     limit: 10_000,
     remaining: 9_999,
     reset: Duration::from_millis(6),
+    unified: false,
 };
 
 /// Settings fixed at start.
@@ -252,14 +253,19 @@ impl Account {
     pub fn consume(&mut self, now: Instant) -> RateInfo {
         self.roll(now);
         self.used = self.used.saturating_add(1);
+        let unified = self.refresh_token.is_some();
         match self.limit {
-            Limit::Unlimited | Limit::Total { .. } => UNMETERED,
+            Limit::Unlimited | Limit::Total { .. } => RateInfo {
+                unified,
+                ..UNMETERED
+            },
             Limit::Window { requests, window } => {
                 let start = *self.window_start.get_or_insert(now);
                 RateInfo {
                     limit: requests,
                     remaining: requests.saturating_sub(self.used),
                     reset: (start + window).saturating_duration_since(now),
+                    unified,
                 }
             }
         }

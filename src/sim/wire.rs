@@ -183,6 +183,9 @@ pub(crate) struct RateInfo {
     pub limit: u32,
     pub remaining: u32,
     pub reset: Duration,
+    /// A subscription (OAuth) account: Anthropic's answers also carry the
+    /// `anthropic-ratelimit-unified-*` window.
+    pub unified: bool,
 }
 
 /// Tokens are not metered; the token headers scale with the request ones
@@ -225,6 +228,7 @@ pub(crate) fn hint_headers(
         limit,
         remaining: 0,
         reset: wait,
+        unified: false,
     };
     match style {
         HintStyle::All => {

@@ -2,6 +2,7 @@
 //! classification of every response into an [`Outcome`] the pool can act on.
 
 pub mod anthropic;
+pub mod capacity;
 pub mod gemini;
 pub mod hints;
 pub mod openai;

@@ -160,6 +160,12 @@ impl RawConfig {
                     .map_err(|why| invalid("pool.usage_time_zone", &why))?,
                 None => Default::default(),
             },
+            strategy: match p.strategy.as_deref() {
+                None => Strategy::default(),
+                Some(name) => Strategy::parse(name).ok_or_else(|| {
+                    one_of("pool.strategy", name, &Strategy::NAMES.map(String::from))
+                })?,
+            },
             tiers,
         };
         if pool.probe_interval.is_zero() {

@@ -52,6 +52,12 @@ pub(super) async fn send_once(ctx: &mut Ctx<'_>, lease: &Lease, token: &Secret) 
     let status = resp.status();
     // Taken, not copied: the body is read without them.
     let headers = std::mem::take(resp.headers_mut());
+    // What the answer (a success or a 429 alike) says is left of the key's
+    // rate limit: shown per credential, and `[pool] strategy` may choose
+    // by it.
+    if let Some(report) = upstream::capacity::capacity(&headers, SystemTime::now()) {
+        pool.note_capacity(lease, report);
+    }
     let kind = lease.provider().kind;
     let wire = usage::wire(kind, ctx.req.endpoint);
 

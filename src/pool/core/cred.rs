@@ -49,6 +49,9 @@ pub struct Cred {
     /// new ones).
     pub budget: crate::config::Budget,
     pub last_error: Option<String>,
+    /// What its provider last reported of its rate limit (see
+    /// `[pool] strategy`, which may choose by it).
+    pub capacity: Option<super::SeenCapacity>,
     /// Its provider's count of good answers when the current run of
     /// failures began: equal to the count now means the provider has not
     /// answered well anywhere since, the sign of an outage (see
@@ -84,6 +87,7 @@ impl Cred {
             stats: CredStats::default(),
             budget: Default::default(),
             last_error: None,
+            capacity: None,
             run_from: 0,
             recent: 0,
             recent_len: 0,

@@ -13,6 +13,9 @@ use super::request::ToolInput;
 use crate::sim::HintStyle;
 use crate::sim::wire::{RateInfo, ceil_ms, http_date_after, insert};
 
+mod unified;
+use unified::unified_headers;
+
 /// Anthropic's error envelope. Real answers carry the request id in the
 /// body too, so a user can quote it to support.
 #[derive(Serialize)]
@@ -160,6 +163,9 @@ pub(crate) fn ratelimit_headers(headers: &mut HeaderMap, info: RateInfo, now: Sy
     for (name, value) in pairs {
         insert(headers, name, &value);
     }
+    if info.unified {
+        unified_headers(headers, info, now);
+    }
 }
 
 /// The retry hints of a rate-limit 429 in the given style. Headers that
@@ -179,6 +185,7 @@ pub(crate) fn hint_headers(
         limit,
         remaining: 0,
         reset: wait,
+        unified: false,
     };
     match style {
         HintStyle::All => {

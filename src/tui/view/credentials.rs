@@ -46,9 +46,15 @@ pub(super) fn render_table(
     }
     header.extend(["token", "lat"]);
     widths.extend([6, 6].map(Constraint::Length));
+    // What the provider says is left: wide only (at 80 columns the names
+    // would not fit).
     if wide {
-        header.extend(["day budget", "why"]);
-        widths.extend([Constraint::Length(11), Constraint::Fill(2)]);
+        header.extend(["day budget", "left", "why"]);
+        widths.extend([
+            Constraint::Length(11),
+            Constraint::Length(9),
+            Constraint::Fill(2),
+        ]);
     }
 
     let body: Vec<Row> = rows
@@ -159,6 +165,7 @@ fn credential_row<'a>(c: &'a CredentialView, d: &Dashboard, now_ms: u64, wide: b
     ]);
     if wide {
         cells.push(budget_cell(c));
+        cells.push(capacity_cell(c, now_ms));
         let why = match state {
             State::Ready => c.last_error.clone().unwrap_or_default(),
             _ => c.reason.clone().unwrap_or_default(),
@@ -185,6 +192,28 @@ fn budget_cell(c: &CredentialView) -> Cell<'static> {
     let style = match share {
         s if s >= 1.0 => Style::new().red(),
         s if s >= 0.8 => Style::new().yellow(),
+        _ => Style::new(),
+    };
+    Cell::from(text).style(style)
+}
+
+/// The share of its rate-limit window the provider last said is left, and
+/// when that window resets (`62% ↻4m`): yellow under 20 %, red when none
+/// is; `—` before any answer reported one. A window that has reset since
+/// is full again (`100%`).
+fn capacity_cell(c: &CredentialView, now_ms: u64) -> Cell<'static> {
+    let Some(cap) = &c.capacity else {
+        return Cell::from("—").dark_gray();
+    };
+    let left = cap.left_at(now_ms);
+    // (0.58 is 57.99… in binary: nudged so it shows as 58.)
+    let mut text = format!("{}%", (left * 100.0 + 1e-6).floor() as u64);
+    if let Some(at) = cap.resets_at_ms.filter(|at| *at > now_ms) {
+        text.push_str(&format!(" ↻{}", countdown(at - now_ms)));
+    }
+    let style = match left {
+        l if l <= 0.0 => Style::new().red(),
+        l if l < 0.2 => Style::new().yellow(),
         _ => Style::new(),
     };
     Cell::from(text).style(style)
