@@ -116,6 +116,9 @@ pub(super) fn render_header(frame: &mut Frame, area: Rect, d: &Dashboard, cx: &C
         sep(),
         Span::raw(format!("refresh {}", count(t.refreshes))),
     ];
+    if d.sessions > 0 {
+        bottom.extend([sep(), Span::raw(format!("sessions {}", count(d.sessions)))]);
+    }
     if t.refresh_failures > 0 {
         bottom.push(Span::raw(format!(" ({} failed)", t.refresh_failures)).red());
     }
