@@ -150,7 +150,11 @@ mod tests {
 
     use super::*;
 
-    fn key(settings: &Affinity, headers: &[(&'static str, &str)], body: &str) -> Option<SessionKey> {
+    fn key(
+        settings: &Affinity,
+        headers: &[(&'static str, &str)],
+        body: &str,
+    ) -> Option<SessionKey> {
         let mut h = HeaderMap::new();
         for (k, v) in headers {
             h.insert(*k, HeaderValue::from_str(v).unwrap());
@@ -215,7 +219,10 @@ mod tests {
             enabled: false,
             ..Affinity::default()
         };
-        assert_eq!(key(&off, &[("session_id", "s")], r#"{"prompt_cache_key":"p"}"#), None);
+        assert_eq!(
+            key(&off, &[("session_id", "s")], r#"{"prompt_cache_key":"p"}"#),
+            None
+        );
     }
 
     #[test]
@@ -233,7 +240,10 @@ mod tests {
         assert_ne!(key(&fallback, &[], turn1), key(&fallback, &[], other));
         let anthropic1 = r#"{"system":"s","messages":[{"role":"user","content":"q"}]}"#;
         let anthropic2 = r#"{"system":"s","messages":[{"role":"user","content":"q"},{"role":"assistant","content":"a"}]}"#;
-        assert_eq!(key(&fallback, &[], anthropic1), key(&fallback, &[], anthropic2));
+        assert_eq!(
+            key(&fallback, &[], anthropic1),
+            key(&fallback, &[], anthropic2)
+        );
         // Off by default.
         assert_eq!(key(&Affinity::default(), &[], turn1), None);
     }

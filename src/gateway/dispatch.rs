@@ -174,7 +174,8 @@ async fn run(state: &AppState, req: Inbound) -> Response {
 
     // The cluster's pin, when this replica has none that can serve.
     if let Some(key) = req.session {
-        pool.recall_session(&req.generation, req.provider, key).await;
+        pool.recall_session(&req.generation, req.provider, key)
+            .await;
     }
     let give_up = loop {
         if ctx.record.attempts >= settings.max_attempts {

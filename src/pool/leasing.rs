@@ -2,8 +2,8 @@
 //! with it, and, when nothing was free, when its provider can serve again
 //! or why it is down.
 
-use super::*;
 use super::sessions::SessionKey;
+use super::*;
 
 /// One credential taken for one attempt. Dropping it releases the
 /// in-flight count. It keeps the generation it came from, so a request
@@ -111,11 +111,8 @@ impl PoolHandle {
         session: Option<SessionKey>,
     ) -> Result<Lease, Unavailable> {
         let now = Instant::now();
-        let pinned_name = session.and_then(|k| {
-            lock(&self.shell.sessions)
-                .get(k, now)
-                .map(str::to_string)
-        });
+        let pinned_name =
+            session.and_then(|k| lock(&self.shell.sessions).get(k, now).map(str::to_string));
         loop {
             let current = self.current();
             let (generation, p, follows) = match current.follow(routed, provider) {

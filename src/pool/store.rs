@@ -252,7 +252,8 @@ pub trait SharedState: Send + Sync {
     /// by any replica, within the affinity TTL.
     ///
     /// [`SessionKey::hex`]: super::SessionKey::hex
-    fn session_pin<'a>(&'a self, hex: &'a str) -> BoxFuture<'a, Result<Option<String>, StoreError>>;
+    fn session_pin<'a>(&'a self, hex: &'a str)
+    -> BoxFuture<'a, Result<Option<String>, StoreError>>;
 
     /// Pins session `hex` to `credential` for `ttl` (the last writer wins).
     fn set_session_pin<'a>(

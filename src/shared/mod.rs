@@ -410,7 +410,10 @@ impl SharedState for SharedStore {
         Box::pin(async move { Ok(SharedStore::add_usage(self, name, day, minute, tokens).await?) })
     }
 
-    fn session_pin<'a>(&'a self, hex: &'a str) -> BoxFuture<'a, Result<Option<String>, StoreError>> {
+    fn session_pin<'a>(
+        &'a self,
+        hex: &'a str,
+    ) -> BoxFuture<'a, Result<Option<String>, StoreError>> {
         Box::pin(async move { Ok(SharedStore::session_pin(self, hex).await?) })
     }
 

@@ -472,12 +472,17 @@ fn affinity(p: &RawPool) -> Result<crate::config::Affinity, ConfigError> {
     }
     let header = match &p.affinity_header {
         None => None,
-        Some(h) => Some(h.trim().to_ascii_lowercase().parse::<http::HeaderName>().map_err(|_| {
-            invalid(
-                "pool.affinity_header",
-                format!("{h:?} is not a header name; write e.g. \"x-session-id\""),
-            )
-        })?),
+        Some(h) => Some(
+            h.trim()
+                .to_ascii_lowercase()
+                .parse::<http::HeaderName>()
+                .map_err(|_| {
+                    invalid(
+                        "pool.affinity_header",
+                        format!("{h:?} is not a header name; write e.g. \"x-session-id\""),
+                    )
+                })?,
+        ),
     };
     let fallback_prompt = match p.affinity_fallback.as_deref().map(str::trim) {
         None | Some("none") => false,
