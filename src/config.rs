@@ -204,6 +204,8 @@ pub struct PoolSettings {
     pub usage_zone: crate::vocab::UsageZone,
     /// How a credential is chosen among the ready ones of a tier.
     pub strategy: Strategy,
+    /// Keeping a conversation on one credential (`[pool] affinity*`).
+    pub affinity: Affinity,
 }
 
 /// `[pool] strategy`: how the pool chooses within the tier that serves
@@ -243,6 +245,41 @@ impl Strategy {
     }
 }
 
+/// Session affinity: a request that names its session (a
+/// `prompt_cache_key`, Anthropic's `metadata.user_id`, a coding agent's
+/// session header, or [`Affinity::header`]) goes to the credential that
+/// served the session before, while it can serve, so the provider's
+/// prompt cache (kept per key or account) is hit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Affinity {
+    /// `[pool] affinity`; on by default: it acts only on requests that
+    /// carry a signal.
+    pub enabled: bool,
+    /// A session unused this long is forgotten (`affinity_ttl`).
+    pub ttl: Duration,
+    /// Sessions remembered at most; the least recently used go first
+    /// (`affinity_max_sessions`).
+    pub max_sessions: usize,
+    /// A request header naming the session, read before every other
+    /// signal (`affinity_header`, lower-case).
+    pub header: Option<http::HeaderName>,
+    /// Without a signal, a hash of the system prompt and the first message
+    /// stands for the session (`affinity_fallback = "prompt"`).
+    pub fallback_prompt: bool,
+}
+
+impl Default for Affinity {
+    fn default() -> Self {
+        Affinity {
+            enabled: true,
+            ttl: Duration::from_secs(3600),
+            max_sessions: 10_000,
+            header: None,
+            fallback_prompt: false,
+        }
+    }
+}
+
 impl Default for PoolSettings {
     fn default() -> Self {
         PoolSettings {
@@ -258,6 +295,7 @@ impl Default for PoolSettings {
             budget: Budget::default(),
             usage_zone: Default::default(),
             strategy: Strategy::RoundRobin,
+            affinity: Affinity::default(),
         }
     }
 }

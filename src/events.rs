@@ -160,6 +160,13 @@ pub struct PoolSnapshot {
     /// `…abcd`), since this gateway started; empty without client keys.
     #[serde(default)]
     pub clients: std::collections::BTreeMap<String, crate::vocab::TokenCounts>,
+    /// Sessions the pool keeps on one credential (session affinity) on
+    /// this replica, live within the TTL.
+    #[serde(default)]
+    pub sessions: u64,
+    /// Those sessions per credential name (only credentials with some).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub pinned: std::collections::BTreeMap<String, u64>,
 }
 
 impl PoolSnapshot {

@@ -56,6 +56,11 @@ struct RawPool {
     max_tokens_per_day: Option<i64>,
     usage_time_zone: Option<String>,
     strategy: Option<String>,
+    affinity: Option<bool>,
+    affinity_ttl: Option<String>,
+    affinity_max_sessions: Option<i64>,
+    affinity_header: Option<String>,
+    affinity_fallback: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

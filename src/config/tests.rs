@@ -454,3 +454,31 @@ fn strategy_defaults_to_round_robin_and_names_the_key_when_wrong() {
         "{e}"
     );
 }
+
+#[test]
+fn affinity_keys_have_defaults_and_refuse_nonsense() {
+    let c = parse(MINIMAL).unwrap();
+    assert_eq!(c.pool.affinity, Affinity::default());
+    assert!(c.pool.affinity.enabled);
+    assert_eq!(c.pool.affinity.ttl, Duration::from_secs(3600));
+    assert_eq!(c.pool.affinity.max_sessions, 10_000);
+    let c = parse(&format!(
+        "[pool]\naffinity = false\naffinity_ttl = \"10m\"\naffinity_max_sessions = 50\n\
+         affinity_header = \"X-My-Session\"\naffinity_fallback = \"prompt\"\n{MINIMAL}"
+    ))
+    .unwrap();
+    let a = &c.pool.affinity;
+    assert!(!a.enabled && a.fallback_prompt);
+    assert_eq!(a.ttl, Duration::from_secs(600));
+    assert_eq!(a.max_sessions, 50);
+    assert_eq!(a.header.as_ref().map(|h| h.as_str()), Some("x-my-session"));
+    for (line, key) in [
+        ("affinity_ttl = \"0s\"", "pool.affinity_ttl:"),
+        ("affinity_max_sessions = 0", "pool.affinity_max_sessions:"),
+        ("affinity_header = \"bad header\"", "pool.affinity_header:"),
+        ("affinity_fallback = \"body\"", "pool.affinity_fallback:"),
+    ] {
+        let e = err(&format!("[pool]\n{line}\n{MINIMAL}"));
+        assert!(e.starts_with(key), "{e}");
+    }
+}

@@ -114,6 +114,8 @@ pub fn healthy() -> PoolSnapshot {
             refresh_failures: 0,
         },
         clients: Default::default(),
+        sessions: 12,
+        pinned: [("team-a".to_string(), 7), ("team-b".to_string(), 5)].into(),
     }
 }
 

@@ -53,6 +53,8 @@ pub struct Inbound {
     pub provider: usize,
     /// The client key that asked, masked; `None` without client keys.
     pub client: Option<String>,
+    /// The session the request belongs to (session affinity), hashed.
+    pub session: Option<crate::pool::SessionKey>,
     /// The pool generation (and so the config) the request was routed in:
     /// its gateway settings apply for the request's whole life, and leases
     /// follow the provider into a newer generation after a reload.
@@ -170,6 +172,11 @@ async fn run(state: &AppState, req: Inbound) -> Response {
     // A credential we just left and why; logged once we know where we went.
     let mut moving_on: Option<(String, String)> = None;
 
+    // The cluster's pin, when this replica has none that can serve.
+    if let Some(key) = req.session {
+        pool.recall_session(&req.generation, req.provider, key)
+            .await;
+    }
     let give_up = loop {
         if ctx.record.attempts >= settings.max_attempts {
             break GiveUp::Attempts;
@@ -177,7 +184,7 @@ async fn run(state: &AppState, req: Inbound) -> Response {
         let ready = pool.ready_changed();
         tokio::pin!(ready);
         ready.as_mut().enable();
-        let lease = match pool.lease(&req.generation, req.provider, &tried) {
+        let lease = match pool.lease_for(&req.generation, req.provider, &tried, req.session) {
             Ok(l) => l,
             // Every credential that could serve is at its concurrency cap:
             // shed the request now rather than queue it without bound.

@@ -11,7 +11,7 @@ use http::{HeaderMap, StatusCode, header};
 use serde::Deserialize;
 
 use super::error::{ApiError, Format};
-use super::{AppState, convert, dispatch};
+use super::{AppState, affinity, convert, dispatch};
 use crate::events::human;
 use crate::upstream::Endpoint;
 
@@ -22,6 +22,12 @@ struct ChatPeek<'a> {
     #[serde(borrow)]
     model: Option<Cow<'a, str>>,
     stream: Option<bool>,
+    /// Session affinity's signals, read in the same pass (a field of
+    /// another shape is left to the provider).
+    #[serde(borrow, default)]
+    prompt_cache_key: affinity::Lenient<'a>,
+    #[serde(borrow, default)]
+    metadata: affinity::Metadata<'a>,
 }
 
 async fn read_body(
@@ -169,6 +175,14 @@ pub(super) async fn inbound(
         .code("model_not_found"));
     };
     let provider = &config.providers[index];
+    let session = affinity::session(
+        &config.pool.affinity,
+        &provider.name,
+        &headers,
+        peek.prompt_cache_key.text(),
+        peek.metadata.user_id(),
+        &body,
+    );
     if !api.endpoint.served_by(provider.kind) {
         return Err(unsupported(api.endpoint, &model, provider));
     }
@@ -201,6 +215,7 @@ pub(super) async fn inbound(
         conversion,
         endpoint,
         provider: index,
+        session,
         // The gate let it in: its key (if keys are set) is one of these.
         client: super::gate::presented_key(&headers).and_then(|k| {
             config

@@ -7,6 +7,7 @@
 //! reading, checking and routing of a request body in `inbound`.
 
 mod admin;
+mod affinity;
 pub mod convert;
 pub mod dispatch;
 pub mod error;

@@ -72,6 +72,15 @@ impl Collector for PoolSeries {
             ConstGauge::new(i64::from(p.healthy)).encode(m.encode_family(&labels)?)?;
         }
 
+        // Session affinity: conversations kept on one credential here.
+        let m = encoder.encode_descriptor(
+            "sessions",
+            "Sessions this replica keeps on one credential (session affinity), live within pool.affinity_ttl.",
+            None,
+            MetricType::Gauge,
+        )?;
+        ConstGauge::new(i64::try_from(snap.sessions).unwrap_or(i64::MAX)).encode(m)?;
+
         let unit = Unit::Seconds;
         let mut m = encoder.encode_descriptor(
             "credential_cooldown_remaining",

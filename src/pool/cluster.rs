@@ -34,6 +34,7 @@
 
 mod push;
 mod refresh;
+mod sessions;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};

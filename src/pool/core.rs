@@ -178,6 +178,85 @@ impl Core {
         self.creds[i].capacity = Some(SeenCapacity::new(report, now));
     }
 
+    /// Like [`Core::select`], for a request of a session pinned to
+    /// credential `pinned`: the pin wins when it can serve and its tier is
+    /// the first with a credential that can (tiers stay the stronger
+    /// preference: a session pinned to a fallback key goes back once its
+    /// own tier recovers), and the operator's use-next pick does not wait.
+    /// The pin does not move the round-robin cursor, so new sessions keep
+    /// spreading over the tier.
+    pub fn select_pinned(
+        &mut self,
+        provider: usize,
+        tried: &[usize],
+        pinned: Option<usize>,
+        now: Instant,
+    ) -> Result<usize, Unavailable> {
+        if let Some(i) = pinned
+            && self.pin_holds(i, provider, tried, now)
+        {
+            return Ok(self.take(i, now));
+        }
+        self.select(provider, tried, now)
+    }
+
+    fn pin_holds(&self, i: usize, provider: usize, tried: &[usize], now: Instant) -> bool {
+        let overridden = self
+            .next_override
+            .is_some_and(|o| o != i && self.usable(o, provider, tried, now));
+        !overridden
+            && self.usable(i, provider, tried, now)
+            && self.first_usable_tier(provider, tried, now) == Some(self.creds[i].tier)
+    }
+
+    fn first_usable_tier(&self, provider: usize, tried: &[usize], now: Instant) -> Option<usize> {
+        (0..self.members.len()).find(|&t| {
+            self.members[t]
+                .iter()
+                .any(|&i| self.usable(i, provider, tried, now))
+        })
+    }
+
+    /// Whether credential `i` could serve a request for `provider` now.
+    pub fn can_serve(&self, i: usize, provider: usize, now: Instant) -> bool {
+        self.usable(i, provider, &[], now)
+    }
+
+    /// Why a session pinned to `i` was served elsewhere, for the notice
+    /// ("moved from key-a (cooling) to key-b"); `None` when only its
+    /// concurrency cap stood in the way: a passing crowd, so the pin stays.
+    pub fn pin_skipped(
+        &self,
+        i: usize,
+        provider: usize,
+        tried: &[usize],
+        now: Instant,
+    ) -> Option<String> {
+        let c = &self.creds[i];
+        let state = c.state(now);
+        if state != State::Ready {
+            return Some(state.as_str().to_string());
+        }
+        if tried.contains(&i) {
+            return Some("failed on this request".to_string());
+        }
+        if self.provider_cooling(provider, now).is_some() {
+            return Some("provider cooling".to_string());
+        }
+        if c.in_flight >= self.settings.max_in_flight {
+            return None;
+        }
+        if let Some(o) = self.next_override
+            && o != i
+        {
+            return Some("the operator picked another".to_string());
+        }
+        Some(format!(
+            "tier {} is ready again",
+            self.settings.tiers[self.first_usable_tier(provider, tried, now).unwrap_or(0)]
+        ))
+    }
+
     fn take(&mut self, i: usize, _now: Instant) -> usize {
         let c = &mut self.creds[i];
         c.in_flight += 1;

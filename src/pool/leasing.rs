@@ -2,6 +2,7 @@
 //! with it, and, when nothing was free, when its provider can serve again
 //! or why it is down.
 
+use super::sessions::SessionKey;
 use super::*;
 
 /// One credential taken for one attempt. Dropping it releases the
@@ -93,6 +94,25 @@ impl PoolHandle {
         provider: usize,
         tried: &[String],
     ) -> Result<Lease, Unavailable> {
+        self.lease_for(routed, provider, tried, None)
+    }
+
+    /// [`PoolHandle::lease`] for a request of `session`: the credential the
+    /// session was pinned to, while it can serve (see
+    /// [`Core::select_pinned`]); otherwise the usual pick, and the session
+    /// is pinned to it — with a notice when it moved. A retry after a 429
+    /// or a failure moves on like any retry, so the session ends up pinned
+    /// to the credential that answered.
+    pub fn lease_for(
+        &self,
+        routed: &Arc<Generation>,
+        provider: usize,
+        tried: &[String],
+        session: Option<SessionKey>,
+    ) -> Result<Lease, Unavailable> {
+        let now = Instant::now();
+        let pinned_name =
+            session.and_then(|k| lock(&self.shell.sessions).get(k, now).map(str::to_string));
         loop {
             let current = self.current();
             let (generation, p, follows) = match current.follow(routed, provider) {
@@ -106,14 +126,47 @@ impl PoolHandle {
                 continue;
             }
             let tried: Vec<usize> = tried.iter().filter_map(|n| core.find(n)).collect();
-            let idx = core.select(p, &tried, Instant::now())?;
+            let pinned = pinned_name
+                .as_deref()
+                .and_then(|n| core.find(n))
+                .filter(|&i| core.creds[i].provider == p);
+            let idx = core.select_pinned(p, &tried, pinned, now)?;
+            // Why the pin did not hold (`None`: only busy, it stays).
+            let moved = match (session, pinned) {
+                (None, _) => None,
+                (Some(_), Some(i)) if i == idx => None,
+                (Some(_), Some(i)) => core.pin_skipped(i, p, &tried, now).map(Some),
+                (Some(_), None) => Some(pinned_name.as_ref().map(|_| "gone".to_string())),
+            };
             drop(core);
-            return Ok(Lease {
+            let lease = Lease {
                 generation,
                 idx,
                 shell: self.shell.clone(),
-            });
+            };
+            if let (Some(key), Some(why)) = (session, moved) {
+                self.repin(key, lease.name(), why, now);
+            } else if let Some(key) = session {
+                self.share_pin(key, now);
+            }
+            return Ok(lease);
         }
+    }
+
+    /// Pins `key` to `to`; says so when it moved from another credential
+    /// (`why` that one was left).
+    fn repin(&self, key: SessionKey, to: &str, why: Option<String>, now: Instant) {
+        let from = lock(&self.shell.sessions).pin(key, to, now);
+        if let (Some(from), Some(why)) = (from, why) {
+            let line = format!("session {key} moved from {from} ({why}) to {to}");
+            self.notice(Level::Info, line);
+        }
+        self.share_pin(key, now);
+    }
+
+    /// Live sessions (with affinity), for the snapshot.
+    pub fn sessions(&self) -> usize {
+        lock(&self.shell.sessions).len(Instant::now())
     }
 
     /// Resolves when some credential may be able to serve: it came back (a

@@ -31,6 +31,7 @@ mod publishing;
 mod recording;
 pub mod reload;
 mod saving;
+pub mod sessions;
 mod snapshot;
 pub mod store;
 mod tokens;
@@ -50,6 +51,7 @@ pub use self::core::{CooldownKind, Unavailable, Verdict};
 pub use self::leasing::Lease;
 pub use self::probes::Prober;
 pub use self::reload::ReloadSummary;
+pub use self::sessions::SessionKey;
 use self::snapshot::{provider_view, view};
 pub use self::store::StoreConnector;
 use self::tokens::TokenSlot;
@@ -129,6 +131,9 @@ struct Shell {
     reloading: Mutex<()>,
     /// The link to the other replicas (`[state] backend = "redis"`).
     cluster: Option<Arc<cluster::Cluster>>,
+    /// Session affinity's pins, by credential name: they outlive a reload
+    /// (a credential it leaves alone keeps its sessions).
+    sessions: Mutex<sessions::Sessions>,
 }
 
 /// The pool as one config made it: the credentials, their state, their
@@ -265,6 +270,10 @@ impl PoolHandle {
             lineage: AtomicU64::new(n),
             generations: AtomicU64::new(1),
             reloading: Mutex::new(()),
+            sessions: Mutex::new(sessions::Sessions::new(
+                config.pool.affinity.ttl,
+                config.pool.affinity.max_sessions,
+            )),
             cluster: if readonly {
                 None
             } else {

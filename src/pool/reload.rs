@@ -173,6 +173,8 @@ impl PoolHandle {
         }
         let series = self.shell.metrics.credentials(credential_infos(&config));
 
+        super::lock(&self.shell.sessions)
+            .set_limits(config.pool.affinity.ttl, config.pool.affinity.max_sessions);
         let config = Arc::new(config);
         let now = tokio::time::Instant::now();
         let back;

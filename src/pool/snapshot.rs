@@ -9,6 +9,14 @@ impl PoolHandle {
         let expiries: Vec<_> = generation.tokens.iter().map(|t| t.expiry()).collect();
         let now = Instant::now();
         let wall = SystemTime::now();
+        let pinned: std::collections::BTreeMap<String, u64> = lock(&self.shell.sessions)
+            .per_credential(now)
+            .into_iter()
+            // A credential a reload removed keeps its pins until they
+            // expire or move; they count for nobody.
+            .filter(|(name, _)| generation.specs().iter().any(|c| &c.name == name))
+            .map(|(name, n)| (name, n as u64))
+            .collect();
         let core = lock(&generation.core);
         PoolSnapshot {
             at_ms: unix_ms(wall),
@@ -23,6 +31,8 @@ impl PoolHandle {
             next: core.peek(0, now).map(|i| core.creds[i].name.clone()),
             totals: core.totals,
             clients: lock(&self.shell.clients).clone(),
+            sessions: pinned.values().sum(),
+            pinned,
         }
     }
 }

@@ -248,6 +248,21 @@ pub trait SharedState: Send + Sync {
         tokens: u64,
     ) -> BoxFuture<'a, Result<SharedUsage, StoreError>>;
 
+    /// The credential session `hex` ([`SessionKey::hex`]) is pinned to,
+    /// by any replica, within the affinity TTL.
+    ///
+    /// [`SessionKey::hex`]: super::SessionKey::hex
+    fn session_pin<'a>(&'a self, hex: &'a str)
+    -> BoxFuture<'a, Result<Option<String>, StoreError>>;
+
+    /// Pins session `hex` to `credential` for `ttl` (the last writer wins).
+    fn set_session_pin<'a>(
+        &'a self,
+        hex: &'a str,
+        credential: &'a str,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
+
     /// The cluster's counts of local day `day` for each of `names` that
     /// has any.
     fn day_usage<'a>(

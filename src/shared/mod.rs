@@ -12,7 +12,7 @@
 //!
 //! Connecting, health and the pool's view of the store are here; the
 //! cooldowns, switches, failure counts and ops in `credentials`; the
-//! refresh lock and the tokens in `refresh`.
+//! refresh lock and the tokens in `refresh`; session pins in `sessions`.
 //!
 //! # Layout in Redis
 //!
@@ -25,6 +25,7 @@
 //! | `tokenyard:{ns}:cred:{name}` | hash | everything about one credential (below) |
 //! | `tokenyard:{ns}:lock:{name}` | string, TTL = lease | the fencing token of the replica refreshing it |
 //! | `tokenyard:{ns}:changes` | pub/sub channel | one JSON message per write, and operator ops |
+//! | `tokenyard:{ns}:session:{hash}` | string, TTL = `affinity_ttl` | the credential a session is pinned to (`hash`: 16 hex digits of the session's SHA-256, never the client's id) |
 //!
 //! Fields of the credential hash:
 //!
@@ -85,6 +86,7 @@
 mod credentials;
 mod refresh;
 mod scripts;
+mod sessions;
 mod subscriber;
 mod types;
 mod wire;
@@ -406,6 +408,22 @@ impl SharedState for SharedStore {
         tokens: u64,
     ) -> BoxFuture<'a, Result<SharedUsage, StoreError>> {
         Box::pin(async move { Ok(SharedStore::add_usage(self, name, day, minute, tokens).await?) })
+    }
+
+    fn session_pin<'a>(
+        &'a self,
+        hex: &'a str,
+    ) -> BoxFuture<'a, Result<Option<String>, StoreError>> {
+        Box::pin(async move { Ok(SharedStore::session_pin(self, hex).await?) })
+    }
+
+    fn set_session_pin<'a>(
+        &'a self,
+        hex: &'a str,
+        credential: &'a str,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move { Ok(SharedStore::set_session_pin(self, hex, credential, ttl).await?) })
     }
 
     fn day_usage<'a>(

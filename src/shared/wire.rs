@@ -43,6 +43,13 @@ impl Keys {
         format!("{}:usage:{name}:{span}{n}", self.prefix)
     }
 
+    /// One session's pin (session affinity): a string holding the
+    /// credential's name, with the affinity TTL. `hex` is the session's
+    /// hash, never the client's own id.
+    pub(super) fn session(&self, hex: &str) -> String {
+        format!("{}:session:{hex}", self.prefix)
+    }
+
     pub(super) fn channel(&self) -> &str {
         &self.channel
     }

@@ -32,6 +32,9 @@ pub struct Dashboard {
     pub next: Option<String>,
     /// The pool's own counters, as of the last snapshot or request event.
     pub totals: Totals,
+    /// Sessions kept on one credential (session affinity), as of the last
+    /// snapshot.
+    pub sessions: u64,
     /// Newest last; bounded by [`RECENT_REQUESTS`].
     pub recent: VecDeque<RequestRecord>,
     /// Totals at the end of each second, oldest first; bounded by
@@ -96,6 +99,7 @@ impl Dashboard {
         self.providers = snap.providers;
         self.next = snap.next;
         self.totals = snap.totals;
+        self.sessions = snap.sessions;
         if self.baseline.is_none() {
             self.baseline = Some((now_ms, snap.totals));
         }

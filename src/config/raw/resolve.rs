@@ -166,6 +166,7 @@ impl RawConfig {
                     one_of("pool.strategy", name, &Strategy::NAMES.map(String::from))
                 })?,
             },
+            affinity: affinity(p)?,
             tiers,
         };
         if pool.probe_interval.is_zero() {
@@ -463,4 +464,51 @@ impl RawConfig {
         config.check_exposure()?;
         Ok(config)
     }
+}
+
+/// The `[pool] affinity*` keys.
+fn affinity(p: &RawPool) -> Result<crate::config::Affinity, ConfigError> {
+    let d = crate::config::Affinity::default();
+    let ttl = duration("pool.affinity_ttl", p.affinity_ttl.as_ref(), d.ttl)?;
+    if ttl.is_zero() {
+        return Err(invalid(
+            "pool.affinity_ttl",
+            "must be greater than zero (turn affinity off with affinity = false)",
+        ));
+    }
+    let header = match &p.affinity_header {
+        None => None,
+        Some(h) => Some(
+            h.trim()
+                .to_ascii_lowercase()
+                .parse::<http::HeaderName>()
+                .map_err(|_| {
+                    invalid(
+                        "pool.affinity_header",
+                        format!("{h:?} is not a header name; write e.g. \"x-session-id\""),
+                    )
+                })?,
+        ),
+    };
+    let fallback_prompt = match p.affinity_fallback.as_deref().map(str::trim) {
+        None | Some("none") => false,
+        Some("prompt") => true,
+        Some(other) => {
+            return Err(invalid(
+                "pool.affinity_fallback",
+                format!("{other:?} is not a fallback; write \"none\" or \"prompt\""),
+            ));
+        }
+    };
+    Ok(crate::config::Affinity {
+        enabled: p.affinity.unwrap_or(d.enabled),
+        ttl,
+        max_sessions: positive(
+            "pool.affinity_max_sessions",
+            p.affinity_max_sessions,
+            d.max_sessions as u32,
+        )? as usize,
+        header,
+        fallback_prompt,
+    })
 }

@@ -30,6 +30,12 @@ pub(super) enum Push {
         day: u64,
         tokens: u64,
     },
+    /// A session's pin (session affinity), by its hash.
+    Session {
+        hex: String,
+        credential: String,
+        ttl: Duration,
+    },
 }
 
 impl PoolHandle {
@@ -81,6 +87,15 @@ impl PoolHandle {
                     if let Ok(counts) = store.add_usage(&name, day, at_ms / 60_000, tokens).await {
                         self.cluster_usage(&name, at_ms, day, counts);
                     }
+                }
+                // Lost while Redis is away: the other replicas then pick
+                // for the session on their own, as without Redis.
+                Push::Session {
+                    hex,
+                    credential,
+                    ttl,
+                } => {
+                    let _ = store.set_session_pin(&hex, &credential, ttl).await;
                 }
             }
         }

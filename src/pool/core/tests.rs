@@ -563,3 +563,43 @@ fn policy_verdicts_cool_or_disable_with_their_reason() {
     assert_eq!(p.creds[1].state(t), State::Ready);
     assert_eq!(p.creds[1].disabled_reason, None);
 }
+
+#[test]
+fn a_session_pin_holds_within_the_first_ready_tier_only() {
+    let now = Instant::now();
+    let mut core = pool(&["main", "backup"], &[("a", 0), ("b", 0), ("z", 1)]);
+    // The pin wins over round-robin, and leaves the cursor alone.
+    assert_eq!(core.select_pinned(0, &[], Some(1), now), Ok(1));
+    assert_eq!(core.select_pinned(0, &[], Some(1), now), Ok(1));
+    assert_eq!(core.select(0, &[], now), Ok(0));
+    // Tried by this request: moved, and why.
+    assert_eq!(core.select_pinned(0, &[1], Some(1), now), Ok(0));
+    assert_eq!(
+        core.pin_skipped(1, 0, &[1], now).as_deref(),
+        Some("failed on this request")
+    );
+    // A pin on the fallback tier gives way once the first tier is ready.
+    assert_eq!(core.select_pinned(0, &[], Some(2), now), Ok(1));
+    assert_eq!(
+        core.pin_skipped(2, 0, &[], now).as_deref(),
+        Some("tier main is ready again")
+    );
+    // Cooling: moved.
+    core.record(
+        1,
+        &Verdict::RateLimited {
+            wait: Duration::from_secs(5),
+            reason: "429".into(),
+            own: true,
+        },
+        now,
+    );
+    assert_ne!(core.select_pinned(0, &[], Some(1), now), Ok(1));
+    assert_eq!(core.pin_skipped(1, 0, &[], now).as_deref(), Some("cooling"));
+    // Only at its concurrency cap: served elsewhere, the pin stays.
+    let mut core = pool(&["main"], &[("a", 0), ("b", 0)]);
+    core.settings.max_in_flight = 1;
+    assert_eq!(core.select_pinned(0, &[], Some(0), now), Ok(0));
+    assert_eq!(core.select_pinned(0, &[], Some(0), now), Ok(1));
+    assert_eq!(core.pin_skipped(0, 0, &[], now), None);
+}

@@ -89,6 +89,16 @@ pub(super) fn render_header(frame: &mut Frame, area: Rect, d: &Dashboard, cx: &C
         ]);
     }
 
+    // Session affinity: conversations kept on one credential; last, and
+    // only when it fits whole (the warnings before it matter more).
+    if d.sessions > 0 {
+        let more = [sep(), Span::raw(format!("{} sessions", count(d.sessions)))];
+        let width: usize = top.iter().chain(&more).map(Span::width).sum();
+        if width <= usize::from(area.width) {
+            top.extend(more);
+        }
+    }
+
     let t = d.totals;
     let (minute, _) = d.window(60, cx.now_ms);
     let success = if t.requests == 0 {
@@ -116,6 +126,7 @@ pub(super) fn render_header(frame: &mut Frame, area: Rect, d: &Dashboard, cx: &C
         sep(),
         Span::raw(format!("refresh {}", count(t.refreshes))),
     ];
+
     if t.refresh_failures > 0 {
         bottom.push(Span::raw(format!(" ({} failed)", t.refresh_failures)).red());
     }
