@@ -216,9 +216,12 @@ setup_phase() { # setup_phase KIND [EXTRA_PROVIDER_LINE]
 check_pool() {
     curl -fsS --max-time 5 "http://127.0.0.1:$GW_PORT/admin/pool" | python3 -c '
 import json, sys
-t = json.load(sys.stdin)["totals"]
+snap = json.load(sys.stdin)
+t = snap["totals"]
 up, cl = t["upstream_429"], t["client_429"]
-print(f"upstream 429s {up}, client 429s {cl}")
+pinned = snap.get("pinned", {})
+sessions = snap.get("sessions", 0)
+print(f"upstream 429s {up}, client 429s {cl}; sessions {sessions} {pinned}")
 sys.exit(0 if up >= 1 and cl == 0 else 1)'
 }
 
