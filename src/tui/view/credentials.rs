@@ -28,8 +28,20 @@ pub(super) fn render_table(
     title.push_str(" · ▶ serves next ");
     let block = pane(title, focused);
 
+    // Wide, the names are shown whole (up to 20 characters); the reason
+    // takes what is left.
+    let name_width = if wide {
+        d.credentials
+            .iter()
+            .map(|c| c.name.chars().count())
+            .max()
+            .unwrap_or(0)
+            .clamp(8, 20) as u16
+    } else {
+        8
+    };
     let mut header = vec!["", "name"];
-    let mut widths = vec![Constraint::Length(1), Constraint::Min(8)];
+    let mut widths = vec![Constraint::Length(1), Constraint::Min(name_width)];
     if wide {
         header.push("provider");
         widths.push(Constraint::Length(10));
@@ -46,20 +58,32 @@ pub(super) fn render_table(
     }
     header.extend(["token", "lat"]);
     widths.extend([6, 6].map(Constraint::Length));
-    // What the provider says is left: wide only (at 80 columns the names
-    // would not fit).
+    // The daily budget and what the provider says is left: wide only (at
+    // 80 columns the names would not fit), and only when some credential
+    // has one.
+    let extra = Extra {
+        budget: wide
+            && d.credentials
+                .iter()
+                .any(|c| c.usage.tokens_per_day_budget.is_some()),
+        capacity: wide && d.credentials.iter().any(|c| c.capacity.is_some()),
+    };
+    if extra.budget {
+        header.push("day budget");
+        widths.push(Constraint::Length(11));
+    }
+    if extra.capacity {
+        header.push("left");
+        widths.push(Constraint::Length(9));
+    }
     if wide {
-        header.extend(["day budget", "left", "why"]);
-        widths.extend([
-            Constraint::Length(11),
-            Constraint::Length(9),
-            Constraint::Fill(2),
-        ]);
+        header.push("why");
+        widths.push(Constraint::Fill(2));
     }
 
     let body: Vec<Row> = rows
         .iter()
-        .map(|c| credential_row(c, d, cx.now_ms, wide))
+        .map(|c| credential_row(c, d, cx.now_ms, wide, extra))
         .collect();
     let table = Table::new(body, widths)
         .header(Row::new(header).style(Style::new().bold().dark_gray()))
@@ -94,7 +118,20 @@ pub(super) fn render_table(
     }
 }
 
-fn credential_row<'a>(c: &'a CredentialView, d: &Dashboard, now_ms: u64, wide: bool) -> Row<'a> {
+/// The wide table's optional columns.
+#[derive(Clone, Copy)]
+struct Extra {
+    budget: bool,
+    capacity: bool,
+}
+
+fn credential_row<'a>(
+    c: &'a CredentialView,
+    d: &Dashboard,
+    now_ms: u64,
+    wide: bool,
+    extra: Extra,
+) -> Row<'a> {
     let state = effective_state(c, now_ms);
     // The pool's pick as of its last snapshot; not shown on a credential
     // that has stopped serving since.
@@ -163,9 +200,13 @@ fn credential_row<'a>(c: &'a CredentialView, d: &Dashboard, now_ms: u64, wide: b
         }),
         Cell::from(lat),
     ]);
-    if wide {
+    if extra.budget {
         cells.push(budget_cell(c));
+    }
+    if extra.capacity {
         cells.push(capacity_cell(c, now_ms));
+    }
+    if wide {
         let why = match state {
             State::Ready => c.last_error.clone().unwrap_or_default(),
             _ => c.reason.clone().unwrap_or_default(),
