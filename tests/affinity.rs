@@ -138,14 +138,7 @@ async fn a_conversation_stays_on_one_key_and_moves_once_when_it_429s() {
     assert_eq!(pool["sessions"], 1);
     assert_eq!(pool["pinned"], json!({"key-b": 1}));
     assert!(!pool.to_string().contains(SESSION));
-    let metrics = client()
-        .get(format!("http://{}/metrics", gw.addr))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(&format!("http://{}", gw.addr)).await;
     assert!(metrics.contains("tokenyard_sessions 1"), "{metrics}");
     assert!(!metrics.contains(SESSION));
     gw.stop().await;

@@ -76,12 +76,7 @@ async fn check_prints_the_pool_report_with_masked_secrets() {
         "good.toml",
         &good_config(home.path(), "http://127.0.0.1:9/v1", "fallback"),
     );
-    let mut cmd = tokenyard(home.path());
-    cmd.arg("check")
-        .arg("--config")
-        .arg(&cfg)
-        .env("TY_CLI_TEST_KEY_B", KEY_B);
-    let out = run(cmd).await;
+    let out = check(home.path(), &cfg).await;
     let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
     assert!(out.status.success(), "exit {:?}: {stderr}", out.status);
     assert!(stdout.contains("3 total"), "{stdout}");
@@ -113,12 +108,7 @@ async fn check_prints_the_pool_report_with_masked_secrets() {
     // ...and never moves a broken one aside (serve would); it says so.
     let state = home.path().join("state.json");
     std::fs::write(&state, b"\x00not a state file").unwrap();
-    let mut cmd = tokenyard(home.path());
-    cmd.arg("check")
-        .arg("--config")
-        .arg(&cfg)
-        .env("TY_CLI_TEST_KEY_B", KEY_B);
-    let out = run(cmd).await;
+    let out = check(home.path(), &cfg).await;
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(stdout.contains("unreadable"), "{stdout}");
@@ -979,12 +969,7 @@ async fn check_shows_budgets_and_refuses_a_zero_one() {
             "name = \"team-a\"\nmax_requests_per_minute = 60\n",
         );
     let cfg = write(home.path(), "budget.toml", &toml);
-    let mut cmd = tokenyard(home.path());
-    cmd.arg("check")
-        .arg("--config")
-        .arg(&cfg)
-        .env("TY_CLI_TEST_KEY_B", KEY_B);
-    let out = run(cmd).await;
+    let out = check(home.path(), &cfg).await;
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let line = stdout
@@ -1003,12 +988,7 @@ async fn check_shows_budgets_and_refuses_a_zero_one() {
         "bad.toml",
         &toml.replace("max_tokens_per_day = 1000000", "max_tokens_per_day = 0"),
     );
-    let mut cmd = tokenyard(home.path());
-    cmd.arg("check")
-        .arg("--config")
-        .arg(&bad)
-        .env("TY_CLI_TEST_KEY_B", KEY_B);
-    let out = run(cmd).await;
+    let out = check(home.path(), &bad).await;
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
     assert!(
@@ -1027,12 +1007,7 @@ async fn check_shows_budgets_and_refuses_a_zero_one() {
             "zone.toml",
             &toml.replace("[pool]\n", &format!("[pool]\nusage_time_zone = {zone:?}\n")),
         );
-        let mut cmd = tokenyard(home.path());
-        cmd.arg("check")
-            .arg("--config")
-            .arg(&cfg)
-            .env("TY_CLI_TEST_KEY_B", KEY_B);
-        let out = run(cmd).await;
+        let out = check(home.path(), &cfg).await;
         let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
         if ok {
             assert!(out.status.success(), "{stderr}");
@@ -1048,6 +1023,16 @@ async fn check_shows_budgets_and_refuses_a_zero_one() {
             );
         }
     }
+}
+
+/// `tokenyard check --config CFG`, with team-b's key in the environment.
+async fn check(home: &Path, cfg: &Path) -> std::process::Output {
+    let mut cmd = tokenyard(home);
+    cmd.arg("check")
+        .arg("--config")
+        .arg(cfg)
+        .env("TY_CLI_TEST_KEY_B", KEY_B);
+    run(cmd).await
 }
 
 /// `tokenyard.toml` in `dir`: the sim's OpenAI API with keys `key-1`…

@@ -400,14 +400,7 @@ async fn unchanged_credentials_keep_cooldown_disabled_flag_and_rotated_token() {
 
 /// `tokenyard_upstream_attempts_total` of one credential.
 async fn attempts_of(gw: &Running, name: &str) -> f64 {
-    let text = common::client()
-        .get(format!("http://{}/metrics", gw.addr))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = common::metrics_text(&format!("http://{}", gw.addr)).await;
     let series =
         format!("tokenyard_upstream_attempts_total{{credential=\"{name}\",provider=\"sim\"}} ");
     text.lines()

@@ -160,14 +160,7 @@ async fn usage_per_credential_is_what_each_provider_reported() {
         assert_eq!(got["last_hour"], got["total"], "{kind}: {got}");
         assert_eq!(got["day"].as_str().map(str::len), Some(10), "{got}");
         // The same numbers in the metrics.
-        let metrics = common::client()
-            .get(format!("http://{}/metrics", gw.addr))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let metrics = common::metrics_text(&format!("http://{}", gw.addr)).await;
         for (direction, n) in [("input", want.0), ("output", want.1)] {
             let line = format!(
                 "tokenyard_credential_tokens_total{{credential=\"k1\",provider=\"sim\",direction=\"{direction}\"}} {n}"

@@ -16,20 +16,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use http::HeaderMap;
 
-use super::hints::{parse_go_duration, parse_rfc3339};
+use super::hints::{header, parse_go_duration, parse_rfc3339};
 use crate::vocab::Capacity;
 
 const OPENAI_DIMENSIONS: [&str; 2] = ["requests", "tokens"];
 const ANTHROPIC_DIMENSIONS: [&str; 4] = ["requests", "tokens", "input-tokens", "output-tokens"];
 const UNIFIED: &str = "anthropic-ratelimit-unified-";
-
-fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim)
-        .filter(|v| !v.is_empty())
-}
 
 fn count(v: &str) -> Option<u64> {
     let n: f64 = v.parse().ok()?;

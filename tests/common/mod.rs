@@ -303,6 +303,18 @@ pub async fn spawn_one_key(
     (child, base)
 }
 
+/// `GET {root}/metrics` as text (from loopback, which needs no admin key).
+pub async fn metrics_text(root: &str) -> String {
+    client()
+        .get(format!("{root}/metrics"))
+        .send()
+        .await
+        .expect("the gateway answers")
+        .text()
+        .await
+        .expect("a text body")
+}
+
 /// `GET {root}/admin/pool` (from loopback, which needs no admin key).
 pub async fn admin_pool(root: &str) -> Value {
     client()
