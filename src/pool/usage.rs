@@ -37,7 +37,6 @@ pub fn budget_reached(
         ));
     }
     let next = secs / 60 + 1;
-    let back = format!("back at {} {}", zone.clock(next * 60), zone.name());
     let limits = [
         (budget.tokens_per_minute, minute_tokens, "tokens/min"),
         (budget.requests_per_minute, minute_answers, "requests/min"),
@@ -49,7 +48,12 @@ pub fn budget_reached(
             return Some((
                 next * 60_000,
                 CooldownKind::RateLimited,
-                format!("budget: {} {what} reached; {back}", compact(max)),
+                format!(
+                    "budget: {} {what} reached; back at {} {}",
+                    compact(max),
+                    zone.clock(next * 60),
+                    zone.name()
+                ),
             ));
         }
     }
@@ -140,6 +144,9 @@ impl UsageCounters {
         zone: &UsageZone,
         unix_ms: u64,
     ) -> Option<(u64, CooldownKind, String)> {
+        if budget.is_empty() {
+            return None;
+        }
         let secs = unix_ms / 1000;
         let (day, minute) = (zone.day(secs), secs / 60);
         let day_tokens = if self.day == day {
