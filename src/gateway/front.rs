@@ -12,11 +12,9 @@ use axum::body::Body;
 use axum::response::Response;
 
 use super::AppState;
-use super::error::Format;
 use super::gate;
 use super::handlers::serve_api;
 use super::inbound::Api;
-use crate::upstream::Endpoint;
 
 #[derive(Clone)]
 pub struct Front {
@@ -61,12 +59,11 @@ fn hot_route(req: &http::Request<Body>) -> Option<Api> {
     if req.method() != http::Method::POST {
         return None;
     }
-    let (format, endpoint) = match req.uri().path() {
-        "/v1/chat/completions" => (Format::OpenAi, Endpoint::Generate),
-        "/v1/responses" => (Format::Responses, Endpoint::Generate),
-        "/v1/messages" => (Format::Anthropic, Endpoint::Generate),
-        "/v1/embeddings" => (Format::OpenAi, Endpoint::Embeddings),
-        _ => return None,
-    };
-    Some(Api { format, endpoint })
+    match req.uri().path() {
+        "/v1/chat/completions" => Some(Api::CHAT),
+        "/v1/responses" => Some(Api::RESPONSES),
+        "/v1/messages" => Some(Api::MESSAGES),
+        "/v1/embeddings" => Some(Api::EMBEDDINGS),
+        _ => None,
+    }
 }

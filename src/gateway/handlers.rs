@@ -12,7 +12,6 @@ use super::error::{ApiError, Format};
 use super::inbound::{Api, inbound};
 use super::{AppState, dispatch};
 use crate::config::Config;
-use crate::upstream::Endpoint;
 
 /// Reads, routes and dispatches one request of `api`; every error is in
 /// the client's format.
@@ -34,11 +33,7 @@ pub(super) async fn chat(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let api = Api {
-        format: Format::OpenAi,
-        endpoint: Endpoint::Generate,
-    };
-    serve_api(&state, headers, body, api).await
+    serve_api(&state, headers, body, Api::CHAT).await
 }
 
 /// `POST /v1/responses`: OpenAI's Responses API (Codex CLI, the Agents
@@ -48,11 +43,7 @@ pub(super) async fn responses(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let api = Api {
-        format: Format::Responses,
-        endpoint: Endpoint::Generate,
-    };
-    serve_api(&state, headers, body, api).await
+    serve_api(&state, headers, body, Api::RESPONSES).await
 }
 
 /// `POST /v1/embeddings`: OpenAI's embeddings, on OpenAI-kind providers.
@@ -61,11 +52,7 @@ pub(super) async fn embeddings(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let api = Api {
-        format: Format::OpenAi,
-        endpoint: Endpoint::Embeddings,
-    };
-    serve_api(&state, headers, body, api).await
+    serve_api(&state, headers, body, Api::EMBEDDINGS).await
 }
 
 /// `POST /v1/messages`: Anthropic's Messages API.
@@ -74,11 +61,7 @@ pub(super) async fn messages(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let api = Api {
-        format: Format::Anthropic,
-        endpoint: Endpoint::Generate,
-    };
-    serve_api(&state, headers, body, api).await
+    serve_api(&state, headers, body, Api::MESSAGES).await
 }
 
 /// `POST /v1/messages/count_tokens`: Anthropic's token counting, on
@@ -88,11 +71,7 @@ pub(super) async fn count_tokens(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let api = Api {
-        format: Format::Anthropic,
-        endpoint: Endpoint::CountTokens,
-    };
-    serve_api(&state, headers, body, api).await
+    serve_api(&state, headers, body, Api::COUNT_TOKENS).await
 }
 
 /// Whether the client of `headers` is an Anthropic one (its SDKs always

@@ -86,6 +86,23 @@ pub(super) struct Api {
     pub(super) endpoint: Endpoint,
 }
 
+impl Api {
+    /// `POST /v1/chat/completions`.
+    pub(super) const CHAT: Api = Api::new(Format::OpenAi, Endpoint::Generate);
+    /// `POST /v1/responses`.
+    pub(super) const RESPONSES: Api = Api::new(Format::Responses, Endpoint::Generate);
+    /// `POST /v1/embeddings`.
+    pub(super) const EMBEDDINGS: Api = Api::new(Format::OpenAi, Endpoint::Embeddings);
+    /// `POST /v1/messages`.
+    pub(super) const MESSAGES: Api = Api::new(Format::Anthropic, Endpoint::Generate);
+    /// `POST /v1/messages/count_tokens`.
+    pub(super) const COUNT_TOKENS: Api = Api::new(Format::Anthropic, Endpoint::CountTokens);
+
+    const fn new(format: Format, endpoint: Endpoint) -> Api {
+        Api { format, endpoint }
+    }
+}
+
 /// Deeper than this is hostile, not a chat request; serde_json's own limit
 /// is 128, but skipping a field does not check it, so such a body would
 /// otherwise go upstream on a credential's account.
