@@ -16,11 +16,26 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use http::HeaderMap;
 
-use super::hints::{header, parse_go_duration, parse_rfc3339};
+use http::header::HeaderName;
+
+use super::hints::{ANTHROPIC_DIMENSIONS, carries, header, parse_go_duration, parse_rfc3339};
 use crate::vocab::Capacity;
 
-const OPENAI_DIMENSIONS: [&str; 2] = ["requests", "tokens"];
-const ANTHROPIC_DIMENSIONS: [&str; 4] = ["requests", "tokens", "input-tokens", "output-tokens"];
+/// OpenAI's dimensions: (name, remaining, limit, reset).
+const OPENAI_DIMENSIONS: [(&str, HeaderName, HeaderName, HeaderName); 2] = [
+    (
+        "requests",
+        HeaderName::from_static("x-ratelimit-remaining-requests"),
+        HeaderName::from_static("x-ratelimit-limit-requests"),
+        HeaderName::from_static("x-ratelimit-reset-requests"),
+    ),
+    (
+        "tokens",
+        HeaderName::from_static("x-ratelimit-remaining-tokens"),
+        HeaderName::from_static("x-ratelimit-limit-tokens"),
+        HeaderName::from_static("x-ratelimit-reset-tokens"),
+    ),
+];
 const UNIFIED: &str = "anthropic-ratelimit-unified-";
 
 fn count(v: &str) -> Option<u64> {
@@ -38,30 +53,34 @@ fn unix_ms(t: SystemTime) -> u64 {
 pub fn capacity(headers: &HeaderMap, now: SystemTime) -> Option<Capacity> {
     let seen_ms = unix_ms(now);
     let mut windows = Vec::new();
-    for dim in OPENAI_DIMENSIONS {
-        let reset = header(headers, &format!("x-ratelimit-reset-{dim}"))
-            .and_then(parse_go_duration)
-            .map(|d| seen_ms + d.as_millis() as u64);
-        windows.extend(counted(
-            header(headers, &format!("x-ratelimit-remaining-{dim}")),
-            header(headers, &format!("x-ratelimit-limit-{dim}")),
-            reset,
-            dim,
-        ));
+    // Most answers carry one family or none: the other costs no lookups.
+    if carries(headers, "x-ratelimit-") {
+        for (dim, remaining, limit, reset) in &OPENAI_DIMENSIONS {
+            let reset = header(headers, reset)
+                .and_then(parse_go_duration)
+                .map(|d| seen_ms + d.as_millis() as u64);
+            windows.extend(counted(
+                header(headers, remaining),
+                header(headers, limit),
+                reset,
+                dim,
+            ));
+        }
     }
-    for dim in ANTHROPIC_DIMENSIONS {
-        let name = |part: &str| format!("anthropic-ratelimit-{dim}-{part}");
-        let reset = header(headers, &name("reset"))
-            .and_then(|v| parse_rfc3339(v, now))
-            .map(|d| seen_ms + d.as_millis() as u64);
-        windows.extend(counted(
-            header(headers, &name("remaining")),
-            header(headers, &name("limit")),
-            reset,
-            dim,
-        ));
+    if carries(headers, "anthropic-ratelimit-") {
+        for dim in &ANTHROPIC_DIMENSIONS {
+            let reset = header(headers, &dim.reset)
+                .and_then(|v| parse_rfc3339(v, now))
+                .map(|d| seen_ms + d.as_millis() as u64);
+            windows.extend(counted(
+                header(headers, &dim.remaining),
+                header(headers, &dim.limit),
+                reset,
+                dim.name,
+            ));
+        }
+        windows.extend(unified(headers, now));
     }
-    windows.extend(unified(headers, now));
     // The smallest share left binds; of equal shares, the one that waits
     // longer.
     windows

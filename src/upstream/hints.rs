@@ -9,6 +9,7 @@
 use std::time::{Duration, SystemTime};
 
 use http::HeaderMap;
+use http::header::{AsHeaderName, HeaderName};
 
 /// No hint is trusted beyond this; a provider that says "come back in a
 /// week" gets a day, and the operator sees it.
@@ -45,13 +46,37 @@ pub struct Hint {
 }
 
 /// A header's value, trimmed; `None` when absent, not text or empty.
-pub(super) fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+/// Named by a [`HeaderName`] where the name is known beforehand: looking
+/// up a `&str` parses it as a header name first, every time.
+pub(super) fn header<'a, K: AsHeaderName>(headers: &'a HeaderMap, name: K) -> Option<&'a str> {
     headers
         .get(name)
         .and_then(|v| v.to_str().ok())
         .map(str::trim)
         .filter(|v| !v.is_empty())
 }
+
+/// Whether an answer carries any header of a family (`x-ratelimit-`,
+/// `anthropic-ratelimit-`): one pass over its names, so that an answer
+/// without them costs no lookups.
+pub(super) fn carries(headers: &HeaderMap, prefix: &str) -> bool {
+    headers.keys().any(|k| k.as_str().starts_with(prefix))
+}
+
+/// OpenAI's dimensions, each with its `x-ratelimit-remaining-*` and
+/// `x-ratelimit-reset-*` header.
+const OPENAI_RESETS: [(HeaderName, HeaderName, HintSource); 2] = [
+    (
+        HeaderName::from_static("x-ratelimit-remaining-requests"),
+        HeaderName::from_static("x-ratelimit-reset-requests"),
+        HintSource::ResetRequests,
+    ),
+    (
+        HeaderName::from_static("x-ratelimit-remaining-tokens"),
+        HeaderName::from_static("x-ratelimit-reset-tokens"),
+        HintSource::ResetTokens,
+    ),
+];
 
 fn cap(d: Duration) -> Duration {
     d.min(MAX_COOLDOWN)
@@ -113,21 +138,13 @@ pub fn depleted_hint(headers: &HeaderMap) -> Option<Hint> {
 /// present is a candidate. The longest candidate wins: waiting for the
 /// shorter one would only earn another 429.
 fn reset_hint(headers: &HeaderMap, require_depleted: bool) -> Option<Hint> {
-    let dims = [
-        (
-            "x-ratelimit-remaining-requests",
-            "x-ratelimit-reset-requests",
-            HintSource::ResetRequests,
-        ),
-        (
-            "x-ratelimit-remaining-tokens",
-            "x-ratelimit-reset-tokens",
-            HintSource::ResetTokens,
-        ),
-    ];
+    if !carries(headers, "x-ratelimit-") {
+        return None;
+    }
     let mut depleted: Option<Hint> = None;
     let mut any: Option<Hint> = None;
-    for (remaining, reset, source) in dims {
+    for (remaining, reset, source) in &OPENAI_RESETS {
+        let source = *source;
         let Some(wait) = header(headers, reset).and_then(parse_go_duration) else {
             continue;
         };
@@ -152,8 +169,58 @@ fn reset_hint(headers: &HeaderMap, require_depleted: bool) -> Option<Hint> {
     }
 }
 
-/// Anthropic's limit dimensions, each with `-remaining` and `-reset`.
-const ANTHROPIC_DIMENSIONS: [&str; 4] = ["requests", "tokens", "input-tokens", "output-tokens"];
+/// Anthropic's limit dimensions, each with its `-remaining` and `-reset`
+/// header.
+pub(super) const ANTHROPIC_DIMENSIONS: [AnthropicDimension; 4] = [
+    AnthropicDimension::new(
+        "requests",
+        "anthropic-ratelimit-requests-remaining",
+        "anthropic-ratelimit-requests-limit",
+        "anthropic-ratelimit-requests-reset",
+    ),
+    AnthropicDimension::new(
+        "tokens",
+        "anthropic-ratelimit-tokens-remaining",
+        "anthropic-ratelimit-tokens-limit",
+        "anthropic-ratelimit-tokens-reset",
+    ),
+    AnthropicDimension::new(
+        "input-tokens",
+        "anthropic-ratelimit-input-tokens-remaining",
+        "anthropic-ratelimit-input-tokens-limit",
+        "anthropic-ratelimit-input-tokens-reset",
+    ),
+    AnthropicDimension::new(
+        "output-tokens",
+        "anthropic-ratelimit-output-tokens-remaining",
+        "anthropic-ratelimit-output-tokens-limit",
+        "anthropic-ratelimit-output-tokens-reset",
+    ),
+];
+
+/// One of Anthropic's limit dimensions and its headers.
+pub(super) struct AnthropicDimension {
+    pub name: &'static str,
+    pub remaining: HeaderName,
+    pub limit: HeaderName,
+    pub reset: HeaderName,
+}
+
+impl AnthropicDimension {
+    const fn new(
+        name: &'static str,
+        remaining: &'static str,
+        limit: &'static str,
+        reset: &'static str,
+    ) -> AnthropicDimension {
+        AnthropicDimension {
+            name,
+            remaining: HeaderName::from_static(remaining),
+            limit: HeaderName::from_static(limit),
+            reset: HeaderName::from_static(reset),
+        }
+    }
+}
 
 /// Anthropic's hint for a 429: `retry-after` (seconds; `retry-after-ms` and
 /// the HTTP-date form are read too) first, else the
@@ -167,18 +234,25 @@ pub fn anthropic_rate_limit_hint(headers: &HeaderMap, now: SystemTime) -> Option
 /// For a successful Anthropic response: `anthropic-ratelimit-requests-remaining: 0`
 /// holds the key until that dimension resets.
 pub fn anthropic_depleted_hint(headers: &HeaderMap, now: SystemTime) -> Option<Hint> {
-    anthropic_reset(headers, &["requests"], now)
+    anthropic_reset(headers, &ANTHROPIC_DIMENSIONS[..1], now)
 }
 
-fn anthropic_reset(headers: &HeaderMap, dimensions: &[&str], now: SystemTime) -> Option<Hint> {
+fn anthropic_reset(
+    headers: &HeaderMap,
+    dimensions: &[AnthropicDimension],
+    now: SystemTime,
+) -> Option<Hint> {
+    if !carries(headers, "anthropic-ratelimit-") {
+        return None;
+    }
     dimensions
         .iter()
         .filter(|dim| {
-            header(headers, &format!("anthropic-ratelimit-{dim}-remaining"))
+            header(headers, &dim.remaining)
                 .and_then(|r| r.parse::<f64>().ok())
                 .is_some_and(|r| r <= 0.0)
         })
-        .filter_map(|dim| header(headers, &format!("anthropic-ratelimit-{dim}-reset")))
+        .filter_map(|dim| header(headers, &dim.reset))
         .filter_map(|v| parse_rfc3339(v, now))
         .min()
         .map(|wait| Hint {
