@@ -403,7 +403,13 @@ async fn try_credential(
 ) -> Result<Response, (String, Failure, String)> {
     let pool = &ctx.state.pool;
     let name = lease.name().to_string();
-    let mut token = match pool.token(&lease).await {
+    // Boxed, the refresh's future (reqwest's, kilobytes) is not part of
+    // every request's.
+    let token = match pool.ready_token(&lease) {
+        Some(t) => Ok(t),
+        None => Box::pin(pool.token(&lease)).await,
+    };
+    let mut token = match token {
         Ok(t) => t,
         Err(e) => {
             ctx.record.path.push(name.clone());
@@ -438,7 +444,7 @@ async fn try_credential(
                     && ctx.record.attempts < lease.settings().max_attempts;
                 if can_retry {
                     refreshed = true;
-                    match pool.reauth(&lease, &token).await {
+                    match Box::pin(pool.reauth(&lease, &token)).await {
                         Ok(t) => {
                             token = t;
                             continue;
@@ -475,7 +481,9 @@ fn is_stream(resp: &Response) -> bool {
 
 async fn send_once(ctx: &mut Ctx<'_>, lease: &Lease, token: &Secret) -> Step {
     if lease.provider().kind == crate::config::ProviderKind::Gemini {
-        gemini::send_once(ctx, lease, token).await
+        // Boxed: tonic's call is several kilobytes of future, which every
+        // HTTP provider's request would otherwise carry (and copy).
+        Box::pin(gemini::send_once(ctx, lease, token)).await
     } else {
         http::send_once(ctx, lease, token).await
     }

@@ -179,6 +179,13 @@ impl PoolHandle {
         self.shell.ready.notified()
     }
 
+    /// The lease's token when it is at hand (an API key, or an access
+    /// token not due for refresh); `None` when [`PoolHandle::token`] must
+    /// refresh it. Lets the request path skip the refresh's future.
+    pub fn ready_token(&self, lease: &Lease) -> Option<Secret> {
+        self.ready_token_of(&lease.generation, lease.idx)
+    }
+
     /// The token to send for this lease: the API key, or a valid access
     /// token (refreshed first if it is missing or about to expire).
     pub async fn token(&self, lease: &Lease) -> Result<Secret, String> {

@@ -112,6 +112,16 @@ impl TokenSlot {
 }
 
 impl PoolHandle {
+    /// Credential `i`'s token when it needs no refresh: its API key, or a
+    /// cached access token that is not due. `None` sends the caller to
+    /// [`PoolHandle::refresh`].
+    pub(super) fn ready_token_of(&self, generation: &Arc<Generation>, i: usize) -> Option<Secret> {
+        match &generation.specs()[i].auth {
+            AuthSpec::ApiKey(key) => Some(key.clone()),
+            AuthSpec::Refresh { .. } => fresh(&lock(&generation.tokens[i].cache), Instant::now()),
+        }
+    }
+
     /// Returns a usable token for credential `i`, refreshing per `mode`.
     /// With `judge`, a failed refresh is held against the credential
     /// (failure count, or `failed` at once when the endpoint rejects the
