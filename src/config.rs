@@ -503,28 +503,36 @@ fn default_state_file() -> Option<PathBuf> {
         .map(|d| d.join("tokenyard").join("state.json"))
 }
 
-/// Shell-style glob with `*` (any run) and `?` (one character).
+/// Shell-style glob with `*` (any run) and `?` (one character). Runs on
+/// the bytes, without allocating (it routes every request): a literal
+/// matches byte for byte, and `?` and a star's retry step over one whole
+/// UTF-8 character.
 pub fn glob_match(pattern: &str, text: &str) -> bool {
-    let p: Vec<char> = pattern.chars().collect();
-    let t: Vec<char> = text.chars().collect();
+    let (p, t) = (pattern.as_bytes(), text.as_bytes());
+    // The width of the character starting at `t[i]` (a char boundary).
+    let width = |i: usize| text[i..].chars().next().map_or(1, char::len_utf8);
     let (mut pi, mut ti) = (0, 0);
     let mut star: Option<(usize, usize)> = None;
     while ti < t.len() {
-        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
+        if pi < p.len() && p[pi] == b'?' {
             pi += 1;
-            ti += 1;
-        } else if pi < p.len() && p[pi] == '*' {
+            ti += width(ti);
+        } else if pi < p.len() && p[pi] == b'*' {
             star = Some((pi, ti));
             pi += 1;
+        } else if pi < p.len() && p[pi] == t[ti] {
+            pi += 1;
+            ti += 1;
         } else if let Some((sp, st)) = star {
+            let next = st + width(st);
             pi = sp + 1;
-            ti = st + 1;
-            star = Some((sp, st + 1));
+            ti = next;
+            star = Some((sp, next));
         } else {
             return false;
         }
     }
-    while pi < p.len() && p[pi] == '*' {
+    while pi < p.len() && p[pi] == b'*' {
         pi += 1;
     }
     pi == p.len()

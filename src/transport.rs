@@ -138,6 +138,10 @@ impl Transport {
         headers
             .entry(header::ACCEPT)
             .or_insert(HeaderValue::from_static("*/*"));
+        // hyper's client would format it for every request.
+        if let Some(host) = host(url) {
+            headers.insert(header::HOST, host);
+        }
         if self.http_proxy
             && url.scheme() == Some(&http::uri::Scheme::HTTP)
             && let Some(proxy) = self.proxies.intercept(url)
@@ -153,6 +157,26 @@ impl Transport {
         *req.headers_mut() = headers;
         self.client.request(req).await.map_err(SendError)
     }
+}
+
+/// The `Host` header for `url`: its host, and its port when not the
+/// scheme's default (as hyper's client writes it).
+fn host(url: &Uri) -> Option<HeaderValue> {
+    let authority = url.authority()?;
+    let default_port = match url.scheme_str() {
+        Some("https") => Some(443),
+        Some("http") => Some(80),
+        _ => None,
+    };
+    let value = match authority.port_u16() {
+        // `[userinfo@]host:port`, minus the userinfo.
+        Some(port) if Some(port) != default_port => authority
+            .as_str()
+            .rsplit_once('@')
+            .map_or(authority.as_str(), |(_, hp)| hp),
+        _ => authority.host(),
+    };
+    HeaderValue::from_str(value).ok()
 }
 
 const USER_AGENT: &str = concat!("tokenyard/", env!("CARGO_PKG_VERSION"));
@@ -260,5 +284,45 @@ impl hyper::rt::Write for Leg {
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
         Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::host;
+
+    #[test]
+    fn host_header_as_hyper_writes_it() {
+        let h = |url: &str| host(&url.parse().unwrap()).map(|v| v.to_str().unwrap().to_string());
+        assert_eq!(
+            h("http://127.0.0.1:18500/v1").as_deref(),
+            Some("127.0.0.1:18500")
+        );
+        assert_eq!(
+            h("https://api.openai.com/v1").as_deref(),
+            Some("api.openai.com")
+        );
+        assert_eq!(
+            h("https://api.openai.com:443/v1").as_deref(),
+            Some("api.openai.com")
+        );
+        assert_eq!(
+            h("http://models.local:80/v1").as_deref(),
+            Some("models.local")
+        );
+        assert_eq!(
+            h("https://models.local:80/v1").as_deref(),
+            Some("models.local:80")
+        );
+        assert_eq!(h("http://[::1]:8080/v1").as_deref(), Some("[::1]:8080"));
+        assert_eq!(h("http://[::1]/v1").as_deref(), Some("[::1]"));
+        assert_eq!(
+            h("http://user:pw@proxy.local:3128/").as_deref(),
+            Some("proxy.local:3128")
+        );
+        assert_eq!(
+            h("http://user:pw@proxy.local/").as_deref(),
+            Some("proxy.local")
+        );
     }
 }

@@ -279,6 +279,13 @@ fn globs() {
     assert!(!glob_match("a*b*c", "aXXbYY"));
     assert!(glob_match("exact", "exact"));
     assert!(!glob_match("exact", "exactly"));
+    // `?` and a star's retries step over whole characters.
+    assert!(glob_match("a?c", "aéc"));
+    assert!(glob_match("模型-?", "模型-é"));
+    assert!(!glob_match("*é", "xê"));
+    assert!(glob_match("*é*", "xêé-1"));
+    assert!(glob_match("?", "🙂"));
+    assert!(!glob_match("??", "🙂"));
 }
 
 #[test]

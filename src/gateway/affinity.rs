@@ -16,6 +16,7 @@
 use std::borrow::Cow;
 
 use http::HeaderMap;
+use http::header::{AsHeaderName, HeaderName};
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 use serde_json::Value;
@@ -24,7 +25,11 @@ use crate::config::Affinity;
 use crate::pool::SessionKey;
 
 /// Headers coding agents send with a session's every request.
-const AGENT_HEADERS: [&str; 3] = ["session_id", "conversation_id", "x-claude-code-session-id"];
+const AGENT_HEADERS: [HeaderName; 3] = [
+    HeaderName::from_static("session_id"),
+    HeaderName::from_static("conversation_id"),
+    HeaderName::from_static("x-claude-code-session-id"),
+];
 
 /// A body field read only if it is a string: any other shape is the
 /// provider's to judge, not a reason to refuse the request here.
@@ -89,19 +94,13 @@ pub(super) fn session(
     if !settings.enabled {
         return None;
     }
-    let header = |name: &str| {
-        headers
-            .get(name)
-            .map(|v| v.as_bytes())
-            .filter(|v| !v.is_empty())
-    };
     let signal = settings
         .header
         .as_ref()
-        .and_then(|h| header(h.as_str()))
+        .and_then(|h| nonempty(headers, h.as_str()))
         .or(prompt_cache_key.map(str::as_bytes))
         .or(user_id.map(str::as_bytes))
-        .or_else(|| AGENT_HEADERS.iter().find_map(|h| header(h)));
+        .or_else(|| AGENT_HEADERS.iter().find_map(|h| nonempty(headers, h)));
     if let Some(signal) = signal {
         return Some(SessionKey::new(provider, signal));
     }
@@ -247,4 +246,12 @@ mod tests {
         // Off by default.
         assert_eq!(key(&Affinity::default(), &[], turn1), None);
     }
+}
+
+/// A header's value, when present and not empty.
+fn nonempty<'a, K: AsHeaderName>(headers: &'a HeaderMap, name: K) -> Option<&'a [u8]> {
+    headers
+        .get(name)
+        .map(|v| v.as_bytes())
+        .filter(|v| !v.is_empty())
 }

@@ -12,10 +12,19 @@ use crate::secret::Secret;
 
 /// The key as a bearer token.
 pub fn auth_headers(headers: &mut HeaderMap, token: &Secret) {
-    let mut auth = HeaderValue::from_str(&format!("Bearer {}", token.expose()))
-        .unwrap_or_else(|_| HeaderValue::from_static("Bearer invalid"));
+    let mut auth = bearer(token).unwrap_or_else(|| HeaderValue::from_static("Bearer invalid"));
     auth.set_sensitive(true);
     headers.insert(header::AUTHORIZATION, auth);
+}
+
+/// `Bearer <token>`, built without the formatting machinery (this runs for
+/// every request).
+pub fn bearer(token: &Secret) -> Option<HeaderValue> {
+    let token = token.expose().as_bytes();
+    let mut v = Vec::with_capacity(7 + token.len());
+    v.extend_from_slice(b"Bearer ");
+    v.extend_from_slice(token);
+    HeaderValue::from_maybe_shared(bytes::Bytes::from(v)).ok()
 }
 
 pub async fn probe(
