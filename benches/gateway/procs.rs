@@ -201,18 +201,21 @@ pub fn tree_rss_kib(root: u32) -> u64 {
     tree(root).iter().filter_map(|p| rss_kib(*p)).sum()
 }
 
-/// CPU ticks (utime + stime, every thread) of a process and all its
+/// CPU ticks (utime, stime; every thread) of a process and all its
 /// descendants.
-pub fn tree_ticks(root: u32) -> u64 {
+pub fn tree_ticks(root: u32) -> (u64, u64) {
     tree(root)
         .iter()
         .filter_map(|p| {
             let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).ok()?;
             let rest = &stat[stat.rfind(')')? + 2..];
             let f: Vec<&str> = rest.split_whitespace().collect();
-            Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+            Some((
+                f.get(11)?.parse::<u64>().ok()?,
+                f.get(12)?.parse::<u64>().ok()?,
+            ))
         })
-        .sum()
+        .fold((0, 0), |(u, s), (pu, ps)| (u + pu, s + ps))
 }
 
 /// A process and all its descendants.

@@ -387,8 +387,7 @@ impl Failover {
 }
 
 impl Flat {
-    const HEADER: &str =
-        "target          req/s   p50 ms   p99 ms  errors  upstream µs/req  RSS MiB  CPU µs/req";
+    const HEADER: &str = "target          req/s   p50 ms   p99 ms  errors  upstream µs/req  RSS MiB  CPU µs/req (kernel)";
 
     fn row(&self) -> String {
         format!(
@@ -401,7 +400,10 @@ impl Flat {
             self.upstream_us,
             self.rss_kib
                 .map_or("-".into(), |k| format!("{:.1}", k as f64 / 1024.0)),
-            self.gateway_us.map_or("-".into(), |us| format!("{us:.1}"))
+            match (self.gateway_us, self.gateway_sys_us) {
+                (Some(us), Some(sys)) => format!("{us:.1} ({sys:.1})"),
+                _ => "-".into(),
+            }
         )
     }
 }

@@ -122,6 +122,8 @@ pub struct Flat {
     /// CPU the gateway (its whole process tree) spent per request, µs,
     /// when its pid is known.
     pub gateway_us: Option<f64>,
+    /// The part of `gateway_us` spent in the kernel (system time).
+    pub gateway_sys_us: Option<f64>,
     /// Resident memory of the gateway after the run (KiB), if known.
     pub rss_kib: Option<u64>,
 }
@@ -143,7 +145,10 @@ pub fn flat_out(
         Duration::from_secs_f64(secs),
     ));
     let ticks = procs::thread_ticks("bench-up") - before;
-    let gw_ticks = pid.zip(gw_before).map(|(p, t)| procs::tree_ticks(p) - t);
+    let gw_ticks = pid.zip(gw_before).map(|(p, (user, sys))| {
+        let (u, s) = procs::tree_ticks(p);
+        (u - user, s - sys)
+    });
     let (p50, p99) = p50_p99(&sample.ok);
     // The upstream also served the warm-up and the tail; charge its CPU to
     // every request of the whole run, estimated from the window's rate.
@@ -156,7 +161,8 @@ pub fn flat_out(
         p99,
         errors: sample.errors,
         upstream_us: ticks as f64 / b.clk_tck * 1e6 / served.max(1.0),
-        gateway_us: gw_ticks.map(|t| t as f64 / b.clk_tck * 1e6 / served.max(1.0)),
+        gateway_us: gw_ticks.map(|(u, s)| (u + s) as f64 / b.clk_tck * 1e6 / served.max(1.0)),
+        gateway_sys_us: gw_ticks.map(|(_, s)| s as f64 / b.clk_tck * 1e6 / served.max(1.0)),
         rss_kib: rss(),
     }
 }
