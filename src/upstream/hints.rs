@@ -48,7 +48,7 @@ pub struct Hint {
 /// A header's value, trimmed; `None` when absent, not text or empty.
 /// Named by a [`HeaderName`] where the name is known beforehand: looking
 /// up a `&str` parses it as a header name first, every time.
-pub(super) fn header<'a, K: AsHeaderName>(headers: &'a HeaderMap, name: K) -> Option<&'a str> {
+pub(super) fn header<K: AsHeaderName>(headers: &HeaderMap, name: K) -> Option<&str> {
     headers
         .get(name)
         .and_then(|v| v.to_str().ok())
