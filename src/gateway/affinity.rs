@@ -143,6 +143,14 @@ fn prompt_start(raw: &[u8]) -> Option<Vec<u8>> {
     serde_json::to_vec(&parts).ok()
 }
 
+/// A header's value, when present and not empty.
+fn nonempty<K: AsHeaderName>(headers: &HeaderMap, name: K) -> Option<&[u8]> {
+    headers
+        .get(name)
+        .map(|v| v.as_bytes())
+        .filter(|v| !v.is_empty())
+}
+
 #[cfg(test)]
 mod tests {
     use http::HeaderValue;
@@ -246,12 +254,4 @@ mod tests {
         // Off by default.
         assert_eq!(key(&Affinity::default(), &[], turn1), None);
     }
-}
-
-/// A header's value, when present and not empty.
-fn nonempty<'a, K: AsHeaderName>(headers: &'a HeaderMap, name: K) -> Option<&'a [u8]> {
-    headers
-        .get(name)
-        .map(|v| v.as_bytes())
-        .filter(|v| !v.is_empty())
 }
