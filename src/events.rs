@@ -7,6 +7,7 @@
 #[cfg(test)]
 pub(crate) mod fixtures;
 
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -215,10 +216,11 @@ pub struct RequestRecord {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Event {
     /// A credential changed state (or was acted on).
-    Credential { credential: CredentialView },
+    /// Shared, as every event is: each subscriber's copy is a count.
+    Credential { credential: Arc<CredentialView> },
     /// A client request finished; `totals` are the pool's counters after it.
     Request {
-        request: RequestRecord,
+        request: Arc<RequestRecord>,
         totals: Totals,
     },
     /// A provider turned unhealthy or recovered.

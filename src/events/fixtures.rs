@@ -193,7 +193,7 @@ pub fn request_event(base: &mut Totals, record: RequestRecord, upstream_429: u64
         base.client_429 += 1;
     }
     Event::Request {
-        request: record,
+        request: std::sync::Arc::new(record),
         totals: *base,
     }
 }

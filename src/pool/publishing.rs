@@ -36,7 +36,7 @@ impl PoolHandle {
         }
         self.shell.metrics.request(&record);
         self.publish(Event::Request {
-            request: record,
+            request: Arc::new(record),
             totals,
         });
     }
@@ -106,6 +106,8 @@ impl PoolHandle {
                 SystemTime::now(),
             )
         };
-        self.publish(Event::Credential { credential: view });
+        self.publish(Event::Credential {
+            credential: Arc::new(view),
+        });
     }
 }

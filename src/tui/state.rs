@@ -123,7 +123,8 @@ impl Dashboard {
             if self.recent.len() == RECENT_REQUESTS {
                 self.recent.pop_front();
             }
-            self.recent.push_back(request);
+            self.recent
+                .push_back(std::sync::Arc::unwrap_or_clone(request));
             self.tick(now_ms);
             return None;
         }
@@ -136,11 +137,11 @@ impl Dashboard {
                 let changed = match known {
                     Some(row) => {
                         let changed = row.state != credential.state;
-                        *row = credential.clone();
+                        *row = (**credential).clone();
                         changed
                     }
                     None => {
-                        self.credentials.push(credential.clone());
+                        self.credentials.push((**credential).clone());
                         true
                     }
                 };

@@ -28,7 +28,7 @@ fn credential_events_replace_the_row_and_log_only_state_changes() {
     c.requests += 1;
     let line = d.apply(
         Feed::Event(Event::Credential {
-            credential: c.clone(),
+            credential: c.clone().into(),
         }),
         NOW_MS,
     );
@@ -38,14 +38,24 @@ fn credential_events_replace_the_row_and_log_only_state_changes() {
     c.state = State::Cooling;
     c.reason = Some("429 retry-after 5s".into());
     c.until_ms = Some(NOW_MS + 5_000);
-    let line = d.apply(Feed::Event(Event::Credential { credential: c }), NOW_MS);
+    let line = d.apply(
+        Feed::Event(Event::Credential {
+            credential: c.into(),
+        }),
+        NOW_MS,
+    );
     let (level, text) = line.expect("a state change is logged");
     assert_eq!(level, Level::Info);
     assert!(text.contains("team-a is cooling"), "{text}");
 
     // A credential the dashboard has not seen yet (after a reload) is added.
     let new = fixtures::cred("team-z", "backup", CredentialKind::ApiKey);
-    d.apply(Feed::Event(Event::Credential { credential: new }), NOW_MS);
+    d.apply(
+        Feed::Event(Event::Credential {
+            credential: new.into(),
+        }),
+        NOW_MS,
+    );
     assert_eq!(d.credentials.len(), 7);
 }
 
