@@ -51,8 +51,9 @@ pub fn sweep_secrets(
         ("state file", file.to_string().into_bytes()),
     ];
     let trace_lines = outputs[1].1.iter().filter(|&&b| b == b'\n').count();
+    // hyper's connection traces alone are hundreds of lines over a run.
     assert!(
-        trace_lines > 1000,
+        trace_lines > 300,
         "trace logging was on: {trace_lines} lines"
     );
     for (what, bytes) in &outputs {
