@@ -1,13 +1,17 @@
-//! The providers' HTTP client on the request path: hyper's pooled client
-//! over rustls, HTTP/1.1, `TCP_NODELAY`, the gateway's connect timeout, and
-//! the environment's proxies (loopback always direct), as [`crate::client`]
-//! reads them for every other client.
+//! The providers' HTTP client on the request path: hyper's HTTP/1
+//! connections over rustls, `TCP_NODELAY`, the gateway's connect timeout,
+//! the environment's proxies (loopback always direct), as
+//! [`crate::client`] reads them for every other client, and a pool of idle
+//! connections per origin ([`pool`]).
 //!
-//! It is hyper's client with nothing between it and the dispatcher. reqwest
-//! did the same job through a redirect policy, a retry layer and a URL
-//! type, and parsed each request's URL three times; on the gateway bench
-//! that cost about a fifth of tokenyard's CPU per request. The token
-//! endpoints, the probes and `attach` keep reqwest: they are not hot.
+//! It is hyper with nothing between it and the dispatcher. reqwest did the
+//! same job through a redirect policy, a retry layer and a URL type, and
+//! parsed each request's URL three times; hyper-util's pooled client then
+//! hashed its pool key twice, formatted the `Host` header and spawned a
+//! task for every answer to return its connection. Here a connection goes
+//! back to the pool when the dispatcher has read its answer's body to the
+//! end. The token endpoints, the probes and `attach` keep reqwest: they
+//! are not hot.
 //!
 //! A leaf: it imports only the config and the proxy settings of `client`.
 
@@ -21,23 +25,31 @@ use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Request, Response, Uri};
 use http_body_util::Full;
-use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::proxy::Tunnel;
 use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
 use hyper_util::client::proxy::matcher::Matcher;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use crate::client::ProxyVars;
 use crate::config::GatewaySettings;
 
+mod pool;
+
+pub use pool::Body;
+
 type Connector = hyper_rustls::HttpsConnector<Route>;
+
+/// How long a connection may idle in the pool before it is not reused.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// Idle connections kept per provider origin.
+const MAX_IDLE_PER_ORIGIN: usize = 1024;
 
 /// The shared client for every HTTP provider. Cheap to clone.
 #[derive(Clone)]
 pub struct Transport {
-    client: Client<Connector, Full<Bytes>>,
+    connector: Connector,
+    pool: Arc<pool::Pool>,
     proxies: Arc<Matcher>,
     /// Whether any proxy serves `http://` URLs: without one, no request
     /// needs the matcher's (per-request) look.
@@ -46,19 +58,25 @@ pub struct Transport {
 
 /// Why a request got no response head.
 #[derive(Debug)]
-pub struct SendError(hyper_util::client::legacy::Error);
+pub enum SendError {
+    /// No connection (refused, unreachable, timed out, TLS, proxy).
+    Connect(Box<dyn std::error::Error + Send + Sync>),
+    /// The connection broke before the answer's head, or the URL has no
+    /// host.
+    Request(hyper::Error),
+    NoHost,
+}
 
 impl SendError {
     /// What went wrong, without the URL or anything else configured: the
     /// kind, then the innermost cause (`cannot connect: Connection
     /// refused (os error 111)`).
     pub fn describe(&self) -> String {
-        let what = if self.0.is_connect() {
-            "cannot connect"
-        } else {
-            "request failed"
-        };
-        with_root_cause(what, &self.0)
+        match self {
+            SendError::Connect(e) => with_root_cause("cannot connect", e.as_ref()),
+            SendError::Request(e) => with_root_cause("request failed", e),
+            SendError::NoHost => "the provider's URL has no host".to_string(),
+        }
     }
 }
 
@@ -109,14 +127,10 @@ impl Transport {
             .https_or_http()
             .enable_http1()
             .wrap_connector(route);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(1024)
-            .pool_timer(hyper_util::rt::TokioTimer::new())
-            .build(connector);
         let http_proxy = vars.http.is_some() || vars.all.is_some();
         Transport {
-            client,
+            connector,
+            pool: Arc::new(pool::Pool::new(MAX_IDLE_PER_ORIGIN, IDLE_TIMEOUT)),
             proxies,
             http_proxy,
         }
@@ -131,7 +145,7 @@ impl Transport {
         url: &Uri,
         mut headers: HeaderMap,
         body: Bytes,
-    ) -> Result<Response<Incoming>, SendError> {
+    ) -> Result<Response<Body>, SendError> {
         headers
             .entry(header::USER_AGENT)
             .or_insert(HeaderValue::from_static(USER_AGENT));
@@ -151,12 +165,77 @@ impl Transport {
             auth.set_sensitive(true);
             headers.insert(header::PROXY_AUTHORIZATION, auth);
         }
+        let (Some(scheme), Some(authority)) = (url.scheme_str(), url.authority()) else {
+            return Err(SendError::NoHost);
+        };
+        let origin = self.pool.origin(scheme, authority.as_str());
         let mut req = Request::post(url.clone())
             .body(Full::new(body))
             .expect("a parsed URI and a method make a valid request");
         *req.headers_mut() = headers;
-        self.client.request(req).await.map_err(SendError)
+        loop {
+            // A pooled connection first; one the provider closed while it
+            // idled is dropped and the next tried, then a new one.
+            let (mut conn, fresh) = match self.pool.checkout(origin) {
+                Some(conn) => (conn, false),
+                None => (self.connect(url).await?, true),
+            };
+            if let Err(e) = conn.tx.ready().await {
+                if fresh {
+                    return Err(SendError::Request(e));
+                }
+                continue;
+            }
+            // A plain-HTTP proxy is sent the whole URL; a provider, the
+            // path.
+            *req.uri_mut() = if conn.proxied {
+                url.clone()
+            } else {
+                origin_form(url)
+            };
+            match conn.tx.try_send_request(req).await {
+                Ok(resp) => {
+                    return Ok(resp.map(|b| Body::new(b, self.pool.clone(), origin, conn)));
+                }
+                Err(mut e) => match e.take_message() {
+                    // The connection closed before it took the request:
+                    // nothing was sent, so another may carry it.
+                    Some(back) if !fresh => req = back,
+                    _ => return Err(SendError::Request(e.into_error())),
+                },
+            }
+        }
     }
+
+    /// A new connection to `url`'s origin (through a proxy when the
+    /// environment names one), its HTTP/1 driver running on its own task.
+    async fn connect(&self, url: &Uri) -> Result<pool::Conn, SendError> {
+        let io = tower::ServiceExt::oneshot(self.connector.clone(), url.clone())
+            .await
+            .map_err(SendError::Connect)?;
+        let proxied = io.connected().is_proxied();
+        let (tx, driver) = hyper::client::conn::http1::Builder::new()
+            .handshake(io)
+            .await
+            .map_err(SendError::Request)?;
+        tokio::spawn(async move {
+            if let Err(e) = driver.await {
+                tracing::debug!("provider connection ended: {e}");
+            }
+        });
+        Ok(pool::Conn { tx, proxied })
+    }
+}
+
+/// `url` as a request line names it to the origin server: path and query.
+fn origin_form(url: &Uri) -> Uri {
+    let mut parts = http::uri::Parts::default();
+    parts.path_and_query = Some(
+        url.path_and_query()
+            .cloned()
+            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
+    );
+    Uri::from_parts(parts).expect("a path alone is a valid URI")
 }
 
 /// The `Host` header for `url`: its host, and its port when not the
@@ -289,7 +368,152 @@ impl hyper::rt::Write for Leg {
 
 #[cfg(test)]
 mod tests {
-    use super::host;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use http_body_util::BodyExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    use super::{Transport, host};
+    use crate::client::ProxyVars;
+    use crate::config::GatewaySettings;
+
+    /// How the test provider ends each answer.
+    #[derive(Clone, Copy)]
+    enum Ending {
+        KeepAlive,
+        /// `connection: close`, then closes.
+        Close,
+        /// Keeps the connection for one answer, then closes it silently
+        /// (as a provider's idle timeout does).
+        DropAfterOne,
+    }
+
+    /// A provider on a loopback port answering every request with a small
+    /// JSON body; counts the connections it accepted.
+    async fn provider(ending: Ending) -> (String, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!(
+            "http://{}/v1/chat/completions",
+            listener.local_addr().unwrap()
+        );
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            loop {
+                let (mut tcp, _) = listener.accept().await.unwrap();
+                count.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    loop {
+                        // One request: its head, then `content-length` bytes.
+                        let head_end = loop {
+                            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                                break i + 4;
+                            }
+                            let mut chunk = [0u8; 4096];
+                            match tcp.read(&mut chunk).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                            }
+                        };
+                        let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+                        let len: usize = head
+                            .lines()
+                            .find_map(|l| l.strip_prefix("content-length:"))
+                            .map_or(0, |v| v.trim().parse().unwrap());
+                        while buf.len() < head_end + len {
+                            let mut chunk = [0u8; 4096];
+                            match tcp.read(&mut chunk).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                            }
+                        }
+                        buf.drain(..head_end + len);
+                        let body = r#"{"ok":true}"#;
+                        let close = matches!(ending, Ending::Close);
+                        let answer = format!(
+                            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n{}\r\n{body}",
+                            body.len(),
+                            if close { "connection: close\r\n" } else { "" },
+                        );
+                        if tcp.write_all(answer.as_bytes()).await.is_err() {
+                            return;
+                        }
+                        if !matches!(ending, Ending::KeepAlive) {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        (url, accepted)
+    }
+
+    async fn post(t: &Transport, url: &str) -> Vec<u8> {
+        let resp = t
+            .post(&url.parse().unwrap(), http::HeaderMap::new(), "{}".into())
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        resp.into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec()
+    }
+
+    fn transport() -> Transport {
+        Transport::with_proxies(&GatewaySettings::default(), &ProxyVars::default())
+    }
+
+    #[tokio::test]
+    async fn a_connection_is_reused_once_its_answer_is_read() {
+        let (url, accepted) = provider(Ending::KeepAlive).await;
+        let t = transport();
+        for _ in 0..20 {
+            assert_eq!(post(&t, &url).await, br#"{"ok":true}"#);
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+        // Two answers open at once need two connections; both are kept.
+        let (a, b) = tokio::join!(post(&t, &url), post(&t, &url));
+        assert_eq!((a.len(), b.len()), (11, 11));
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+        for _ in 0..5 {
+            post(&t, &url).await;
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn an_answer_dropped_unread_takes_its_connection_with_it() {
+        let (url, accepted) = provider(Ending::KeepAlive).await;
+        let t = transport();
+        let resp = t
+            .post(&url.parse().unwrap(), http::HeaderMap::new(), "{}".into())
+            .await
+            .unwrap();
+        drop(resp);
+        post(&t, &url).await;
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn connections_the_provider_closes_are_not_reused() {
+        for ending in [Ending::Close, Ending::DropAfterOne] {
+            let (url, accepted) = provider(ending).await;
+            let t = transport();
+            for _ in 0..10 {
+                assert_eq!(post(&t, &url).await, br#"{"ok":true}"#);
+                // Let the provider's close arrive, as it would between
+                // requests of a real client.
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+            assert_eq!(accepted.load(Ordering::SeqCst), 10);
+        }
+    }
 
     #[test]
     fn host_header_as_hyper_writes_it() {

@@ -252,7 +252,7 @@ pub async fn send(
     bearer: bool,
     body: Bytes,
     client_headers: &HeaderMap,
-) -> Result<http::Response<hyper::body::Incoming>, SendError> {
+) -> Result<http::Response<crate::transport::Body>, SendError> {
     let url = post_url(provider, endpoint)?;
     let mut headers = upstream_headers(client_headers);
     match provider.kind {

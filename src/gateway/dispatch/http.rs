@@ -4,8 +4,8 @@
 //! why this attempt failed. Nothing reaches the client before that, so
 //! every failure here can still be retried.
 
+use crate::transport::Body as UpstreamBody;
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 
 use crate::upstream::usage::{self, StreamUsage};
 
@@ -220,7 +220,7 @@ enum BodyError {
 /// Reads a whole body by `deadline`, up to `limit` bytes. A body that
 /// comes in one piece (most do) is handed on without a copy.
 async fn read_body(
-    resp: http::Response<Incoming>,
+    resp: http::Response<UpstreamBody>,
     deadline: Instant,
     limit: usize,
 ) -> Result<Bytes, BodyError> {
