@@ -16,26 +16,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use http::HeaderMap;
 
-use http::header::HeaderName;
-
-use super::hints::{ANTHROPIC_DIMENSIONS, carries, header, parse_go_duration, parse_rfc3339};
+use super::hints::{
+    ANTHROPIC_DIMENSIONS, OPENAI_DIMENSIONS, carries, header, parse_go_duration, parse_rfc3339,
+};
 use crate::vocab::Capacity;
 
-/// OpenAI's dimensions: (name, remaining, limit, reset).
-const OPENAI_DIMENSIONS: [(&str, HeaderName, HeaderName, HeaderName); 2] = [
-    (
-        "requests",
-        HeaderName::from_static("x-ratelimit-remaining-requests"),
-        HeaderName::from_static("x-ratelimit-limit-requests"),
-        HeaderName::from_static("x-ratelimit-reset-requests"),
-    ),
-    (
-        "tokens",
-        HeaderName::from_static("x-ratelimit-remaining-tokens"),
-        HeaderName::from_static("x-ratelimit-limit-tokens"),
-        HeaderName::from_static("x-ratelimit-reset-tokens"),
-    ),
-];
 const UNIFIED: &str = "anthropic-ratelimit-unified-";
 
 fn count(v: &str) -> Option<u64> {
@@ -55,15 +40,15 @@ pub fn capacity(headers: &HeaderMap, now: SystemTime) -> Option<Capacity> {
     let mut windows = Vec::new();
     // Most answers carry one family or none: the other costs no lookups.
     if carries(headers, "x-ratelimit-") {
-        for (dim, remaining, limit, reset) in &OPENAI_DIMENSIONS {
-            let reset = header(headers, reset)
+        for dim in &OPENAI_DIMENSIONS {
+            let reset = header(headers, &dim.reset)
                 .and_then(parse_go_duration)
                 .map(|d| seen_ms + d.as_millis() as u64);
             windows.extend(counted(
-                header(headers, remaining),
-                header(headers, limit),
+                header(headers, &dim.remaining),
+                header(headers, &dim.limit),
                 reset,
-                dim,
+                dim.name,
             ));
         }
     }

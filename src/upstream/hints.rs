@@ -63,20 +63,33 @@ pub(super) fn carries(headers: &HeaderMap, prefix: &str) -> bool {
     headers.keys().any(|k| k.as_str().starts_with(prefix))
 }
 
-/// OpenAI's dimensions, each with its `x-ratelimit-remaining-*` and
-/// `x-ratelimit-reset-*` header.
-const OPENAI_RESETS: [(HeaderName, HeaderName, HintSource); 2] = [
-    (
-        HeaderName::from_static("x-ratelimit-remaining-requests"),
-        HeaderName::from_static("x-ratelimit-reset-requests"),
-        HintSource::ResetRequests,
-    ),
-    (
-        HeaderName::from_static("x-ratelimit-remaining-tokens"),
-        HeaderName::from_static("x-ratelimit-reset-tokens"),
-        HintSource::ResetTokens,
-    ),
+/// OpenAI's limit dimensions and their `x-ratelimit-*` headers.
+pub(super) const OPENAI_DIMENSIONS: [OpenAiDimension; 2] = [
+    OpenAiDimension {
+        name: "requests",
+        remaining: HeaderName::from_static("x-ratelimit-remaining-requests"),
+        limit: HeaderName::from_static("x-ratelimit-limit-requests"),
+        reset: HeaderName::from_static("x-ratelimit-reset-requests"),
+        source: HintSource::ResetRequests,
+    },
+    OpenAiDimension {
+        name: "tokens",
+        remaining: HeaderName::from_static("x-ratelimit-remaining-tokens"),
+        limit: HeaderName::from_static("x-ratelimit-limit-tokens"),
+        reset: HeaderName::from_static("x-ratelimit-reset-tokens"),
+        source: HintSource::ResetTokens,
+    },
 ];
+
+/// One of OpenAI's limit dimensions, its headers, and the hint its reset
+/// makes.
+pub(super) struct OpenAiDimension {
+    pub name: &'static str,
+    pub remaining: HeaderName,
+    pub limit: HeaderName,
+    pub reset: HeaderName,
+    pub source: HintSource,
+}
 
 fn cap(d: Duration) -> Duration {
     d.min(MAX_COOLDOWN)
@@ -143,16 +156,16 @@ fn reset_hint(headers: &HeaderMap, require_depleted: bool) -> Option<Hint> {
     }
     let mut depleted: Option<Hint> = None;
     let mut any: Option<Hint> = None;
-    for (remaining, reset, source) in &OPENAI_RESETS {
-        let source = *source;
-        let Some(wait) = header(headers, reset).and_then(parse_go_duration) else {
+    for dim in &OPENAI_DIMENSIONS {
+        let source = dim.source;
+        let Some(wait) = header(headers, &dim.reset).and_then(parse_go_duration) else {
             continue;
         };
         let hint = Hint {
             wait: cap(wait),
             source,
         };
-        let is_zero = header(headers, remaining)
+        let is_zero = header(headers, &dim.remaining)
             .and_then(|r| r.parse::<f64>().ok())
             .is_some_and(|r| r <= 0.0);
         if is_zero && depleted.is_none_or(|d| hint.wait > d.wait) {
