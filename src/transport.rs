@@ -412,10 +412,8 @@ mod tests {
                             if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
                                 break i + 4;
                             }
-                            let mut chunk = [0u8; 4096];
-                            match tcp.read(&mut chunk).await {
-                                Ok(0) | Err(_) => return,
-                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                            if !read_more(&mut tcp, &mut buf).await {
+                                return;
                             }
                         };
                         let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
@@ -424,10 +422,8 @@ mod tests {
                             .find_map(|l| l.strip_prefix("content-length:"))
                             .map_or(0, |v| v.trim().parse().unwrap());
                         while buf.len() < head_end + len {
-                            let mut chunk = [0u8; 4096];
-                            match tcp.read(&mut chunk).await {
-                                Ok(0) | Err(_) => return,
-                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                            if !read_more(&mut tcp, &mut buf).await {
+                                return;
                             }
                         }
                         buf.drain(..head_end + len);
@@ -449,6 +445,18 @@ mod tests {
             }
         });
         (url, accepted)
+    }
+
+    /// Appends what the socket has; `false` once it is closed or broken.
+    async fn read_more(tcp: &mut tokio::net::TcpStream, buf: &mut Vec<u8>) -> bool {
+        let mut chunk = [0u8; 4096];
+        match tcp.read(&mut chunk).await {
+            Ok(0) | Err(_) => false,
+            Ok(n) => {
+                buf.extend_from_slice(&chunk[..n]);
+                true
+            }
+        }
     }
 
     async fn post(t: &Transport, url: &str) -> Vec<u8> {
@@ -517,36 +525,20 @@ mod tests {
 
     #[test]
     fn host_header_as_hyper_writes_it() {
-        let h = |url: &str| host(&url.parse().unwrap()).map(|v| v.to_str().unwrap().to_string());
-        assert_eq!(
-            h("http://127.0.0.1:18500/v1").as_deref(),
-            Some("127.0.0.1:18500")
-        );
-        assert_eq!(
-            h("https://api.openai.com/v1").as_deref(),
-            Some("api.openai.com")
-        );
-        assert_eq!(
-            h("https://api.openai.com:443/v1").as_deref(),
-            Some("api.openai.com")
-        );
-        assert_eq!(
-            h("http://models.local:80/v1").as_deref(),
-            Some("models.local")
-        );
-        assert_eq!(
-            h("https://models.local:80/v1").as_deref(),
-            Some("models.local:80")
-        );
-        assert_eq!(h("http://[::1]:8080/v1").as_deref(), Some("[::1]:8080"));
-        assert_eq!(h("http://[::1]/v1").as_deref(), Some("[::1]"));
-        assert_eq!(
-            h("http://user:pw@proxy.local:3128/").as_deref(),
-            Some("proxy.local:3128")
-        );
-        assert_eq!(
-            h("http://user:pw@proxy.local/").as_deref(),
-            Some("proxy.local")
-        );
+        let cases = [
+            ("http://127.0.0.1:18500/v1", "127.0.0.1:18500"),
+            ("https://api.openai.com/v1", "api.openai.com"),
+            ("https://api.openai.com:443/v1", "api.openai.com"),
+            ("http://models.local:80/v1", "models.local"),
+            ("https://models.local:80/v1", "models.local:80"),
+            ("http://[::1]:8080/v1", "[::1]:8080"),
+            ("http://[::1]/v1", "[::1]"),
+            ("http://user:pw@proxy.local:3128/", "proxy.local:3128"),
+            ("http://user:pw@proxy.local/", "proxy.local"),
+        ];
+        for (url, want) in cases {
+            let got = host(&url.parse().unwrap()).unwrap();
+            assert_eq!(got.to_str().unwrap(), want, "{url}");
+        }
     }
 }
