@@ -65,6 +65,9 @@ const TOKEN_TTL: Duration = Duration::from_secs(3);
 const REFRESH_SKEW: Duration = Duration::from_millis(500);
 const TOKEN_DELAY: Duration = Duration::from_secs(2);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// `pool.max_attempts`: a request that spends them all on 429s may answer
+/// 429 though a credential recovered meanwhile.
+const MAX_ATTEMPTS: u32 = 8;
 /// The credential the operator switches off for the middle third.
 const DISABLED: &str = "k-ms";
 
@@ -287,6 +290,7 @@ state_file = {state:?}
 [pool]
 default_cooldown = "1s"
 max_failures = 3
+max_attempts = {MAX_ATTEMPTS}
 probe_interval = "1s"
 refresh_skew = "500ms"
 # Short enough that some requests wait for a recovery and some get a 429.
@@ -342,6 +346,8 @@ models = ["sim-offline"]
 #[derive(Default)]
 struct Feed {
     states: Vec<(Instant, String, State)>,
+    /// Each provider's provider-wide cooling, on or off, as it arrived.
+    providers: Vec<(Instant, String, bool)>,
     feed: Vec<tokenyard::tui::Feed>,
     raw: String,
 }
@@ -375,13 +381,24 @@ async fn watch_events(http: reqwest::Client, base: String, feed: Arc<Mutex<Feed>
                     for c in &snap.credentials {
                         f.states.push((now, c.name.clone(), c.state));
                     }
+                    for p in &snap.providers {
+                        let cooling = p.cooling_until_ms.is_some();
+                        f.providers.push((now, p.name.clone(), cooling));
+                    }
                     f.feed.push(tokenyard::tui::Feed::Snapshot(snap));
                 }
                 "event" => {
                     let event: Event = serde_json::from_str(data).unwrap();
-                    if let Event::Credential { credential } = &event {
-                        f.states
-                            .push((now, credential.name.clone(), credential.state));
+                    match &event {
+                        Event::Credential { credential } => {
+                            f.states
+                                .push((now, credential.name.clone(), credential.state));
+                        }
+                        Event::Provider { provider } => {
+                            let cooling = provider.cooling_until_ms.is_some();
+                            f.providers.push((now, provider.name.clone(), cooling));
+                        }
+                        _ => {}
                     }
                     f.feed.push(tokenyard::tui::Feed::Event(event));
                 }
@@ -530,6 +547,7 @@ async fn run(plan: Plan) {
         .iter()
         .map(|c| Account {
             name: c.name,
+            provider: c.provider,
             model: model_of(c.provider),
             hints: c.hints,
             // OpenAI's styles other than whole seconds and dates carry
@@ -552,10 +570,24 @@ async fn run(plan: Plan) {
             },
         )]),
         failed: checks::failed_windows(&feed.states, ended),
+        provider_wide: checks::provider_wide_windows(&feed.providers, ended),
     };
 
     let figures = Figures::new(&plan, &outcomes, &log, &tokens, start, ended);
     figures.print();
+    let spent = outcomes
+        .iter()
+        .filter(|o| matches!(o.end, End::Error(429, _)))
+        .filter(|o| o.attempts.is_some_and(|n| n >= MAX_ATTEMPTS))
+        .count();
+    println!("  clients: {spent} of the 429s after all {MAX_ATTEMPTS} attempts");
+    for (provider, windows) in &unusable_windows.provider_wide {
+        let ms: Vec<u128> = windows
+            .iter()
+            .map(|w| (w.to - w.from).as_millis())
+            .collect();
+        println!("  provider-wide 429s: {provider} cooled {ms:?} ms");
+    }
 
     // Every request ended, well-formed, in its client's format.
     let hung = outcomes.iter().filter(|o| o.end == End::Hung).count();
@@ -576,7 +608,7 @@ async fn run(plan: Plan) {
             o.end
         );
     }
-    let needless = checks::needless_429s(&outcomes, &accounts, &unusable_windows);
+    let needless = checks::needless_429s(&outcomes, &accounts, &unusable_windows, MAX_ATTEMPTS);
     assert!(
         needless.is_empty(),
         "client 429s with capacity: {needless:#?}"

@@ -267,9 +267,10 @@ async fn run(state: &AppState, req: Inbound) -> Response {
         .retry_after(1),
         (GiveUp::Unavailable(Some(at), false), _, _) => broken_upstream(at, attempts),
         (GiveUp::Unavailable(retry_at, _), _, _) => exhausted(retry_at, attempts),
-        (GiveUp::Attempts, Some(Failure::RateLimited), _) | (_, _, None) => {
-            exhausted(recovery(), attempts)
+        (GiveUp::Attempts, Some(Failure::RateLimited), _) => {
+            attempts_spent(recovery(), attempts, Instant::now())
         }
+        (_, _, None) => exhausted(recovery(), attempts),
         (_, _, Some((status, message))) => {
             match pool.provider_down(&req.generation, req.provider) {
                 Some(why) => ApiError::new(
@@ -331,6 +332,25 @@ fn broken_upstream(probe_at: Instant, attempts: u32) -> ApiError {
 
 fn ceil_secs(d: Duration) -> u64 {
     d.as_secs() + u64::from(d.subsec_nanos() > 0)
+}
+
+/// 429 when the request spent its `pool.max_attempts` on rate limits. If
+/// a credential is ready again by now, that is what the client hears (and
+/// a distinct code): its retry will be served; else as [`exhausted`].
+fn attempts_spent(retry_at: Option<Instant>, attempts: u32, now: Instant) -> ApiError {
+    match retry_at {
+        Some(at) if at <= now => ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limit_error",
+            format!(
+                "each of this request's {attempts} attempt(s) (pool.max_attempts) was rate \
+                 limited; a credential has recovered since, so a retry should be served"
+            ),
+        )
+        .code("attempts_exhausted")
+        .retry_after(1),
+        _ => exhausted(retry_at, attempts),
+    }
 }
 
 /// 429 when nothing can serve (with `Retry-After` = the earliest recovery),
@@ -539,4 +559,28 @@ fn response(status: StatusCode, headers: HeaderMap, body: Body) -> Response {
 
 fn unix_secs() -> u64 {
     unix_ms(SystemTime::now()) / 1000
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spent_attempts_say_whether_a_credential_is_back() {
+        let now = Instant::now();
+        let back = attempts_spent(Some(now), 8, now);
+        assert_eq!(back.status, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(back.code, Some("attempts_exhausted"));
+        assert_eq!(back.retry_after, Some(1));
+        assert!(back.message.contains("8 attempt(s) (pool.max_attempts)"));
+
+        let later = attempts_spent(Some(now + Duration::from_millis(2500)), 8, now);
+        assert_eq!(later.status, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(later.code, Some("pool_exhausted"));
+        assert_eq!(later.retry_after, Some(3));
+
+        let none = attempts_spent(None, 8, now);
+        assert_eq!(none.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(none.code, Some("no_credentials"));
+    }
 }

@@ -8,6 +8,14 @@
 //! check therefore allows `SLACK` at the edges of a window; the windows
 //! themselves (0.1–1.5 s of cooling, seconds of being disabled) are mostly
 //! far wider, and a cooldown shorter than twice the slack is not checked.
+//!
+//! When every credential of a provider answers 429 within a second, the
+//! gateway takes the 429 as the provider's: the provider cools briefly,
+//! none of its credentials is used meanwhile, and the keys of that set get
+//! back the cooldowns they had before (see `pool/core/health.rs`). The
+//! checks take those windows from the event feed: no request goes to the
+//! provider inside one, a client 429 inside one is not needless, and the
+//! 429s the gateway set aside for one do not count as the keys' cooldowns.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -27,6 +35,8 @@ pub const SLACK: Duration = Duration::from_millis(150);
 #[derive(Debug, Clone)]
 pub struct Account {
     pub name: &'static str,
+    /// Its provider's name, as configured.
+    pub provider: &'static str,
     /// The models it serves (its provider's).
     pub model: &'static str,
     pub hints: HintStyle,
@@ -96,21 +106,44 @@ pub fn failed_windows(
     states: &[(Instant, String, State)],
     end: Instant,
 ) -> HashMap<String, Vec<Window>> {
+    windows_of(
+        states
+            .iter()
+            .map(|(at, name, state)| (*at, name, *state == State::Failed)),
+        end,
+    )
+}
+
+/// Intervals in which the gateway said a provider was cooling for a
+/// provider-wide 429, from its event feed: `(arrival, provider, cooling)`.
+pub fn provider_wide_windows(
+    marks: &[(Instant, String, bool)],
+    end: Instant,
+) -> HashMap<String, Vec<Window>> {
+    windows_of(marks.iter().map(|(at, name, on)| (*at, name, *on)), end)
+}
+
+/// The intervals in which each name's flag was on, from its changes in
+/// order of arrival; one still on at `end` closes there.
+fn windows_of<'a>(
+    marks: impl Iterator<Item = (Instant, &'a String, bool)>,
+    end: Instant,
+) -> HashMap<String, Vec<Window>> {
     let mut open: HashMap<String, Instant> = HashMap::new();
     let mut out: HashMap<String, Vec<Window>> = HashMap::new();
-    for (at, name, state) in states {
-        match (state, open.get(name)) {
-            (State::Failed, None) => {
-                open.insert(name.clone(), *at);
+    for (at, name, on) in marks {
+        match (on, open.get(name)) {
+            (true, None) => {
+                open.insert(name.clone(), at);
             }
-            (State::Failed, Some(_)) => {}
-            (_, Some(&from)) => {
+            (true, Some(_)) => {}
+            (false, Some(&from)) => {
                 open.remove(name);
                 out.entry(name.clone())
                     .or_default()
-                    .push(Window { from, to: *at });
+                    .push(Window { from, to: at });
             }
-            (_, None) => {}
+            (false, None) => {}
         }
     }
     for (name, from) in open {
@@ -121,11 +154,31 @@ pub fn failed_windows(
 
 /// When each credential could not serve: cooling by the provider's word
 /// (lower and upper readings), disabled by the operator, failed by the
-/// gateway's own verdict.
+/// gateway's own verdict; and when each provider cooled as a whole.
 pub struct Unusable {
     pub cooling: HashMap<&'static str, Vec<(Window, Window)>>,
     pub disabled: HashMap<&'static str, Window>,
     pub failed: HashMap<String, Vec<Window>>,
+    pub provider_wide: HashMap<String, Vec<Window>>,
+}
+
+/// How close together a provider's 429s must come to be taken as one
+/// provider-wide 429 (the gateway's `PROVIDER_WIDE_WINDOW`).
+const PROVIDER_WIDE_WINDOW: Duration = Duration::from_secs(1);
+
+impl Unusable {
+    /// The provider-wide windows of `a`'s provider.
+    fn provider_wide_of(&self, a: &Account) -> impl Iterator<Item = &Window> {
+        self.provider_wide.get(a.provider).into_iter().flatten()
+    }
+
+    /// A 429 on `a` at `at` that the gateway set aside as its provider's:
+    /// one of the set that made the provider cool (within the second before
+    /// it began), or one that arrived while it cooled.
+    fn set_aside(&self, a: &Account, at: Instant) -> bool {
+        self.provider_wide_of(a)
+            .any(|w| at + PROVIDER_WIDE_WINDOW + SLACK >= w.from && at <= w.to + SLACK)
+    }
 }
 
 /// Requests the sim received on a credential the gateway had been told
@@ -135,6 +188,7 @@ pub fn requests_to_unusable(log: &[SimRequest], accounts: &[Account], u: &Unusab
         cooling,
         disabled,
         failed,
+        ..
     } = u;
     let mut bad = Vec::new();
     for r in log {
@@ -150,8 +204,14 @@ pub fn requests_to_unusable(log: &[SimRequest], accounts: &[Account], u: &Unusab
             ));
             continue;
         }
+        if u.provider_wide_of(a).any(|w| w.strictly_inside(r.at)) {
+            bad.push(format!(
+                "{label}: request while {} cooled provider-wide",
+                a.provider
+            ));
+        }
         for (lower, _) in cooling.get(a.name).into_iter().flatten() {
-            if lower.strictly_inside(r.at) {
+            if lower.strictly_inside(r.at) && !u.set_aside(a, lower.from) {
                 bad.push(format!(
                     "{label}: request {:?} into a {:?} cooldown",
                     r.at - lower.from,
@@ -175,19 +235,38 @@ pub fn requests_to_unusable(log: &[SimRequest], accounts: &[Account], u: &Unusab
 
 /// Client 429s answered while some credential for the model could have
 /// served: not cooling by any hint's upper reading, not disabled, not
-/// failed, not broken.
-pub fn needless_429s(outcomes: &[Outcome], accounts: &[Account], u: &Unusable) -> Vec<String> {
+/// failed, not broken. A request that spent all of `pool.max_attempts`
+/// (`max_attempts`, told by `x-tokenyard-attempts`) on rate limits stops
+/// there by the operator's bound, whatever has recovered meanwhile.
+pub fn needless_429s(
+    outcomes: &[Outcome],
+    accounts: &[Account],
+    u: &Unusable,
+    max_attempts: u32,
+) -> Vec<String> {
     let Unusable {
         cooling,
         disabled,
         failed,
+        ..
     } = u;
     let mut bad = Vec::new();
     for o in outcomes {
         if !matches!(o.end, End::Error(429, _)) {
             continue;
         }
+        if o.attempts.is_some_and(|n| n >= max_attempts) {
+            continue;
+        }
         let t = o.done;
+        // While the provider cools as a whole, none of its keys serves.
+        let provider_cooled = accounts
+            .iter()
+            .filter(|a| a.model == o.ask.model)
+            .any(|a| u.provider_wide_of(a).any(|w| w.covers(t)));
+        if provider_cooled {
+            continue;
+        }
         let free: Vec<&str> = accounts
             .iter()
             .filter(|a| a.model == o.ask.model && !a.broken)
@@ -246,10 +325,11 @@ pub fn needless_429s(outcomes: &[Outcome], accounts: &[Account], u: &Unusable) -
                 })
                 .collect();
             bad.push(format!(
-                "429 for {} after {} ms (retry-after {:?}) while capacity: {why:?}",
+                "429 for {} after {} ms (retry-after {:?}, {:.300}) while capacity: {why:?}",
                 o.ask.model,
                 ms(o.done - o.sent),
-                o.retry_after
+                o.retry_after,
+                String::from_utf8_lossy(&o.raw),
             ));
         }
     }

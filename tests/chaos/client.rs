@@ -52,6 +52,8 @@ pub struct Outcome {
     pub end: End,
     /// The answer's `Retry-After`, if it had one.
     pub retry_after: Option<Duration>,
+    /// Upstream attempts the gateway made (`x-tokenyard-attempts`).
+    pub attempts: Option<u32>,
     /// Every byte the client received, for the secret sweep.
     pub raw: Vec<u8>,
 }
@@ -68,19 +70,27 @@ pub async fn send(
     patience: Duration,
 ) -> Outcome {
     let sent = Instant::now();
-    let (raw, end, retry_after) =
+    let (raw, end, heard) =
         match tokio::time::timeout(patience, exchange(http, base, client_key, &ask)).await {
             Ok(answer) => answer,
-            Err(_) => (Vec::new(), End::Hung, None),
+            Err(_) => (Vec::new(), End::Hung, Heard::default()),
         };
     Outcome {
         ask,
         sent,
         done: Instant::now(),
         end,
-        retry_after,
+        retry_after: heard.retry_after,
+        attempts: heard.attempts,
         raw,
     }
+}
+
+/// What the answer's headers said.
+#[derive(Default)]
+struct Heard {
+    retry_after: Option<Duration>,
+    attempts: Option<u32>,
 }
 
 async fn exchange(
@@ -88,7 +98,7 @@ async fn exchange(
     base: &str,
     client_key: &str,
     ask: &Ask,
-) -> (Vec<u8>, End, Option<Duration>) {
+) -> (Vec<u8>, End, Heard) {
     let req = match ask.format {
         Format::OpenAi => http
             .post(format!("{base}/v1/chat/completions"))
@@ -122,15 +132,22 @@ async fn exchange(
     };
     let mut resp = match req.send().await {
         Ok(r) => r,
-        Err(e) => return (Vec::new(), End::Malformed(format!("no answer: {e}")), None),
+        Err(e) => {
+            let end = End::Malformed(format!("no answer: {e}"));
+            return (Vec::new(), end, Heard::default());
+        }
     };
     let status = resp.status().as_u16();
-    let retry_after = resp
-        .headers()
-        .get("retry-after")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse().ok())
-        .map(Duration::from_secs);
+    let number = |name: &str| {
+        resp.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+    };
+    let heard = Heard {
+        retry_after: number("retry-after").map(Duration::from_secs),
+        attempts: number("x-tokenyard-attempts").and_then(|n| u32::try_from(n).ok()),
+    };
     let content_type = resp
         .headers()
         .get("content-type")
@@ -150,7 +167,7 @@ async fn exchange(
         }
     }
     let end = judge(ask, status, &content_type, &raw, broken);
-    (raw, end, retry_after)
+    (raw, end, heard)
 }
 
 fn judge(ask: &Ask, status: u16, content_type: &str, raw: &[u8], broken: Option<String>) -> End {
