@@ -257,9 +257,13 @@ pub async fn log_events(pool: PoolHandle, stop: CancellationToken) {
         }
     };
     resync(&mut states);
+    // Made once: a fresh one per event would register and drop a waiter
+    // on the token for every request the gateway serves.
+    let stopped = stop.cancelled();
+    tokio::pin!(stopped);
     loop {
         let event = tokio::select! {
-            _ = stop.cancelled() => return,
+            _ = &mut stopped => return,
             e = rx.recv() => e,
         };
         match event {
