@@ -14,7 +14,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use http::HeaderMap;
+use http::{HeaderMap, HeaderName};
 
 use super::hints::{
     ANTHROPIC_DIMENSIONS, OPENAI_DIMENSIONS, carries, header, parse_go_duration, parse_rfc3339,
@@ -40,30 +40,14 @@ pub fn capacity(headers: &HeaderMap, now: SystemTime) -> Option<Capacity> {
     let mut windows = Vec::new();
     // Most answers carry one family or none: the other costs no lookups.
     if carries(headers, "x-ratelimit-") {
-        for dim in &OPENAI_DIMENSIONS {
-            let reset = header(headers, &dim.reset)
-                .and_then(parse_go_duration)
-                .map(|d| seen_ms + d.as_millis() as u64);
-            windows.extend(counted(
-                header(headers, &dim.remaining),
-                header(headers, &dim.limit),
-                reset,
-                dim.name,
-            ));
-        }
+        // The tables are constants: each use is a fresh copy to map.
+        let dims = OPENAI_DIMENSIONS.map(|d| (d.name, d.remaining, d.limit, d.reset));
+        family(headers, &dims, parse_go_duration, seen_ms, &mut windows);
     }
     if carries(headers, "anthropic-ratelimit-") {
-        for dim in &ANTHROPIC_DIMENSIONS {
-            let reset = header(headers, &dim.reset)
-                .and_then(|v| parse_rfc3339(v, now))
-                .map(|d| seen_ms + d.as_millis() as u64);
-            windows.extend(counted(
-                header(headers, &dim.remaining),
-                header(headers, &dim.limit),
-                reset,
-                dim.name,
-            ));
-        }
+        let dims = ANTHROPIC_DIMENSIONS.map(|d| (d.name, d.remaining, d.limit, d.reset));
+        let reset = |v: &str| parse_rfc3339(v, now);
+        family(headers, &dims, reset, seen_ms, &mut windows);
         windows.extend(unified(headers, now));
     }
     // The smallest share left binds; of equal shares, the one that waits
@@ -89,6 +73,28 @@ type Window = (Option<u64>, Option<u64>, f64, Option<u64>, String);
 
 /// A window reported as counts: its share is `remaining / limit`; without
 /// a limit only an empty one (`remaining` 0) says anything.
+/// The windows of one family's dimensions — `(name, remaining, limit,
+/// reset)` header names — with `reset` read by the family's own parser.
+fn family(
+    headers: &HeaderMap,
+    dims: &[(&'static str, HeaderName, HeaderName, HeaderName)],
+    reset: impl Fn(&str) -> Option<std::time::Duration>,
+    seen_ms: u64,
+    windows: &mut Vec<Window>,
+) {
+    for (name, remaining, limit, reset_name) in dims {
+        let resets_at_ms = header(headers, reset_name)
+            .and_then(&reset)
+            .map(|d| seen_ms + d.as_millis() as u64);
+        windows.extend(counted(
+            header(headers, remaining),
+            header(headers, limit),
+            resets_at_ms,
+            name,
+        ));
+    }
+}
+
 fn counted(
     remaining: Option<&str>,
     limit: Option<&str>,
