@@ -23,8 +23,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
-use http::{Request, Response, Uri};
-use http_body_util::Full;
+use http::{Response, Uri};
 use hyper_util::client::legacy::connect::proxy::Tunnel;
 use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
 use hyper_util::client::proxy::matcher::Matcher;
@@ -34,6 +33,7 @@ use tokio::net::TcpStream;
 use crate::client::ProxyVars;
 use crate::config::GatewaySettings;
 
+mod h1;
 mod pool;
 
 pub use pool::Body;
@@ -61,9 +61,10 @@ pub struct Transport {
 pub enum SendError {
     /// No connection (refused, unreachable, timed out, TLS, proxy).
     Connect(Box<dyn std::error::Error + Send + Sync>),
-    /// The connection broke before the answer's head, or the URL has no
-    /// host.
-    Request(hyper::Error),
+    /// The connection broke before the answer's head, or the answer's
+    /// head is not HTTP.
+    Request(h1::Error),
+    /// The URL has no host.
     NoHost,
 }
 
@@ -74,20 +75,15 @@ impl SendError {
     pub fn describe(&self) -> String {
         match self {
             SendError::Connect(e) => with_root_cause("cannot connect", e.as_ref()),
-            SendError::Request(e) => with_root_cause("request failed", e),
+            SendError::Request(e) => format!("request failed: {e}"),
             SendError::NoHost => "the provider's URL has no host".to_string(),
         }
     }
 }
 
 /// What broke while a response body was being read.
-pub fn describe_body_error(e: &hyper::Error) -> String {
-    let what = if e.is_timeout() {
-        "timed out"
-    } else {
-        "connection broke while reading the response"
-    };
-    with_root_cause(what, e)
+pub fn describe_body_error(e: &h1::Error) -> String {
+    e.to_string()
 }
 
 fn with_root_cause(what: &str, e: &(dyn std::error::Error + 'static)) -> String {
@@ -152,10 +148,6 @@ impl Transport {
         headers
             .entry(header::ACCEPT)
             .or_insert(HeaderValue::from_static("*/*"));
-        // hyper's client would format it for every request.
-        if let Some(host) = host(url) {
-            headers.insert(header::HOST, host);
-        }
         if self.http_proxy
             && url.scheme() == Some(&http::uri::Scheme::HTTP)
             && let Some(proxy) = self.proxies.intercept(url)
@@ -165,14 +157,12 @@ impl Transport {
             auth.set_sensitive(true);
             headers.insert(header::PROXY_AUTHORIZATION, auth);
         }
-        let (Some(scheme), Some(authority)) = (url.scheme_str(), url.authority()) else {
+        let (Some(scheme), Some(authority), Some(host)) =
+            (url.scheme_str(), url.authority(), host(url))
+        else {
             return Err(SendError::NoHost);
         };
         let origin = self.pool.origin(scheme, authority.as_str());
-        let mut req = Request::post(url.clone())
-            .body(Full::new(body))
-            .expect("a parsed URI and a method make a valid request");
-        *req.headers_mut() = headers;
         loop {
             // A pooled connection first; one the provider closed while it
             // idled is dropped and the next tried, then a new one.
@@ -180,62 +170,50 @@ impl Transport {
                 Some(conn) => (conn, false),
                 None => (self.connect(url).await?, true),
             };
-            if let Err(e) = conn.tx.ready().await {
+            // A plain-HTTP proxy is sent the whole URL; a provider, the
+            // path.
+            let whole;
+            let target = if conn.proxied {
+                whole = url.to_string();
+                whole.as_str()
+            } else {
+                url.path_and_query().map_or("/", |p| p.as_str())
+            };
+            if let Err(e) = conn
+                .io
+                .write_post(target, host.as_bytes(), &headers, &body)
+                .await
+            {
+                // A pooled connection that broke while the request went
+                // out had been closed by the provider: it took nothing,
+                // so another may carry it.
                 if fresh {
                     return Err(SendError::Request(e));
                 }
                 continue;
             }
-            // A plain-HTTP proxy is sent the whole URL; a provider, the
-            // path.
-            *req.uri_mut() = if conn.proxied {
-                url.clone()
-            } else {
-                origin_form(url)
-            };
-            match conn.tx.try_send_request(req).await {
-                Ok(resp) => {
-                    return Ok(resp.map(|b| Body::new(b, self.pool.clone(), origin, conn)));
-                }
-                Err(mut e) => match e.take_message() {
-                    // The connection closed before it took the request:
-                    // nothing was sent, so another may carry it.
-                    Some(back) if !fresh => req = back,
-                    _ => return Err(SendError::Request(e.into_error())),
-                },
-            }
+            let (head, framing) = conn.io.read_head().await.map_err(SendError::Request)?;
+            let body = Body::new(conn, &head, framing, self.pool.clone(), origin);
+            let mut resp = Response::new(body);
+            *resp.status_mut() = head.status;
+            *resp.version_mut() = head.version;
+            *resp.headers_mut() = head.headers;
+            return Ok(resp);
         }
     }
 
     /// A new connection to `url`'s origin (through a proxy when the
-    /// environment names one), its HTTP/1 driver running on its own task.
-    async fn connect(&self, url: &Uri) -> Result<pool::Conn, SendError> {
+    /// environment names one), driven by the requests that use it.
+    async fn connect(&self, url: &Uri) -> Result<Box<pool::Conn>, SendError> {
         let io = tower::ServiceExt::oneshot(self.connector.clone(), url.clone())
             .await
             .map_err(SendError::Connect)?;
         let proxied = io.connected().is_proxied();
-        let (tx, driver) = hyper::client::conn::http1::Builder::new()
-            .handshake(io)
-            .await
-            .map_err(SendError::Request)?;
-        tokio::spawn(async move {
-            if let Err(e) = driver.await {
-                tracing::debug!("provider connection ended: {e}");
-            }
-        });
-        Ok(pool::Conn { tx, proxied })
+        Ok(Box::new(pool::Conn {
+            io: h1::Connection::new(TokioIo::new(io)),
+            proxied,
+        }))
     }
-}
-
-/// `url` as a request line names it to the origin server: path and query.
-fn origin_form(url: &Uri) -> Uri {
-    let mut parts = http::uri::Parts::default();
-    parts.path_and_query = Some(
-        url.path_and_query()
-            .cloned()
-            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
-    );
-    Uri::from_parts(parts).expect("a path alone is a valid URI")
 }
 
 /// The `Host` header for `url`: its host, and its port when not the
@@ -315,7 +293,7 @@ impl tower_service::Service<Uri> for Route {
 
 /// A connected socket, and whether it reaches a plain-HTTP proxy (hyper
 /// then sends the whole URL in the request line).
-struct Leg {
+pub(super) struct Leg {
     io: TokioIo<TcpStream>,
     proxied: bool,
 }
