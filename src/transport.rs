@@ -33,7 +33,7 @@ use tokio::net::TcpStream;
 use crate::client::ProxyVars;
 use crate::config::GatewaySettings;
 
-mod h1;
+pub(crate) mod h1;
 mod pool;
 
 pub use pool::Body;

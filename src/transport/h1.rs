@@ -385,10 +385,41 @@ fn split(buf: &mut BytesMut, left: &mut u64) -> Option<Bytes> {
     Some(buf.split_to(n).freeze())
 }
 
-/// Where a header's name and value lie in the head.
-struct Span {
+/// Where a header's name and value lie in a head.
+pub(crate) struct Span {
     name: (usize, usize),
     value: (usize, usize),
+}
+
+/// Where each of `lines` (parsed out of the buffer starting at `base`)
+/// lies: offsets, so that the values can be slices of the head once it is
+/// taken off the buffer, not copies.
+pub(crate) fn spans(lines: &[httparse::Header<'_>], base: *const u8) -> Vec<Span> {
+    let base = base as usize;
+    lines
+        .iter()
+        .map(|h| {
+            let name = h.name.as_ptr() as usize - base;
+            let value = h.value.as_ptr() as usize - base;
+            Span {
+                name: (name, name + h.name.len()),
+                value: (value, value + h.value.len()),
+            }
+        })
+        .collect()
+}
+
+/// The headers at `spans` of `head`, the values sharing its bytes.
+pub(crate) fn header_map(head: &Bytes, spans: &[Span]) -> Result<HeaderMap, &'static str> {
+    let mut headers = HeaderMap::with_capacity(spans.len());
+    for span in spans {
+        let name = HeaderName::from_bytes(&head[span.name.0..span.name.1])
+            .map_err(|_| "bad header name")?;
+        let value = HeaderValue::from_maybe_shared(head.slice(span.value.0..span.value.1))
+            .map_err(|_| "bad header value")?;
+        headers.append(name, value);
+    }
+    Ok(headers)
 }
 
 /// Parses the head at the front of `buf`, taking it off `buf`, when it is
@@ -413,21 +444,7 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<(Head, Framing)>, Error> {
             }
             Err(_) => return Err(Error::Malformed("not an HTTP/1.x response head")),
         };
-        // Offsets, so that the values can be slices of the head once it
-        // is taken off `buf`, not copies.
-        let base = buf.as_ptr() as usize;
-        let spans: Vec<Span> = resp
-            .headers
-            .iter()
-            .map(|h| {
-                let name = h.name.as_ptr() as usize - base;
-                let value = h.value.as_ptr() as usize - base;
-                Span {
-                    name: (name, name + h.name.len()),
-                    value: (value, value + h.value.len()),
-                }
-            })
-            .collect();
+        let spans = spans(resp.headers, buf.as_ptr());
         (
             len,
             resp.code.unwrap_or(0),
@@ -438,14 +455,7 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<(Head, Framing)>, Error> {
     let head = buf.split_to(len).freeze();
     let status =
         StatusCode::from_u16(code).map_err(|_| Error::Malformed("status code out of range"))?;
-    let mut headers = HeaderMap::with_capacity(spans.len());
-    for span in &spans {
-        let name = HeaderName::from_bytes(&head[span.name.0..span.name.1])
-            .map_err(|_| Error::Malformed("bad header name"))?;
-        let value = HeaderValue::from_maybe_shared(head.slice(span.value.0..span.value.1))
-            .map_err(|_| Error::Malformed("bad header value"))?;
-        headers.append(name, value);
-    }
+    let headers = header_map(&head, &spans).map_err(Error::Malformed)?;
     let version = if minor == 0 {
         Version::HTTP_10
     } else {
