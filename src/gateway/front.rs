@@ -30,6 +30,11 @@ impl Front {
         }
     }
 
+    /// The largest request body the handlers take now.
+    pub fn max_body(&self) -> usize {
+        self.state.config().gateway.max_body
+    }
+
     /// Serves one request.
     pub async fn call(self, req: http::Request<Body>) -> Response {
         let Some(api) = hot_route(&req) else {

@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ConnectInfo;
+use bytes::Bytes;
 
 use super::front::Front;
 use hyper::body::Incoming;
@@ -23,6 +24,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+
+mod h1;
 
 /// `gateway.header_timeout` as the config has it now, read once per
 /// connection (so a reload applies to the connections after it).
@@ -94,6 +97,19 @@ async fn connection(
         // shutdown until the header deadline.
         _ = draining.cancelled() => return,
     };
+    let mut tcp = tcp;
+    let read = if h2 {
+        Bytes::new()
+    } else {
+        match h1::serve(&mut tcp, peer, &app, &draining, header_timeout).await {
+            Ok(h1::Ended::Closed) => return,
+            Ok(h1::Ended::HandOver(read)) => read,
+            Err(e) => {
+                tracing::debug!(%peer, "connection ended: {e}");
+                return;
+            }
+        }
+    };
     let svc = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
         req.extensions_mut().insert(ConnectInfo(peer));
         let app = app.clone();
@@ -103,7 +119,7 @@ async fn connection(
             Ok::<_, std::convert::Infallible>(app.call(req.map(axum::body::Body::new)).await)
         })
     });
-    let io = TokioIo::new(tcp);
+    let io = TokioIo::new(h1::Rewind { read, tcp });
     let served = if h2 {
         let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
             .serve_connection(io, svc);
