@@ -11,6 +11,7 @@ pub mod demo;
 pub mod events;
 pub mod gateway;
 pub mod gemini;
+pub mod json;
 pub mod metrics;
 pub mod pool;
 pub mod report;

@@ -108,35 +108,6 @@ impl Api {
 /// otherwise go upstream on a credential's account.
 const MAX_JSON_DEPTH: usize = 64;
 
-/// Whether `body` opens more than `limit` arrays/objects at once (strings,
-/// escapes included, are skipped). One pass, no allocation.
-fn nesting_exceeds(body: &[u8], limit: usize) -> bool {
-    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
-    for &b in body {
-        if in_string {
-            match (escaped, b) {
-                (true, _) => escaped = false,
-                (false, b'\\') => escaped = true,
-                (false, b'"') => in_string = false,
-                _ => {}
-            }
-            continue;
-        }
-        match b {
-            b'"' => in_string = true,
-            b'[' | b'{' => {
-                depth += 1;
-                if depth > limit {
-                    return true;
-                }
-            }
-            b']' | b'}' => depth = depth.saturating_sub(1),
-            _ => {}
-        }
-    }
-    false
-}
-
 /// Reads and checks a client request of `api`, routes its model, and
 /// converts the body for the provider when the formats differ.
 pub(super) async fn inbound(
@@ -164,7 +135,7 @@ pub(super) async fn inbound(
             ApiError::bad_request("the request body must be a JSON object").code("invalid_json"),
         );
     }
-    if nesting_exceeds(&body, MAX_JSON_DEPTH) {
+    if crate::json::nests_deeper_than(&body, MAX_JSON_DEPTH) {
         return Err(ApiError::bad_request(format!(
             "the request body nests JSON deeper than {MAX_JSON_DEPTH} levels"
         ))
@@ -266,44 +237,4 @@ fn unsupported(endpoint: Endpoint, model: &str, provider: &crate::config::Provid
     ))
     .param("model")
     .code("unsupported_endpoint")
-}
-
-#[cfg(test)]
-mod tests {
-    use proptest::prelude::*;
-
-    use super::nesting_exceeds;
-
-    #[test]
-    fn nesting_counts_structure_not_strings() {
-        assert!(!nesting_exceeds(br#"{"a":[[1],[2]]}"#, 3));
-        assert!(nesting_exceeds(br#"{"a":[[1],[2]]}"#, 2));
-        // Brackets and escaped quotes inside strings do not count.
-        assert!(!nesting_exceeds(br#"{"a":"[[[[\"{{{{"}"#, 1));
-        assert!(!nesting_exceeds(b"", 0));
-    }
-
-    proptest! {
-        #![proptest_config(ProptestConfig::with_cases(2000))]
-
-        /// Agrees with the real nesting of any JSON value serde writes.
-        #[test]
-        fn nesting_agrees_with_serde(depth in 0usize..100, wrap in prop::bool::ANY, text in ".*") {
-            let mut v = serde_json::Value::String(text);
-            for i in 0..depth {
-                v = if (i % 2 == 0) == wrap {
-                    serde_json::json!([v])
-                } else {
-                    serde_json::json!({ "k": v })
-                };
-            }
-            let bytes = serde_json::to_vec(&v).unwrap();
-            prop_assert_eq!(nesting_exceeds(&bytes, 64), depth > 64);
-        }
-
-        #[test]
-        fn nesting_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
-            let _ = nesting_exceeds(&bytes, 64);
-        }
-    }
 }

@@ -112,28 +112,19 @@ pub fn wire(kind: ProviderKind, endpoint: Endpoint) -> Option<Wire> {
 }
 
 /// The usage in a whole (non-streamed) answer; `None` when it has none.
+/// Only the top-level `usage` member is parsed: the rest of the answer
+/// (its text, its tool calls) is skipped over, not decoded.
 pub fn from_body(wire: Wire, body: &[u8]) -> Option<Usage> {
+    let raw = crate::json::member(body, "usage")?;
     match wire {
         Wire::OpenAiChat | Wire::OpenAiResponses => {
-            #[derive(Deserialize)]
-            struct Body {
-                usage: Option<OpenAiUsage>,
-            }
-            serde_json::from_slice::<Body>(body)
+            serde_json::from_slice::<Option<OpenAiUsage>>(raw)
                 .ok()?
-                .usage
                 .map(|u| u.usage())
         }
-        Wire::Anthropic => {
-            #[derive(Deserialize)]
-            struct Body {
-                usage: Option<AnthropicUsage>,
-            }
-            serde_json::from_slice::<Body>(body)
-                .ok()?
-                .usage
-                .map(|u| u.usage())
-        }
+        Wire::Anthropic => serde_json::from_slice::<Option<AnthropicUsage>>(raw)
+            .ok()?
+            .map(|u| u.usage()),
     }
 }
 
@@ -303,6 +294,14 @@ mod tests {
         assert_eq!(u.total(), 17);
         assert_eq!(from_body(Wire::OpenAiChat, br#"{"id":"x"}"#), None);
         assert_eq!(from_body(Wire::OpenAiChat, b"not json"), None);
+        assert_eq!(from_body(Wire::OpenAiChat, br#"{"usage":null}"#), None);
+        // Only the answer's own usage counts, not one its text or a nested
+        // object mentions.
+        let body = br#"{"choices":[{"message":{"content":"{\"usage\":{\"prompt_tokens\":99}}","usage":{"prompt_tokens":98}}}]}"#;
+        assert_eq!(from_body(Wire::OpenAiChat, body), None);
+        let body = br#"{"choices":[{"usage":{"prompt_tokens":98}}],"usage":{"prompt_tokens":2,"completion_tokens":1}}"#;
+        let u = from_body(Wire::OpenAiChat, body).unwrap();
+        assert_eq!((u.input, u.output), (2, 1));
     }
 
     #[test]
