@@ -399,18 +399,19 @@ fn finish(ctx: &mut Ctx<'_>, resp: &mut Response, ttfb: Option<Duration>) {
     ctx.state.pool.finish(std::mem::take(&mut ctx.record));
 }
 
+/// Checked once, at compile time, not on every answer.
+const ATTEMPTS_HEADER: HeaderName = HeaderName::from_static("x-tokenyard-attempts");
+const CREDENTIAL_HEADER: HeaderName = HeaderName::from_static("x-tokenyard-credential");
+
 fn route_headers(ctx: &Ctx<'_>, h: &mut HeaderMap) {
     if !ctx.req.generation.config().gateway.route_headers {
         return;
     }
-    h.insert(
-        HeaderName::from_static("x-tokenyard-attempts"),
-        HeaderValue::from(ctx.record.attempts),
-    );
+    h.insert(ATTEMPTS_HEADER, HeaderValue::from(ctx.record.attempts));
     if let Some(name) = ctx.record.path.last()
         && let Ok(v) = HeaderValue::from_str(name)
     {
-        h.insert(HeaderName::from_static("x-tokenyard-credential"), v);
+        h.insert(CREDENTIAL_HEADER, v);
     }
 }
 

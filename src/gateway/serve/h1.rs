@@ -113,8 +113,7 @@ pub(super) async fn serve(
         *req.headers_mut() = headers;
         req.extensions_mut().insert(ConnectInfo(peer));
         let answer = {
-            // Boxed once: the front door's future is the whole dispatch.
-            let mut call = Box::pin(app.clone().call(req));
+            let mut call = std::pin::pin!(app.clone().call(req));
             tokio::select! {
                 biased;
                 answer = &mut call => answer,
