@@ -33,6 +33,12 @@ pub struct Cli {
     /// Also write log lines to this file (appended).
     #[arg(long, global = true, value_name = "PATH")]
     pub log_file: Option<PathBuf>,
+    /// Threads that serve requests (default: one per core the process may
+    /// use). On a machine shared with its clients, fewer leave them room;
+    /// see the README's Performance section.
+    #[arg(long, global = true, env = "TOKENYARD_WORKERS", value_name = "N",
+          value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub workers: Option<u16>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -92,10 +98,11 @@ pub fn main(cli: Cli) -> ExitCode {
         eprintln!("error: {e:#}");
         return ExitCode::FAILURE;
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = cli.workers {
+        builder.worker_threads(usize::from(n));
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

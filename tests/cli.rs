@@ -429,13 +429,22 @@ async fn quick_start_from_the_environment() {
     }
     assert!(stdout.contains(&sim.base_url()), "{stdout}");
 
-    // And it serves: any model, both keys in turn.
+    // And it serves: any model, both keys in turn (on one request thread,
+    // as `--workers 1` asks).
     let log = home.path().join("gateway.log");
     let mut cmd = tokenyard(home.path());
-    cmd.args(["serve", "--no-tui", "--listen", "127.0.0.1:0", "--log-file"])
-        .arg(&log)
-        .env("TOKENYARD_UPSTREAM", sim.base_url())
-        .env("TOKENYARD_KEYS", "k1,k2");
+    cmd.args([
+        "serve",
+        "--no-tui",
+        "--listen",
+        "127.0.0.1:0",
+        "--workers",
+        "1",
+    ])
+    .arg("--log-file")
+    .arg(&log)
+    .env("TOKENYARD_UPSTREAM", sim.base_url())
+    .env("TOKENYARD_KEYS", "k1,k2");
     let mut gw = spawn_until(cmd, "listening on").await;
     let base = url_in(&gw.line);
     let client = common::client();
@@ -684,6 +693,29 @@ async fn attach_without_a_terminal_says_what_to_use_instead() {
     cmd.args(["attach", "not a url"]);
     let out = run(cmd).await;
     assert_eq!(out.status.code(), Some(2), "clap rejects it");
+}
+
+#[tokio::test]
+async fn workers_out_of_range_is_a_clear_error() {
+    let home = tempfile::tempdir().unwrap();
+    for (flag, env) in [
+        (Some("0"), None),
+        (None, Some("2000")),
+        (None, Some("many")),
+    ] {
+        let mut cmd = tokenyard(home.path());
+        cmd.arg("check");
+        if let Some(n) = flag {
+            cmd.args(["--workers", n]);
+        }
+        if let Some(n) = env {
+            cmd.env("TOKENYARD_WORKERS", n);
+        }
+        let out = run(cmd).await;
+        assert_eq!(out.status.code(), Some(2), "clap rejects it");
+        let err = text(&out.stderr);
+        assert!(err.contains("--workers <N>"), "{err}");
+    }
 }
 
 #[tokio::test]
