@@ -145,15 +145,7 @@ async fn a_connection_handed_to_hyper_keeps_serving() {
     tcp.write_all(wire.as_bytes()).await.unwrap();
     let mut wire = first;
     wire.extend(read_all(&mut tcp).await);
-    let mut rest = &wire[..];
-    for n in 0..3 {
-        let (status, head, body, more) = answer(rest);
-        assert_eq!(status, 200, "answer {n}: {head}");
-        let json: Value = serde_json::from_slice(&body).unwrap();
-        assert_eq!(json["object"], "chat.completion", "answer {n}");
-        rest = more;
-    }
-    assert!(rest.is_empty());
+    chat_answers(&wire, 3);
     gw.stop().await;
 }
 
@@ -210,14 +202,20 @@ async fn a_body_that_follows_its_head_is_read_as_it_comes() {
         .await
         .unwrap();
     let wire = read_all(&mut tcp).await;
-    let mut rest = &wire[..];
-    for n in 0..2 {
+    chat_answers(&wire, 2);
+    gw.stop().await;
+}
+
+/// `wire` holds `n` whole chat completions with status 200, and nothing
+/// after them.
+fn chat_answers(wire: &[u8], n: usize) {
+    let mut rest = wire;
+    for i in 0..n {
         let (status, head, body, more) = answer(rest);
-        assert_eq!(status, 200, "answer {n}: {head}");
+        assert_eq!(status, 200, "answer {i}: {head}");
         let json: Value = serde_json::from_slice(&body).unwrap();
-        assert_eq!(json["object"], "chat.completion", "answer {n}");
+        assert_eq!(json["object"], "chat.completion", "answer {i}");
         rest = more;
     }
-    assert!(rest.is_empty());
-    gw.stop().await;
+    assert!(rest.is_empty(), "bytes after the last answer");
 }
