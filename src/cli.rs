@@ -331,38 +331,53 @@ async fn attach(args: AttachArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// A token cancelled on SIGINT or SIGTERM. A second signal exits at once.
+/// The handlers are in place when this returns, and stay in place between
+/// the two signals: a second signal sent the moment the first took effect
+/// is not lost.
 pub fn shutdown_on_signal() -> CancellationToken {
     let token = CancellationToken::new();
     let t = token.clone();
+    let mut signals = Signals::new();
     tokio::spawn(async move {
-        wait_for_signal().await;
+        signals.next().await;
         tracing::info!("shutting down: draining in-flight requests (signal again to exit now)");
         t.cancel();
-        wait_for_signal().await;
+        signals.next().await;
         tracing::warn!("second signal: exiting without draining");
         std::process::exit(130);
     });
     token
 }
 
-async fn wait_for_signal() {
+/// SIGINT and SIGTERM, each listened to from creation on.
+struct Signals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut term = match signal(SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-                return;
-            }
-        };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
+    listeners: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
+}
+
+impl Signals {
+    fn new() -> Signals {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let listeners = signal(SignalKind::interrupt())
+                .ok()
+                .zip(signal(SignalKind::terminate()).ok());
+            Signals { listeners }
         }
+        #[cfg(not(unix))]
+        Signals {}
     }
-    #[cfg(not(unix))]
-    {
+
+    async fn next(&mut self) {
+        #[cfg(unix)]
+        if let Some((int, term)) = &mut self.listeners {
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
         let _ = tokio::signal::ctrl_c().await;
     }
 }
