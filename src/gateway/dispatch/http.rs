@@ -70,11 +70,11 @@ pub(super) async fn send_once(ctx: &mut Ctx<'_>, lease: &Lease, token: &Secret) 
             lease.settings(),
             SystemTime::now(),
         );
-        let mut out_headers = client_headers(&headers);
         let event_stream = headers
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.starts_with("text/event-stream"));
+        let mut out_headers = client_headers(headers);
         if event_stream {
             // Read until the first whole event: before it, a failure is
             // still invisible to the client and can be retried.
@@ -193,21 +193,26 @@ pub(super) async fn send_once(ctx: &mut Ctx<'_>, lease: &Lease, token: &Secret) 
             match conversion.client_error(status, &body) {
                 // The client reads errors in its own format.
                 Some(err) => err.into_response_as(conversion.client),
-                None => response(status, client_headers(&headers), Body::from(body)),
+                None => response(status, client_headers(headers), Body::from(body)),
             }
         },
     )
     .await
 }
 
-fn client_headers(upstream: &HeaderMap) -> HeaderMap {
-    let mut out = HeaderMap::with_capacity(upstream.len());
-    for (k, v) in upstream {
-        if upstream::forward_response_header(k.as_str()) {
-            out.append(k.clone(), v.clone());
-        }
+/// The headers of an upstream answer that its client is given.
+fn client_headers(mut upstream: HeaderMap) -> HeaderMap {
+    // Pruned in place, not copied: most answers lose only their framing
+    // headers.
+    let dropped: Vec<HeaderName> = upstream
+        .keys()
+        .filter(|k| !upstream::forward_response_header(k.as_str()))
+        .cloned()
+        .collect();
+    for name in &dropped {
+        upstream.remove(name);
     }
-    out
+    upstream
 }
 
 enum BodyError {
