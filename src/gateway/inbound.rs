@@ -6,8 +6,10 @@
 use std::borrow::Cow;
 
 use axum::body::Body;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
+use futures_util::FutureExt;
 use http::{HeaderMap, StatusCode, header};
+use http_body_util::BodyExt;
 use serde::Deserialize;
 
 use super::error::{ApiError, Format};
@@ -53,29 +55,55 @@ async fn read_body(
         return Err(too_large());
     }
     // A client that trickles its body (slow loris) holds a connection and
-    // a concurrency place; it gets a bounded time to finish.
-    let read = tokio::time::timeout(timeout, axum::body::to_bytes(body, max))
-        .await
-        .map_err(|_| {
-            ApiError::new(
-                StatusCode::REQUEST_TIMEOUT,
-                "invalid_request_error",
-                format!(
-                    "the request body did not arrive within {} (gateway.body_timeout)",
-                    human(timeout)
-                ),
-            )
-            .code("body_timeout")
-        })?;
-    read.map_err(|e| {
-        let is_limit = std::error::Error::source(&e)
-            .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
-        if is_limit {
-            too_large()
-        } else {
-            ApiError::bad_request("could not read the request body").code("body_read_error")
+    // a concurrency place; it gets a bounded time to finish. A body that
+    // came whole with its head (most do) is taken at once, with no timer.
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut body = body;
+    let mut first: Option<Bytes> = None;
+    let mut rest = BytesMut::new();
+    loop {
+        let frame = match body.frame().now_or_never() {
+            Some(frame) => frame,
+            None => tokio::time::timeout_at(deadline, body.frame())
+                .await
+                .map_err(|_| {
+                    ApiError::new(
+                        StatusCode::REQUEST_TIMEOUT,
+                        "invalid_request_error",
+                        format!(
+                            "the request body did not arrive within {} (gateway.body_timeout)",
+                            human(timeout)
+                        ),
+                    )
+                    .code("body_timeout")
+                })?,
+        };
+        let data = match frame {
+            None => break,
+            Some(Err(_)) => {
+                return Err(ApiError::bad_request("could not read the request body")
+                    .code("body_read_error"));
+            }
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(data) => data,
+                // Trailers: nothing the gateway reads.
+                Err(_) => continue,
+            },
+        };
+        let held = first.as_ref().map_or(0, Bytes::len) + rest.len();
+        if held + data.len() > max {
+            return Err(too_large());
         }
-    })
+        match first.take() {
+            None if rest.is_empty() => first = Some(data),
+            None => rest.extend_from_slice(&data),
+            Some(earlier) => {
+                rest.extend_from_slice(&earlier);
+                rest.extend_from_slice(&data);
+            }
+        }
+    }
+    Ok(first.unwrap_or_else(|| rest.freeze()))
 }
 
 /// A client API: the format it speaks and the provider endpoint it needs
