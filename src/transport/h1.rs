@@ -129,19 +129,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Connection<I> {
         head.extend_from_slice(b" HTTP/1.1\r\nhost: ");
         head.extend_from_slice(host);
         head.extend_from_slice(b"\r\n");
-        for (name, value) in headers {
-            if name == header::HOST
-                || name == header::CONTENT_LENGTH
-                || name == header::TRANSFER_ENCODING
-                || name == header::CONNECTION
-            {
-                continue;
-            }
-            head.extend_from_slice(name.as_str().as_bytes());
-            head.extend_from_slice(b": ");
-            head.extend_from_slice(value.as_bytes());
-            head.extend_from_slice(b"\r\n");
-        }
+        push_header_lines(&mut head, headers, &[header::HOST]);
         head.extend_from_slice(b"content-length: ");
         push_decimal(&mut head, body.len() as u64);
         head.extend_from_slice(b"\r\n\r\n");
@@ -224,7 +212,51 @@ fn poll_fill<I: AsyncRead + Unpin>(
     tokio_util::io::poll_read_buf(Pin::new(io), cx, buf)
 }
 
-fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
+/// `name: value` lines for `headers`, leaving out the framing headers
+/// (`content-length`, `transfer-encoding`, `connection`: they follow from
+/// the body and the connection) and those in `also_skip`.
+pub(crate) fn push_header_lines(out: &mut Vec<u8>, headers: &HeaderMap, also_skip: &[HeaderName]) {
+    for (name, value) in headers {
+        if name == header::CONTENT_LENGTH
+            || name == header::TRANSFER_ENCODING
+            || name == header::CONNECTION
+            || also_skip.contains(name)
+        {
+            continue;
+        }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+}
+
+/// A `content-length` value (or one item of a list of them): digits only,
+/// at most 15 of them.
+pub(crate) fn length_digits(v: &[u8]) -> Option<u64> {
+    let v = v.trim_ascii();
+    if v.is_empty() || v.len() > 15 || !v.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(v.iter().fold(0, |n, &d| n * 10 + u64::from(d - b'0')))
+}
+
+/// `n` in hexadecimal, as a chunk's size line has it.
+pub(crate) fn push_hex(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 16];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b"0123456789abcdef"[(n & 0xf) as usize];
+        n >>= 4;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
+pub(crate) fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
     let mut digits = [0u8; 20];
     let mut i = digits.len();
     loop {
@@ -500,11 +532,7 @@ fn framing(status: StatusCode, headers: &HeaderMap) -> Result<Framing, Error> {
         // A list of equal values is one length; differing ones are an
         // error, as is anything but digits.
         for part in value.as_bytes().split(|&b| b == b',') {
-            let part = part.trim_ascii();
-            if part.is_empty() || !part.iter().all(u8::is_ascii_digit) || part.len() > 19 {
-                return Err(Error::Malformed("bad content-length"));
-            }
-            let n = part.iter().fold(0u64, |n, &d| n * 10 + u64::from(d - b'0'));
+            let n = length_digits(part).ok_or(Error::Malformed("bad content-length"))?;
             if length.is_some_and(|l| l != n) {
                 return Err(Error::Malformed("conflicting content-length values"));
             }
@@ -706,6 +734,39 @@ mod tests {
             conn.read_head().await.err(),
             Some(Error::ClosedBeforeHead)
         ));
+    }
+
+    #[test]
+    fn numbers_on_the_wire() {
+        use super::{length_digits, push_decimal, push_hex};
+        let mut out = Vec::new();
+        for n in [0u64, 9, 10, 255, 4096, 0xdead_beef] {
+            out.clear();
+            push_hex(&mut out, n);
+            assert_eq!(out, format!("{n:x}").as_bytes());
+            out.clear();
+            push_decimal(&mut out, n);
+            assert_eq!(out, n.to_string().as_bytes());
+        }
+        assert_eq!(length_digits(b" 42 "), Some(42));
+        assert_eq!(length_digits(b"999999999999999"), Some(999_999_999_999_999));
+        for bad in [
+            &b""[..],
+            b" ",
+            b"-1",
+            b"+1",
+            b"1e3",
+            b"0x10",
+            b"1 2",
+            b"1000000000000000",
+        ] {
+            assert_eq!(
+                length_digits(bad),
+                None,
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
     }
 
     #[tokio::test]

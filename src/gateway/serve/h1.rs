@@ -31,7 +31,9 @@ use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 use super::super::front::Front;
-use crate::transport::h1::{header_map, spans};
+use crate::transport::h1::{
+    header_map, length_digits, push_decimal, push_header_lines, push_hex, spans,
+};
 
 /// More header lines than this: hyper's (which answers 431).
 const MAX_HEADERS: usize = 100;
@@ -248,7 +250,7 @@ fn parse(buf: &[u8], max_body: usize) -> Parsed {
     for h in req.headers.iter() {
         let name = h.name;
         if name.eq_ignore_ascii_case("content-length") {
-            let Some(n) = decimal(h.value) else {
+            let Some(n) = length_digits(h.value).and_then(|n| usize::try_from(n).ok()) else {
                 return Parsed::Other;
             };
             if body_len.is_some_and(|l| l != n) {
@@ -286,15 +288,6 @@ fn parse(buf: &[u8], max_body: usize) -> Parsed {
     )
 }
 
-/// A `content-length` value: digits only.
-fn decimal(v: &[u8]) -> Option<usize> {
-    let v = v.trim_ascii();
-    if v.is_empty() || v.len() > 15 || !v.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    Some(v.iter().fold(0, |n, &d| n * 10 + usize::from(d - b'0')))
-}
-
 /// Writes `answer`; `false` when the client went away before its end
 /// (then the connection is closed). A body whose length is known is sent
 /// with `content-length`, any other `chunked`, each piece as it comes.
@@ -316,7 +309,7 @@ async fn write_answer(
         match length {
             Some(n) => {
                 out.extend_from_slice(b"content-length: ");
-                out.extend_from_slice(n.to_string().as_bytes());
+                push_decimal(&mut out, n);
                 out.extend_from_slice(b"\r\n");
             }
             None => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
@@ -363,7 +356,8 @@ async fn write_answer(
                     continue;
                 }
                 if chunked {
-                    out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+                    push_hex(&mut out, data.len() as u64);
+                    out.extend_from_slice(b"\r\n");
                 }
                 if data.len() > COALESCE {
                     tcp.write_all(&out).await?;
@@ -396,18 +390,7 @@ fn write_head(out: &mut Vec<u8>, status: StatusCode, headers: &HeaderMap, keep_a
     out.push(b' ');
     out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
     out.extend_from_slice(b"\r\n");
-    for (name, value) in headers {
-        if name == header::CONTENT_LENGTH
-            || name == header::TRANSFER_ENCODING
-            || name == header::CONNECTION
-        {
-            continue;
-        }
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
-    }
+    push_header_lines(out, headers, &[]);
     if !headers.contains_key(header::DATE) {
         out.extend_from_slice(b"date: ");
         date(out);
