@@ -246,7 +246,9 @@ pub fn event_line(event: &Event) -> Option<(Level, String)> {
 /// Logs pool events through `tracing` until `stop`. A lag is reported and
 /// skipped, never fatal.
 pub async fn log_events(pool: PoolHandle, stop: CancellationToken) {
-    let mut rx = pool.subscribe();
+    // Finished requests are logged (at debug) where they finish: this task
+    // is not woken for each.
+    let mut rx = pool.subscribe_changes();
     // Credential events also carry counter and token updates; only a change
     // of state is worth a line.
     let mut states: HashMap<String, State> = HashMap::new();
@@ -267,17 +269,6 @@ pub async fn log_events(pool: PoolHandle, stop: CancellationToken) {
             e = rx.recv() => e,
         };
         match event {
-            Ok(Event::Request { request: r, .. }) => {
-                tracing::debug!(
-                    "request {} {} {} → {} via {} in {:.0}ms",
-                    r.id,
-                    r.model,
-                    if r.stream { "stream" } else { "plain" },
-                    r.status,
-                    r.path.join(" → "),
-                    r.latency_ms
-                );
-            }
             Ok(Event::Credential { credential })
                 if states.get(&credential.name) == Some(&credential.state) => {}
             // The reload's notice says what changed; start over from the

@@ -98,6 +98,10 @@ struct Shell {
     /// reload; every method takes it once at its start and works on that.
     current: RwLock<Arc<Generation>>,
     events: broadcast::Sender<Event>,
+    /// The same events less the finished requests: for subscribers that
+    /// have nothing to do per request (the headless log), so a request
+    /// does not wake them.
+    changes: broadcast::Sender<Event>,
     /// Wakes requests waiting (`max_wait`) for a credential to come back.
     ready: Notify,
     /// Wakes the clock task when a deadline moved (or the generation did).
@@ -236,6 +240,7 @@ impl PoolHandle {
             .map(|c| Arc::new(TokenSlot::new(&c.auth)))
             .collect();
         let (events, _) = broadcast::channel(EVENT_CAPACITY);
+        let (changes, _) = broadcast::channel(EVENT_CAPACITY);
         let metrics = Metrics::new();
         let series = metrics.credentials(credential_infos(config));
         let n = config.credentials.len() as u64;
@@ -251,6 +256,7 @@ impl PoolHandle {
         let shell = Shell {
             current: RwLock::new(Arc::new(generation)),
             events,
+            changes,
             ready: Notify::new(),
             clock: Notify::new(),
             dirty: Notify::new(),

@@ -9,8 +9,17 @@ impl PoolHandle {
         self.shell.events.subscribe()
     }
 
+    /// Every event but [`Event::Request`]: what changes in the pool, its
+    /// providers and the gateway, without a wake-up per finished request.
+    pub fn subscribe_changes(&self) -> broadcast::Receiver<Event> {
+        self.shell.changes.subscribe()
+    }
+
     /// A sender for other parts (the gateway) that publish on the same bus.
     pub fn publish(&self, event: Event) {
+        if !matches!(event, Event::Request { .. }) && self.shell.changes.receiver_count() > 0 {
+            let _ = self.shell.changes.send(event.clone());
+        }
         let _ = self.shell.events.send(event);
     }
 
@@ -35,6 +44,17 @@ impl PoolHandle {
                 .add(record.tokens);
         }
         self.shell.metrics.request(&record);
+        // Said here rather than by the headless log's task, which would
+        // otherwise wake for every request (see `subscribe_changes`).
+        tracing::debug!(
+            "request {} {} {} → {} via {} in {:.0}ms",
+            record.id,
+            record.model,
+            if record.stream { "stream" } else { "plain" },
+            record.status,
+            record.path.join(" → "),
+            record.latency_ms
+        );
         self.publish(Event::Request {
             request: Arc::new(record),
             totals,
@@ -109,5 +129,42 @@ impl PoolHandle {
         self.publish(Event::Credential {
             credential: Arc::new(view),
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    fn pool() -> PoolHandle {
+        let toml = "listen = \"127.0.0.1:0\"\n[[provider]]\nname = \"p\"\nkind = \"openai\"\n\
+                    base_url = \"http://127.0.0.1:9\"\n[[credential]]\nname = \"a\"\napi_key = \"k-a\"\n";
+        let mut config = Config::parse(toml, "t.toml", Path::new("."), &|_| None).unwrap();
+        config.state_file = None;
+        PoolHandle::new(&config, crate::sim::test_client()).0
+    }
+
+    #[test]
+    fn the_changes_bus_carries_everything_but_finished_requests() {
+        let pool = pool();
+        let mut all = pool.subscribe();
+        let mut changes = pool.subscribe_changes();
+        pool.finish(crate::events::fixtures::request(1, 0, &["a"], 200));
+        pool.notice(Level::Info, "hello".into());
+        pool.rotation("a", None, "429");
+        assert!(matches!(all.try_recv(), Ok(Event::Request { .. })));
+        assert!(matches!(all.try_recv(), Ok(Event::Notice { .. })));
+        assert!(matches!(all.try_recv(), Ok(Event::Rotation { .. })));
+        match changes.try_recv() {
+            Ok(Event::Notice { message, .. }) => assert_eq!(message, "hello"),
+            other => panic!("expected the notice first, got {other:?}"),
+        }
+        assert!(matches!(changes.try_recv(), Ok(Event::Rotation { .. })));
+        assert!(
+            changes.try_recv().is_err(),
+            "nothing else on the changes bus"
+        );
     }
 }
