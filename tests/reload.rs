@@ -7,7 +7,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use common::{Cred, key, refresh};
@@ -90,17 +90,21 @@ struct Done {
 
 /// `clients` tasks sending requests back to back (every other one a
 /// stream of `pieces`) until `stop`.
+/// `opened_on_a` counts the streams served by `key-a` whose head has
+/// come.
 fn load(
     gw: &Running,
     clients: usize,
     pieces: u64,
     stop: Arc<AtomicBool>,
+    opened_on_a: Arc<AtomicUsize>,
 ) -> Vec<tokio::task::JoinHandle<Vec<Done>>> {
     let url = format!("{}/chat/completions", common::base(gw));
     (0..clients)
         .map(|c| {
             let url = url.clone();
             let stop = stop.clone();
+            let opened_on_a = opened_on_a.clone();
             tokio::spawn(async move {
                 let client = common::client();
                 let mut done = Vec::new();
@@ -126,6 +130,9 @@ fn load(
                                 let body = resp.text().await.unwrap_or_default();
                                 (credential, Some(format!("status {status}: {body}")))
                             } else if stream {
+                                if credential.as_deref() == Some("key-a") {
+                                    opened_on_a.fetch_add(1, Ordering::SeqCst);
+                                }
                                 let sse = common::read_sse(resp).await;
                                 let whole = sse.done
                                     && sse.error.is_none()
@@ -200,7 +207,8 @@ async fn credentials_come_and_go_under_load_without_a_failed_request() {
     let stop = Arc::new(AtomicBool::new(false));
     // Streams of 16 pieces, 25 ms apart: ~400 ms each, so some are always
     // in flight when a reload lands.
-    let tasks = load(&gw, 8, 16, stop.clone());
+    let opened_on_a = Arc::new(AtomicUsize::new(0));
+    let tasks = load(&gw, 8, 16, stop.clone(), opened_on_a.clone());
     tokio::time::sleep(Duration::from_millis(700)).await;
 
     // Add key-c: a file change, then the admin API.
@@ -239,6 +247,17 @@ async fn credentials_come_and_go_under_load_without_a_failed_request() {
         ],
         "",
     );
+    // The removal lands just after a key-a stream's head came (~400 ms
+    // before its end): waited for, not left to chance on a loaded machine.
+    let waited = Instant::now();
+    let before = opened_on_a.load(Ordering::SeqCst);
+    while opened_on_a.load(Ordering::SeqCst) == before {
+        assert!(
+            waited.elapsed() < Duration::from_secs(10),
+            "no key-a stream opened in 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
     let removing = Instant::now();
     let summary = gw.reload("SIGHUP").await.expect("the reload is accepted");
     let removed = Instant::now();
@@ -422,7 +441,7 @@ async fn a_broken_config_is_refused_and_the_old_one_keeps_serving() {
     let gw = start_from(&path, false).await;
     let mut events = gw.pool.subscribe();
     let stop = Arc::new(AtomicBool::new(false));
-    let tasks = load(&gw, 2, 4, stop.clone());
+    let tasks = load(&gw, 2, 4, stop.clone(), Arc::default());
 
     // Not TOML at all.
     std::fs::write(&path, "[[credential]\nname = ").unwrap();
