@@ -10,8 +10,28 @@ impl PoolHandle {
     /// retired the lease's generation, to the same credential in the
     /// current one: a 429 that arrives mid-reload still cools it).
     pub fn record(&self, lease: &Lease, verdict: &Verdict, status: Option<u16>, latency: Duration) {
-        let now = Instant::now();
-        let wall = SystemTime::now();
+        self.record_at(
+            lease,
+            verdict,
+            status,
+            latency,
+            Instant::now(),
+            SystemTime::now(),
+        );
+    }
+
+    /// [`PoolHandle::record`] at a time the caller has read already (`now`
+    /// and `wall` of one instant): the request path reads the clocks once
+    /// per answer rather than once per report.
+    pub fn record_at(
+        &self,
+        lease: &Lease,
+        verdict: &Verdict,
+        status: Option<u16>,
+        latency: Duration,
+        now: Instant,
+        wall: SystemTime,
+    ) {
         let applied = self.apply(&lease.generation, lease.idx, |core, i| {
             core.totals.attempts += 1;
             let provider = core.creds[i].provider;
@@ -75,8 +95,7 @@ impl PoolHandle {
     /// limit (the latest report wins), for the views and `[pool] strategy`.
     /// Published with the credential's next change or snapshot: it moves
     /// on every answer, as the counters do.
-    pub fn note_capacity(&self, lease: &Lease, report: crate::vocab::Capacity) {
-        let now = Instant::now();
+    pub fn note_capacity(&self, lease: &Lease, report: crate::vocab::Capacity, now: Instant) {
         self.apply(&lease.generation, lease.idx, |core, i| {
             core.note_capacity(i, report.clone(), now)
         });
@@ -90,8 +109,18 @@ impl PoolHandle {
     /// A credential whose budget this answer reaches is held at once (see
     /// [`crate::config::Budget`]), like a provider's depleted limit.
     pub fn add_usage(&self, lease: &Lease, usage: Option<crate::vocab::Usage>) {
-        let now = Instant::now();
-        let ms = unix_ms(SystemTime::now());
+        self.add_usage_at(lease, usage, Instant::now(), SystemTime::now());
+    }
+
+    /// [`PoolHandle::add_usage`] at a time the caller has read already.
+    pub fn add_usage_at(
+        &self,
+        lease: &Lease,
+        usage: Option<crate::vocab::Usage>,
+        now: Instant,
+        wall: SystemTime,
+    ) {
+        let ms = unix_ms(wall);
         let applied = self.apply(&lease.generation, lease.idx, |core, i| {
             let zone = &core.settings.usage_zone;
             let c = &mut core.creds[i];

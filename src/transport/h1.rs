@@ -87,7 +87,14 @@ pub struct Connection<I> {
 pub struct Head {
     pub status: StatusCode,
     pub version: Version,
+    /// The answer's headers less the framing ones (`content-length`,
+    /// `transfer-encoding`, `connection`, `keep-alive`, `trailer`,
+    /// `upgrade`): they describe this hop, which the exchange has dealt
+    /// with, and no client is given them.
     pub headers: HeaderMap,
+    /// What the framing headers said of the connection's reuse (see
+    /// [`reusable`]).
+    keep: bool,
 }
 
 impl<I: AsyncRead + AsyncWrite + Unpin> Connection<I> {
@@ -426,10 +433,13 @@ pub(crate) struct Span {
 /// Where each of `lines` (parsed out of the buffer starting at `base`)
 /// lies: offsets, so that the values can be slices of the head once it is
 /// taken off the buffer, not copies.
-pub(crate) fn spans(lines: &[httparse::Header<'_>], base: *const u8) -> Vec<Span> {
+pub(crate) fn spans<'h, 'b: 'h>(
+    lines: impl IntoIterator<Item = &'h httparse::Header<'b>>,
+    base: *const u8,
+) -> Vec<Span> {
     let base = base as usize;
     lines
-        .iter()
+        .into_iter()
         .map(|h| {
             let name = h.name.as_ptr() as usize - base;
             let value = h.value.as_ptr() as usize - base;
@@ -443,7 +453,9 @@ pub(crate) fn spans(lines: &[httparse::Header<'_>], base: *const u8) -> Vec<Span
 
 /// The headers at `spans` of `head`, the values sharing its bytes.
 pub(crate) fn header_map(head: &Bytes, spans: &[Span]) -> Result<HeaderMap, &'static str> {
-    let mut headers = HeaderMap::with_capacity(spans.len());
+    // Room for the few an answer gains on its way (the route headers,
+    // `cache-control`) without growing.
+    let mut headers = HeaderMap::with_capacity(spans.len() + 4);
     for span in spans {
         let name = HeaderName::from_bytes(&head[span.name.0..span.name.1])
             .map_err(|_| "bad header name")?;
@@ -460,7 +472,7 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<(Head, Framing)>, Error> {
     if buf.is_empty() {
         return Ok(None);
     }
-    let (len, code, minor, spans) = {
+    let (len, code, minor, spans, hop) = {
         let mut lines = [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS];
         let mut resp = httparse::Response::new(&mut []);
         let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
@@ -476,12 +488,15 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<(Head, Framing)>, Error> {
             }
             Err(_) => return Err(Error::Malformed("not an HTTP/1.x response head")),
         };
-        let spans = spans(resp.headers, buf.as_ptr());
+        let hop = Hop::read(resp.headers)?;
+        let kept = resp.headers.iter().filter(|h| !hop_by_hop(h.name));
+        let spans = spans(kept, buf.as_ptr());
         (
             len,
             resp.code.unwrap_or(0),
             resp.version.unwrap_or(1),
             spans,
+            hop,
         )
     };
     let head = buf.split_to(len).freeze();
@@ -493,82 +508,109 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<(Head, Framing)>, Error> {
     } else {
         Version::HTTP_11
     };
-    let framing = framing(status, &headers)?;
+    let framing = hop.framing(status);
+    // Both framings at once is a smuggling risk: not reused (RFC 9112
+    // §6.3); otherwise `connection` decides, HTTP/1.0 needing keep-alive.
+    let keep = !(hop.chunked.is_some() && hop.length.is_some())
+        && match version {
+            Version::HTTP_10 => hop.keep_alive && !hop.close,
+            _ => !hop.close,
+        };
     Ok(Some((
         Head {
             status,
             version,
             headers,
+            keep,
         },
         framing,
     )))
 }
 
-/// How the body of an answer to a `POST` is framed (RFC 9112 §6.3).
-fn framing(status: StatusCode, headers: &HeaderMap) -> Result<Framing, Error> {
-    if status.is_informational()
-        || status == StatusCode::NO_CONTENT
-        || status == StatusCode::NOT_MODIFIED
-    {
-        return Ok(Framing::Done);
-    }
-    if headers.contains_key(header::TRANSFER_ENCODING) {
-        // Only a final `chunked` frames the body; any other coding runs
-        // until the connection closes.
-        let last = headers
-            .get_all(header::TRANSFER_ENCODING)
-            .iter()
-            .next_back()
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.rsplit(',').next())
-            .map(str::trim);
-        return Ok(match last {
-            Some(coding) if coding.eq_ignore_ascii_case("chunked") => Framing::Chunked(Chunk::Size),
-            _ => Framing::UntilClose,
-        });
-    }
-    let mut length = None;
-    for value in headers.get_all(header::CONTENT_LENGTH) {
-        // A list of equal values is one length; differing ones are an
-        // error, as is anything but digits.
-        for part in value.as_bytes().split(|&b| b == b',') {
-            let n = length_digits(part).ok_or(Error::Malformed("bad content-length"))?;
-            if length.is_some_and(|l| l != n) {
-                return Err(Error::Malformed("conflicting content-length values"));
+/// The headers about this hop only, which an answer's [`Head`] leaves out.
+fn hop_by_hop(name: &str) -> bool {
+    const HOP: [&str; 6] = [
+        "connection",
+        "keep-alive",
+        "transfer-encoding",
+        "content-length",
+        "trailer",
+        "upgrade",
+    ];
+    HOP.iter().any(|h| h.eq_ignore_ascii_case(name))
+}
+
+/// What an answer's framing headers say, read off its parsed lines.
+struct Hop {
+    /// `transfer-encoding` was present: whether its last coding is
+    /// `chunked`.
+    chunked: Option<bool>,
+    /// The `content-length`, when one was given.
+    length: Option<u64>,
+    /// `connection: close`, `connection: keep-alive`.
+    close: bool,
+    keep_alive: bool,
+}
+
+impl Hop {
+    fn read(lines: &[httparse::Header<'_>]) -> Result<Hop, Error> {
+        let mut hop = Hop {
+            chunked: None,
+            length: None,
+            close: false,
+            keep_alive: false,
+        };
+        for line in lines {
+            let name = line.name;
+            if name.eq_ignore_ascii_case("transfer-encoding") {
+                // Only a final `chunked` frames the body; any other coding
+                // runs until the connection closes. The last line's last
+                // item is the final coding.
+                let last = line.value.rsplit(|&b| b == b',').next().unwrap_or(b"");
+                hop.chunked = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+            } else if name.eq_ignore_ascii_case("content-length") {
+                // A list of equal values is one length; differing ones are
+                // an error, as is anything but digits.
+                for part in line.value.split(|&b| b == b',') {
+                    let n = length_digits(part).ok_or(Error::Malformed("bad content-length"))?;
+                    if hop.length.is_some_and(|l| l != n) {
+                        return Err(Error::Malformed("conflicting content-length values"));
+                    }
+                    hop.length = Some(n);
+                }
+            } else if name.eq_ignore_ascii_case("connection") {
+                for token in line.value.split(|&b| b == b',') {
+                    let token = token.trim_ascii();
+                    hop.close |= token.eq_ignore_ascii_case(b"close");
+                    hop.keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
+                }
             }
-            length = Some(n);
+        }
+        Ok(hop)
+    }
+
+    /// How the body of an answer to a `POST` is framed (RFC 9112 §6.3).
+    fn framing(&self, status: StatusCode) -> Framing {
+        if status.is_informational()
+            || status == StatusCode::NO_CONTENT
+            || status == StatusCode::NOT_MODIFIED
+        {
+            return Framing::Done;
+        }
+        match (self.chunked, self.length) {
+            (Some(true), _) => Framing::Chunked(Chunk::Size),
+            (Some(false), _) | (None, None) => Framing::UntilClose,
+            (None, Some(0)) => Framing::Done,
+            (None, Some(n)) => Framing::Length(n),
         }
     }
-    Ok(match length {
-        None => Framing::UntilClose,
-        Some(0) => Framing::Done,
-        Some(n) => Framing::Length(n),
-    })
 }
 
 /// Whether the connection may carry another exchange after an answer
 /// with `head` has been read to its end; `framing` as `read_head` gave it,
 /// before the body was read.
 pub fn reusable(head: &Head, framing: &Framing) -> bool {
-    if !framing.delimited()
-        || head.headers.contains_key(header::TRANSFER_ENCODING)
-            && head.headers.contains_key(header::CONTENT_LENGTH)
-    {
-        return false;
-    }
-    let mut close = false;
-    let mut keep_alive = false;
-    for value in head.headers.get_all(header::CONNECTION) {
-        for token in value.as_bytes().split(|&b| b == b',') {
-            let token = token.trim_ascii();
-            close |= token.eq_ignore_ascii_case(b"close");
-            keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
-        }
-    }
-    match head.version {
-        Version::HTTP_10 => keep_alive && !close,
-        _ => !close,
-    }
+    framing.delimited() && head.keep
 }
 
 #[cfg(test)]
@@ -637,13 +679,15 @@ mod tests {
     async fn a_length_framed_answer_arriving_in_pieces() {
         let (mut conn, mut provider) = pair();
         provider
-            .write_all(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nX-Ratelimit-Remaining-Requests: 9\r\ncontent-length: 11\r\n\r\n{\"ok\"")
+            .write_all(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nX-Ratelimit-Remaining-Requests: 9\r\nConnection: keep-alive\r\ncontent-length: 11\r\n\r\n{\"ok\"")
             .await
             .unwrap();
         let (head, mut framing) = conn.read_head().await.unwrap();
         assert_eq!(head.status, 200);
         assert_eq!(head.headers["content-type"], "application/json");
         assert_eq!(head.headers["x-ratelimit-remaining-requests"], "9");
+        // The framing headers are this hop's: read, and not passed on.
+        assert_eq!(head.headers.len(), 2, "{:?}", head.headers);
         assert_eq!(framing, Framing::Length(11));
         provider.write_all(b":true}").await.unwrap();
         assert_eq!(
@@ -818,8 +862,17 @@ mod tests {
 
     #[tokio::test]
     async fn connection_close_and_http_1_0_are_not_reused() {
-        let cases: [(&[u8], bool); 4] = [
+        let cases: [(&[u8], bool); 6] = [
             (b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n", true),
+            (
+                b"HTTP/1.1 200 OK\r\nconnection: keep-alive, Close\r\ncontent-length: 0\r\n\r\n",
+                false,
+            ),
+            // Both framings: read as chunked, never reused.
+            (
+                b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n",
+                false,
+            ),
             (
                 b"HTTP/1.1 200 OK\r\nConnection: Close\r\ncontent-length: 0\r\n\r\n",
                 false,

@@ -52,24 +52,19 @@ pub(super) async fn send_once(ctx: &mut Ctx<'_>, lease: &Lease, token: &Secret) 
     let status = resp.status();
     // Taken, not copied: the body is read without them.
     let headers = std::mem::take(resp.headers_mut());
+    // When the head came: what its hints are counted from.
+    let answered = SystemTime::now();
     // What the answer (a success or a 429 alike) says is left of the key's
     // rate limit: shown per credential, and `[pool] strategy` may choose
     // by it.
-    if let Some(report) = upstream::capacity::capacity(&headers, SystemTime::now()) {
-        pool.note_capacity(lease, report);
+    if let Some(report) = upstream::capacity::capacity(&headers, answered) {
+        pool.note_capacity(lease, report, Instant::now());
     }
     let kind = lease.provider().kind;
     let wire = usage::wire(kind, ctx.req.endpoint);
 
     if status.is_success() {
-        let outcome = upstream::classify(
-            kind,
-            status,
-            &headers,
-            b"",
-            lease.settings(),
-            SystemTime::now(),
-        );
+        let outcome = upstream::classify(kind, status, &headers, b"", lease.settings(), answered);
         let event_stream = headers
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
@@ -109,13 +104,11 @@ pub(super) async fn send_once(ctx: &mut Ctx<'_>, lease: &Lease, token: &Secret) 
                     }
                 }
             };
-            pool.record(
-                lease,
-                &outcome.verdict(),
-                Some(status.as_u16()),
-                t0.elapsed(),
-            );
-            let ttfb = ctx.started.elapsed();
+            let now = Instant::now();
+            let verdict = outcome.verdict();
+            let status_code = Some(status.as_u16());
+            pool.record_at(lease, &verdict, status_code, now - t0, now, answered);
+            let ttfb = now - ctx.started;
             let mut record = ctx.record.clone();
             record.status = status.as_u16();
             record.ttfb_ms = Some(ttfb.as_secs_f64() * 1000.0);
@@ -147,22 +140,22 @@ pub(super) async fn send_once(ctx: &mut Ctx<'_>, lease: &Lease, token: &Secret) 
             }
         };
         let usage = wire.map(|w| usage::from_body(w, &body));
-        let body = match ctx.req.conversion.response(body, unix_secs()) {
+        // The clocks, once for everything this answer reports.
+        let (now, wall) = (Instant::now(), SystemTime::now());
+        let secs = unix_ms(wall) / 1000;
+        let body = match ctx.req.conversion.response(body, secs) {
             Ok(b) => b,
             Err(what) => return garbled(ctx, lease, t0, what),
         };
-        pool.record(
-            lease,
-            &outcome.verdict(),
-            Some(status.as_u16()),
-            t0.elapsed(),
-        );
+        let verdict = outcome.verdict();
+        let status_code = Some(status.as_u16());
+        pool.record_at(lease, &verdict, status_code, now - t0, now, wall);
         if let Some(usage) = usage {
-            pool.add_usage(lease, usage);
+            pool.add_usage_at(lease, usage, now, wall);
             ctx.record.tokens = usage;
         }
         let resp = response(status, out_headers, Body::from(body));
-        return Step::Answer(resp, Some(ctx.started.elapsed()));
+        return Step::Answer(resp, Some(now - ctx.started));
     }
 
     // Not a success: the body tells rate limit from quota, and other 4xx

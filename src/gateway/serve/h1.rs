@@ -71,8 +71,15 @@ pub(super) async fn serve(
 ) -> io::Result<Ended> {
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     let max_body = app.max_body();
+    // One timer and one drain waiter for the connection, not one per
+    // request: the timer is armed for the first head's deadline and, when
+    // it goes off early (a later head's deadline is further on), moved to
+    // the current one.
+    let drained = draining.cancelled();
+    let mut deadline = tokio::time::Instant::now() + header_timeout;
+    let timer = tokio::time::sleep_until(deadline);
+    tokio::pin!(drained, timer);
     loop {
-        let deadline = tokio::time::Instant::now() + header_timeout;
         let (head_len, request) = loop {
             match parse(&buf, max_body) {
                 Parsed::Partial if buf.len() < MAX_HEAD => {}
@@ -83,8 +90,14 @@ pub(super) async fn serve(
                 biased;
                 read = read_more(tcp, &mut buf) => read?,
                 // Between requests, the drain closes the connection.
-                _ = draining.cancelled(), if buf.is_empty() => return Ok(Ended::Closed),
-                _ = tokio::time::sleep_until(deadline) => return Ok(Ended::Closed),
+                _ = &mut drained, if buf.is_empty() => return Ok(Ended::Closed),
+                _ = &mut timer => {
+                    if tokio::time::Instant::now() >= deadline {
+                        return Ok(Ended::Closed);
+                    }
+                    timer.as_mut().reset(deadline);
+                    continue;
+                }
             };
             if read == 0 {
                 return Ok(Ended::Closed);
@@ -129,6 +142,7 @@ pub(super) async fn serve(
         if !write_answer(tcp, &mut buf, answer, keep_alive).await? || !keep_alive {
             return Ok(Ended::Closed);
         }
+        deadline = tokio::time::Instant::now() + header_timeout;
     }
 }
 
@@ -281,7 +295,7 @@ fn parse(buf: &[u8], max_body: usize) -> Parsed {
         Head {
             method,
             path: (path_at, path_at + path.len()),
-            spans: spans(req.headers, buf.as_ptr()),
+            spans: spans(req.headers.iter(), buf.as_ptr()),
             body_len,
             keep_alive,
         },
