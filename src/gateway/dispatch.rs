@@ -181,9 +181,12 @@ async fn run(state: &AppState, req: Inbound) -> Response {
         if ctx.record.attempts >= settings.max_attempts {
             break GiveUp::Attempts;
         }
+        // Made before the lease is tried, so no wake-up in between is
+        // missed: `notify_waiters` reaches a `Notified` from its creation,
+        // and a `notify_one` with nobody waiting leaves its permit. Not
+        // registered as a waiter (a lock each way) until it is awaited.
         let ready = pool.ready_changed();
         tokio::pin!(ready);
-        ready.as_mut().enable();
         let lease = match pool.lease_for(&req.generation, req.provider, &tried, req.session) {
             Ok(l) => l,
             // Every credential that could serve is at its concurrency cap:

@@ -5,10 +5,12 @@
 //! which moves the handler's large future again) is a tenth of the
 //! gateway's CPU per request on the bench.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
+use axum::extract::ConnectInfo;
 use axum::response::Response;
 
 use super::AppState;
@@ -35,9 +37,13 @@ impl Front {
         self.state.config().gateway.max_body
     }
 
-    /// Serves one request.
-    pub async fn call(self, req: http::Request<Body>) -> Response {
+    /// Answers `req` from `peer`. The peer goes into the request's
+    /// extensions (`ConnectInfo`) only on the router's way, where the
+    /// admin API asks for it: the API routes do not, and an extension map
+    /// is two allocations per request.
+    pub async fn call(self, mut req: http::Request<Body>, peer: SocketAddr) -> Response {
         let Some(api) = hot_route(&req) else {
+            req.extensions_mut().insert(ConnectInfo(peer));
             return match tower::ServiceExt::oneshot(self.router, req).await {
                 Ok(resp) => resp,
                 Err(never) => match never {},

@@ -29,10 +29,12 @@ pub(super) fn presented_key(headers: &HeaderMap) -> Option<&str> {
         }
     }
     headers
-        .get("x-api-key")
+        .get(X_API_KEY)
         .and_then(|v| v.to_str().ok())
         .map(str::trim)
 }
+
+const X_API_KEY: header::HeaderName = header::HeaderName::from_static("x-api-key");
 
 /// The format a client of `path` speaks, for the errors it gets before a
 /// handler runs.

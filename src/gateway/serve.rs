@@ -15,7 +15,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ConnectInfo;
 use bytes::Bytes;
 
 use super::front::Front;
@@ -110,13 +109,12 @@ async fn connection(
             }
         }
     };
-    let svc = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
-        req.extensions_mut().insert(ConnectInfo(peer));
+    let svc = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
         let app = app.clone();
         // Boxed: hyper moves the request's future as it goes, and unboxed
         // it is the size of the whole dispatch (kilobytes copied each time).
         Box::pin(async move {
-            Ok::<_, std::convert::Infallible>(app.call(req.map(axum::body::Body::new)).await)
+            Ok::<_, std::convert::Infallible>(app.call(req.map(axum::body::Body::new), peer).await)
         })
     });
     let io = TokioIo::new(h1::Rewind { read, tcp });

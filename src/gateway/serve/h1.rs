@@ -20,7 +20,6 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::ConnectInfo;
 use bytes::{Bytes, BytesMut};
 use futures_util::FutureExt;
 use http::header::{self, HeaderMap};
@@ -126,9 +125,8 @@ pub(super) async fn serve(
         *req.uri_mut() = uri;
         *req.version_mut() = Version::HTTP_11;
         *req.headers_mut() = headers;
-        req.extensions_mut().insert(ConnectInfo(peer));
         let answer = {
-            let mut call = std::pin::pin!(app.clone().call(req));
+            let mut call = std::pin::pin!(app.clone().call(req, peer));
             tokio::select! {
                 biased;
                 answer = &mut call => answer,
