@@ -15,33 +15,71 @@
 /// before it. A key is compared as written (`"usage"`, not an escaped
 /// spelling of it); of two members with the key, the first counts.
 pub fn member<'a>(text: &'a [u8], key: &str) -> Option<&'a [u8]> {
+    let mut found = None;
+    walk_members(text, |name, value| {
+        if name == key.as_bytes() {
+            found = Some(value);
+            return false;
+        }
+        true
+    });
+    found
+}
+
+/// Hands `visit` the members of the object `text` is, in order: each
+/// one's key as written between its quotes (escapes not decoded) and the
+/// text of its value. `visit` returns `false` to stop there. Returns
+/// whether the walk ended well: at the object's closing brace, or where
+/// `visit` stopped it; `false` when `text` is not an object or breaks
+/// off first (the members before the break were visited).
+pub fn walk_members<'a>(text: &'a [u8], mut visit: impl FnMut(&'a [u8], &'a [u8]) -> bool) -> bool {
     let mut i = skip_space(text, 0);
     if text.get(i) != Some(&b'{') {
-        return None;
+        return false;
     }
     i = skip_space(text, i + 1);
+    if text.get(i) == Some(&b'}') {
+        return true;
+    }
     loop {
         if text.get(i) != Some(&b'"') {
-            // `}` (no more members), or not an object.
-            return None;
+            return false;
         }
-        let name_end = string_end(text, i)?;
+        let Some(name_end) = string_end(text, i) else {
+            return false;
+        };
         let name = &text[i + 1..name_end - 1];
         i = skip_space(text, name_end);
         if text.get(i) != Some(&b':') {
-            return None;
+            return false;
         }
         let start = skip_space(text, i + 1);
-        let end = value_end(text, start)?;
-        if name == key.as_bytes() {
-            return Some(&text[start..end]);
+        let Some(end) = value_end(text, start) else {
+            return false;
+        };
+        if !visit(name, &text[start..end]) {
+            return true;
         }
         i = skip_space(text, end);
-        if text.get(i) != Some(&b',') {
-            return None;
+        match text.get(i) {
+            Some(b',') => i = skip_space(text, i + 1),
+            Some(b'}') => return true,
+            _ => return false,
         }
-        i = skip_space(text, i + 1);
     }
+}
+
+/// The unsigned integer `text` spells, as JSON writes one (digits, no
+/// leading zero, no sign, fraction or exponent) and if it fits a `u64`;
+/// `None` for anything else.
+pub fn uint(text: &[u8]) -> Option<u64> {
+    if text.is_empty() || (text.len() > 1 && text[0] == b'0') {
+        return None;
+    }
+    text.iter().try_fold(0u64, |n, &b| {
+        let digit = b.checked_sub(b'0').filter(|d| *d < 10)?;
+        n.checked_mul(10)?.checked_add(u64::from(digit))
+    })
 }
 
 /// Whether `text` opens more than `limit` arrays or objects at once,

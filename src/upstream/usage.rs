@@ -116,6 +116,9 @@ pub fn wire(kind: ProviderKind, endpoint: Endpoint) -> Option<Wire> {
 /// (its text, its tool calls) is skipped over, not decoded.
 pub fn from_body(wire: Wire, body: &[u8]) -> Option<Usage> {
     let raw = crate::json::member(body, "usage")?;
+    if let Some(read) = quick(wire, raw) {
+        return read;
+    }
     match wire {
         Wire::OpenAiChat | Wire::OpenAiResponses => {
             serde_json::from_slice::<Option<OpenAiUsage>>(raw)
@@ -126,6 +129,104 @@ pub fn from_body(wire: Wire, body: &[u8]) -> Option<Usage> {
             .ok()?
             .map(|u| u.usage()),
     }
+}
+
+/// The usage object `raw` read without serde, for the shape providers
+/// send: counts that are plain integers, details that are objects or
+/// null, other members skipped over. `None` (serde's turn) for anything
+/// else: a duplicate or escaped key, a count that is not a plain
+/// integer, broken text. On JSON, where it answers it answers as serde
+/// would (`reads_usage_as_serde_does` holds it to that); the members it
+/// skips it does not check, so in a body that is not JSON it may still
+/// read the counts. serde took a tenth of the gateway's instructions per
+/// plain request here.
+fn quick(wire: Wire, raw: &[u8]) -> Option<Option<Usage>> {
+    use crate::json::{uint, walk_members};
+    if raw == b"null" {
+        return Some(None);
+    }
+    // Each count once: serde refuses a duplicate field.
+    let mut seen = 0u16;
+    let mut first = |bit: u16| {
+        let fresh = seen & bit == 0;
+        seen |= bit;
+        fresh
+    };
+    let mut fine = true;
+    match wire {
+        Wire::OpenAiChat | Wire::OpenAiResponses => {
+            let mut u = OpenAiUsage::default();
+            let done = walk_members(raw, |key, value| {
+                let (bit, read) = match key {
+                    b"prompt_tokens" => (1, uint(value).map(|n| u.prompt_tokens = n)),
+                    b"completion_tokens" => (2, uint(value).map(|n| u.completion_tokens = n)),
+                    b"input_tokens" => (4, uint(value).map(|n| u.input_tokens = n)),
+                    b"output_tokens" => (8, uint(value).map(|n| u.output_tokens = n)),
+                    b"prompt_tokens_details" => {
+                        (16, cached(value).map(|c| u.prompt_tokens_details = c))
+                    }
+                    b"input_tokens_details" => {
+                        (32, cached(value).map(|c| u.input_tokens_details = c))
+                    }
+                    _ if key.contains(&b'\\') => (0, None),
+                    _ => return true,
+                };
+                fine = read.is_some() && first(bit);
+                fine
+            });
+            (done && fine).then(|| Some(u.usage()))
+        }
+        Wire::Anthropic => {
+            let mut u = AnthropicUsage::default();
+            let done = walk_members(raw, |key, value| {
+                let count = |slot: &mut Option<u64>| {
+                    *slot = match value {
+                        b"null" => None,
+                        _ => Some(uint(value)?),
+                    };
+                    Some(())
+                };
+                let (bit, read) = match key {
+                    b"input_tokens" => (1, count(&mut u.input_tokens)),
+                    b"output_tokens" => (2, count(&mut u.output_tokens)),
+                    b"cache_read_input_tokens" => (4, count(&mut u.cache_read_input_tokens)),
+                    b"cache_creation_input_tokens" => {
+                        (8, count(&mut u.cache_creation_input_tokens))
+                    }
+                    _ if key.contains(&b'\\') => (0, None),
+                    _ => return true,
+                };
+                fine = read.is_some() && first(bit);
+                fine
+            });
+            (done && fine).then(|| Some(u.usage()))
+        }
+    }
+}
+
+/// A `*_tokens_details` value read without serde: `Some(None)` for null,
+/// `Some(Some(_))` for an object whose `cached_tokens`, if any, is a
+/// plain integer; `None` for anything else.
+fn cached(value: &[u8]) -> Option<Option<Cached>> {
+    use crate::json::{uint, walk_members};
+    if value == b"null" {
+        return Some(None);
+    }
+    let mut c = Cached::default();
+    let (mut fine, mut seen) = (true, false);
+    let done = walk_members(value, |key, v| {
+        match key {
+            b"cached_tokens" if !seen => {
+                seen = true;
+                fine = uint(v).map(|n| c.cached_tokens = n).is_some();
+            }
+            b"cached_tokens" => fine = false,
+            _ if key.contains(&b'\\') => fine = false,
+            _ => {}
+        }
+        fine
+    });
+    (done && fine).then_some(Some(c))
 }
 
 /// Collects the usage of a stream from its events, as they pass.
@@ -377,5 +478,127 @@ mod tests {
         let mut s = StreamUsage::new(Wire::OpenAiChat);
         s.events(b"data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hel\"}}]}\n\n");
         assert_eq!(s.usage(), None);
+    }
+
+    /// serde's reading of `raw`, as `from_body` made it before the quick
+    /// reader.
+    fn by_serde(wire: Wire, raw: &[u8]) -> Option<Usage> {
+        match wire {
+            Wire::OpenAiChat | Wire::OpenAiResponses => {
+                serde_json::from_slice::<Option<OpenAiUsage>>(raw)
+                    .ok()?
+                    .map(|u| u.usage())
+            }
+            Wire::Anthropic => serde_json::from_slice::<Option<AnthropicUsage>>(raw)
+                .ok()?
+                .map(|u| u.usage()),
+        }
+    }
+
+    #[test]
+    fn the_quick_reader_leaves_odd_shapes_to_serde() {
+        let chat = Wire::OpenAiChat;
+        // Read quickly, as serde would.
+        for raw in [
+            &br#"{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7}"#[..],
+            br#" { "prompt_tokens" : 3 , "prompt_tokens_details" : null } "#,
+            br#"{"input_tokens_details":{"cached_tokens":2,"x":[1]},"input_tokens":5}"#,
+            b"{}",
+            b"null",
+        ] {
+            assert_eq!(quick(chat, raw), Some(by_serde(chat, raw)), "{raw:?}");
+        }
+        // Left to serde: a float, a negative, a leading zero, an overflow,
+        // a duplicate, an escaped key, a string count, broken text.
+        for raw in [
+            &br#"{"prompt_tokens":3.0}"#[..],
+            br#"{"prompt_tokens":-3}"#,
+            br#"{"prompt_tokens":03}"#,
+            br#"{"prompt_tokens":18446744073709551616}"#,
+            br#"{"prompt_tokens":1,"prompt_tokens":2}"#,
+            br#"{"prompt\u005ftokens":1}"#,
+            br#"{"prompt_tokens":"3"}"#,
+            br#"{"prompt_tokens_details":{"cached_tokens":1,"cached_tokens":1}}"#,
+            br#"{"prompt_tokens":3"#,
+            b"7",
+        ] {
+            assert_eq!(quick(chat, raw), None, "{raw:?}");
+        }
+        let anthropic = br#"{"input_tokens":null,"output_tokens":9,"cache_read_input_tokens":4}"#;
+        assert_eq!(
+            quick(Wire::Anthropic, anthropic),
+            Some(by_serde(Wire::Anthropic, anthropic))
+        );
+    }
+
+    use proptest::prelude::*;
+
+    /// A member of a usage object: a known key or another, with a value
+    /// of a kind serde takes or refuses.
+    fn usage_member() -> impl Strategy<Value = (String, String)> {
+        let key = prop::sample::select(vec![
+            "prompt_tokens",
+            "completion_tokens",
+            "input_tokens",
+            "output_tokens",
+            "total_tokens",
+            "prompt_tokens_details",
+            "input_tokens_details",
+            "cache_read_input_tokens",
+            "cache_creation_input_tokens",
+            "cached_tokens",
+            "prompt\\u005ftokens",
+        ]);
+        let count = prop_oneof![
+            any::<u64>().prop_map(|n| n.to_string()),
+            (0u64..100).prop_map(|n| n.to_string()),
+            Just("null".to_owned()),
+            Just("-1".to_owned()),
+            Just("1.5".to_owned()),
+            Just("1e3".to_owned()),
+            Just("007".to_owned()),
+            Just("\"12\"".to_owned()),
+            Just("18446744073709551616".to_owned()),
+            Just("[1,{\"cached_tokens\":2}]".to_owned()),
+        ];
+        let details = prop::collection::vec(
+            (
+                prop::sample::select(vec!["cached_tokens", "audio_tokens"]),
+                count.clone(),
+            ),
+            0..3,
+        )
+        .prop_map(|m| {
+            let inner: Vec<String> = m.iter().map(|(k, v)| format!("\"{k}\":{v}")).collect();
+            format!("{{{}}}", inner.join(","))
+        });
+        let value = prop_oneof![count, details];
+        (key, value).prop_map(|(k, v)| (k.to_owned(), v))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(3000))]
+
+        /// Wherever the quick reader answers, it answers as serde does.
+        #[test]
+        fn reads_usage_as_serde_does(
+            members in prop::collection::vec(usage_member(), 0..6),
+            spaced in any::<bool>(),
+            wire in prop::sample::select(vec![Wire::OpenAiChat, Wire::OpenAiResponses, Wire::Anthropic]),
+        ) {
+            let sep = if spaced { " , " } else { "," };
+            let inner: Vec<String> = members
+                .iter()
+                .map(|(k, v)| if spaced { format!(" \"{k}\" : {v} ") } else { format!("\"{k}\":{v}") })
+                .collect();
+            let raw = format!("{{{}}}", inner.join(sep));
+            // On text that is not JSON the two may part: the quick reader
+            // does not check the members it skips (a count it reads is
+            // still checked; `the_quick_reader_leaves_odd_shapes_to_serde`).
+            let valid = serde_json::from_str::<serde_json::Value>(&raw).is_ok();
+            if let Some(read) = quick(wire, raw.as_bytes()).filter(|_| valid) {
+                prop_assert_eq!(read, by_serde(wire, raw.as_bytes()), "{}", raw);
+            }
+        }
     }
 }
