@@ -7,7 +7,8 @@
 //!   calls [`CredentialSeries::attempt`], [`Metrics::request`] and
 //!   [`CredentialSeries::refresh_failed`] on the hot path. Each is an atomic add on a
 //!   counter made up front (credentials are indexed, not looked up by name)
-//!   or, for requests, one label lookup in a `Family`; nothing is formatted.
+//!   or, for requests, one lookup by model name in a cache of the family's
+//!   counters; nothing is formatted.
 //! - **Read at scrape time** from
 //!   [`PoolSnapshot`](crate::events::PoolSnapshot) (credential states,
 //!   cooldown remaining, refreshes per credential and the refresh totals):
@@ -22,7 +23,7 @@
 //! Here: the registry and the counted series; the exposition, with the
 //! series read from the snapshot, is in `exposition`.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -104,8 +105,7 @@ pub struct Metrics {
     attempts: Family<CredentialLabels, Counter>,
     upstream_429: Family<CredentialLabels, Counter>,
     refresh_failures: Family<CredentialLabels, Counter>,
-    requests: Family<RequestLabels, Counter>,
-    models: ModelLabels,
+    requests: RequestCounters,
     /// Indexed by `stream as usize`.
     duration: [Histogram; 2],
     ttfb: [Histogram; 2],
@@ -206,8 +206,7 @@ impl Metrics {
             attempts: attempts_family,
             upstream_429: upstream_429_family,
             refresh_failures: refresh_failures_family,
-            requests,
-            models: ModelLabels::default(),
+            requests: RequestCounters::new(requests),
             duration,
             ttfb,
             client_429,
@@ -258,12 +257,11 @@ impl Metrics {
 
     /// One finished client request.
     pub fn request(&self, r: &RequestRecord) {
-        let labels = RequestLabels {
-            format: r.format.map_or("unknown", |f| f.as_str()),
-            model: self.models.get(&r.model),
-            status: r.status,
-        };
-        self.requests.get_or_create(&labels).inc();
+        self.requests.inc(
+            r.format.map_or("unknown", |f| f.as_str()),
+            &r.model,
+            r.status,
+        );
         let stream = usize::from(r.stream);
         self.duration[stream].observe(r.latency_ms / 1000.0);
         if let Some(ttfb) = r.ttfb_ms {
@@ -302,46 +300,70 @@ impl CredentialSeries {
     }
 }
 
-/// Interned `model` label values: a request for a model seen before costs a
-/// read lock and a hash, no allocation.
-struct ModelLabels {
-    seen: RwLock<HashSet<Arc<str>>>,
-    other: Arc<str>,
+/// The request counters of the family, by model and then by format and
+/// status. A request of a model seen before costs a read lock, one hash
+/// of the model's name (foldhash; the family's own map hashes the whole
+/// label set with SipHash) and a scan of a few entries; no allocation.
+struct RequestCounters {
+    family: Family<RequestLabels, Counter>,
+    by_model: RwLock<ByModel>,
 }
 
-impl Default for ModelLabels {
-    fn default() -> Self {
-        ModelLabels {
-            seen: RwLock::default(),
-            other: OTHER_MODEL.into(),
+type ByModel = HashMap<Arc<str>, Vec<(&'static str, u16, Counter)>, foldhash::fast::RandomState>;
+
+impl RequestCounters {
+    fn new(family: Family<RequestLabels, Counter>) -> Self {
+        RequestCounters {
+            family,
+            by_model: RwLock::default(),
         }
     }
-}
 
-impl ModelLabels {
-    fn get(&self, model: &str) -> Arc<str> {
-        if model.len() > MAX_MODEL_LEN {
-            return self.other.clone();
+    /// Counts one request of `model` in `format` that ended in `status`.
+    fn inc(&self, format: &'static str, model: &str, status: u16) {
+        let model = if model.len() > MAX_MODEL_LEN {
+            OTHER_MODEL
+        } else {
+            model
+        };
+        let find = |m: &ByModel, model: &str| {
+            m.get(model)?
+                .iter()
+                .find(|(f, s, _)| *f == format && *s == status)
+                .map(|(_, _, c)| c.clone())
+        };
+        // A panic elsewhere cannot leave this map half-written: keep going.
+        if let Some(c) = find(&self.by_model.read().unwrap_or_else(|e| e.into_inner()), model) {
+            c.inc();
+            return;
         }
-        // A panic elsewhere cannot leave this set half-written: keep going.
-        if let Some(m) = self
-            .seen
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(model)
-        {
-            return m.clone();
+        let mut m = self.by_model.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = find(&m, model) {
+            c.inc();
+            return;
         }
-        let mut seen = self.seen.write().unwrap_or_else(|e| e.into_inner());
-        if let Some(m) = seen.get(model) {
-            return m.clone();
+        // Past the cap, a model not seen before is counted as the rest.
+        let models = m.len() - usize::from(m.contains_key(OTHER_MODEL));
+        let model = if m.contains_key(model) || models < MAX_MODELS {
+            model
+        } else {
+            OTHER_MODEL
+        };
+        if let Some(c) = find(&m, model) {
+            c.inc();
+            return;
         }
-        if seen.len() >= MAX_MODELS {
-            return self.other.clone();
-        }
-        let m: Arc<str> = model.into();
-        seen.insert(m.clone());
-        m
+        let label: Arc<str> = match m.get_key_value(model) {
+            Some((k, _)) => k.clone(),
+            None => model.into(),
+        };
+        let counter = self.family.get_or_create_owned(&RequestLabels {
+            format,
+            model: label.clone(),
+            status,
+        });
+        counter.inc();
+        m.entry(label).or_default().push((format, status, counter));
     }
 }
 
@@ -488,8 +510,13 @@ mod tests {
         let mut r = record(Format::OpenAi, false, 200, None);
         r.model = "model-0".into();
         m.request(&r);
+        // The rest share one entry of the cache, however many come.
+        let cached = m.requests.by_model.read().unwrap();
+        assert_eq!(cached.len(), MAX_MODELS + 1);
+        assert_eq!(cached[OTHER_MODEL].len(), 1);
+        drop(cached);
         let (_, s) = scrape(&m);
-        let models: HashSet<&str> = s
+        let models: std::collections::HashSet<&str> = s
             .keys()
             .filter_map(|k| k.strip_prefix("tokenyard_requests_total{"))
             .filter_map(|k| k.split("model=\"").nth(1)?.split('"').next())
