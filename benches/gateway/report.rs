@@ -442,22 +442,23 @@ pub fn peers(b: &Bench, peers: &[Peer]) {
     let mut contenders: Vec<(Arc<Target>, Option<u32>, bool)> =
         vec![(tokenyard_target(&gw), Some(gw.pid), false)];
     contenders.extend(peers.iter().map(|p| (p.target(), p.pid, p.proxy_only)));
-    let mut rtts = Vec::new();
 
+    // One sequence for all of them, request by request in turn, so they
+    // share one direct baseline: on an unpinned two-core VM the round trip
+    // itself drifts between runs (a wake-up on an idle core costs tens of
+    // µs), and separate runs gave one gateway a fast baseline and the other
+    // a slow one.
     println!(
-        "== 1. added latency, one request at a time ({} each, alternating per request with direct)",
+        "== 1. added latency, one request at a time ({} each, direct and every gateway in turn per request)",
         b.s.seq
     );
-    for (t, _, _) in &contenders {
-        let seq = workloads::sequential(b, &[direct.clone(), t.clone()]);
-        let (d50, d99) = print_seq("direct", &seq[0]);
-        let (t50, t99) = print_seq(&t.name, &seq[1]);
-        println!(
-            "  added       p50 {:>7.3} ms   p99 {:>7.3} ms",
-            t50 - d50,
-            t99 - d99
-        );
-        rtts.push(d50);
+    let mut targets = vec![direct.clone()];
+    targets.extend(contenders.iter().map(|(t, _, _)| t.clone()));
+    let seq = workloads::sequential(b, &targets);
+    let (d50, d99) = print_seq("direct", &seq[0]);
+    let rtts = vec![d50];
+    for ((t, _, _), sample) in contenders.iter().zip(&seq[1..]) {
+        let (t50, t99) = print_seq(&t.name, sample);
         rows.push(Row {
             name: t.name.clone(),
             added: (t50 - d50, t99 - d99),
@@ -465,10 +466,19 @@ pub fn peers(b: &Bench, peers: &[Peer]) {
             failover: None,
         });
     }
+    for r in &rows {
+        println!(
+            "  added {:<9} p50 {:>7.3} ms   p99 {:>7.3} ms",
+            r.name, r.added.0, r.added.1
+        );
+    }
     println!();
 
+    // Two rounds, the second in reverse order, each gateway's figures the
+    // mean of its two: which one runs first (or right after direct) moves
+    // a single run by several per cent here.
     println!(
-        "== 2. throughput, {} keep-alive connections, {} s after {} s warm-up",
+        "== 2. throughput, {} keep-alive connections, {} s after {} s warm-up; two rounds, the second in reverse order",
         b.s.conns, b.s.secs, b.s.warmup
     );
     println!("  {}", Flat::HEADER);
@@ -479,13 +489,21 @@ pub fn peers(b: &Bench, peers: &[Peer]) {
         direct_rps.push(f.rps);
     };
     run_direct(&mut direct_rps);
-    for ((t, pid, _), row) in contenders.iter().zip(&mut rows) {
+    let mut runs: Vec<Vec<Flat>> = contenders.iter().map(|_| Vec::new()).collect();
+    let order: Vec<usize> = (0..contenders.len())
+        .chain((0..contenders.len()).rev())
+        .collect();
+    for i in order {
+        let (t, pid, _) = &contenders[i];
         let rss = || pid.map(procs::tree_rss_kib);
         let f = workloads::flat_out(b, t, (b.s.warmup, b.s.secs), &rss, *pid);
         println!("  {}", f.row());
-        row.flat = Some(f);
+        runs[i].push(f);
     }
     run_direct(&mut direct_rps);
+    for (row, runs) in rows.iter_mut().zip(runs) {
+        row.flat = Some(Flat::mean(runs));
+    }
     println!();
 
     println!(
@@ -562,10 +580,10 @@ pub fn peers(b: &Bench, peers: &[Peer]) {
             _ => String::new(),
         };
         println!(
-            "  vs {:<9} added p50 {:>6.1}× lower, p99 {:>6.1}× lower; throughput {:>5.2}× theirs{cpu}",
+            "  vs {:<9} added p50 {:>5.2}× theirs, p99 {:>5.2}× theirs; throughput {:>5.2}× theirs{cpu}",
             r.name,
-            r.added.0 / ty.added.0,
-            r.added.1 / ty.added.1,
+            ty.added.0 / r.added.0,
+            ty.added.1 / r.added.1,
             ty_rps / rps
         );
     }

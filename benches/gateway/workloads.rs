@@ -128,6 +128,30 @@ pub struct Flat {
     pub rss_kib: Option<u64>,
 }
 
+impl Flat {
+    /// One row of several runs of the same target: the mean of each figure
+    /// (errors summed, the last run's memory).
+    pub fn mean(runs: Vec<Flat>) -> Flat {
+        let n = runs.len().max(1) as f64;
+        let avg = |f: &dyn Fn(&Flat) -> f64| runs.iter().map(f).sum::<f64>() / n;
+        let avg_opt = |f: &dyn Fn(&Flat) -> Option<f64>| {
+            let v: Option<Vec<f64>> = runs.iter().map(f).collect();
+            v.map(|v| v.iter().sum::<f64>() / n)
+        };
+        Flat {
+            name: runs.first().map_or_else(String::new, |r| r.name.clone()),
+            rps: avg(&|r| r.rps),
+            p50: avg(&|r| r.p50),
+            p99: avg(&|r| r.p99),
+            errors: runs.iter().map(|r| r.errors).sum(),
+            upstream_us: avg(&|r| r.upstream_us),
+            gateway_us: avg_opt(&|r| r.gateway_us),
+            gateway_sys_us: avg_opt(&|r| r.gateway_sys_us),
+            rss_kib: runs.last().and_then(|r| r.rss_kib),
+        }
+    }
+}
+
 /// A flat-out run of `secs` after `warmup` (seconds).
 pub fn flat_out(
     b: &Bench,
