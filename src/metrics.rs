@@ -333,7 +333,10 @@ impl RequestCounters {
                 .map(|(_, _, c)| c.clone())
         };
         // A panic elsewhere cannot leave this map half-written: keep going.
-        if let Some(c) = find(&self.by_model.read().unwrap_or_else(|e| e.into_inner()), model) {
+        if let Some(c) = find(
+            &self.by_model.read().unwrap_or_else(|e| e.into_inner()),
+            model,
+        ) {
             c.inc();
             return;
         }
