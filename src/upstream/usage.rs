@@ -116,9 +116,11 @@ pub fn wire(kind: ProviderKind, endpoint: Endpoint) -> Option<Wire> {
 /// (its text, its tool calls) is skipped over, not decoded.
 pub fn from_body(wire: Wire, body: &[u8]) -> Option<Usage> {
     let raw = crate::json::member(body, "usage")?;
-    if let Some(read) = quick(wire, raw) {
-        return read;
-    }
+    quick(wire, raw).unwrap_or_else(|| by_serde(wire, raw))
+}
+
+/// The usage object `raw` as serde reads it: what [`quick`] leaves.
+fn by_serde(wire: Wire, raw: &[u8]) -> Option<Usage> {
     match wire {
         Wire::OpenAiChat | Wire::OpenAiResponses => {
             serde_json::from_slice::<Option<OpenAiUsage>>(raw)
@@ -478,21 +480,6 @@ mod tests {
         let mut s = StreamUsage::new(Wire::OpenAiChat);
         s.events(b"data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hel\"}}]}\n\n");
         assert_eq!(s.usage(), None);
-    }
-
-    /// serde's reading of `raw`, as `from_body` made it before the quick
-    /// reader.
-    fn by_serde(wire: Wire, raw: &[u8]) -> Option<Usage> {
-        match wire {
-            Wire::OpenAiChat | Wire::OpenAiResponses => {
-                serde_json::from_slice::<Option<OpenAiUsage>>(raw)
-                    .ok()?
-                    .map(|u| u.usage())
-            }
-            Wire::Anthropic => serde_json::from_slice::<Option<AnthropicUsage>>(raw)
-                .ok()?
-                .map(|u| u.usage()),
-        }
     }
 
     #[test]
