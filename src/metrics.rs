@@ -326,25 +326,22 @@ impl RequestCounters {
         } else {
             model
         };
-        let find = |m: &ByModel, model: &str| {
-            m.get(model)?
-                .iter()
-                .find(|(f, s, _)| *f == format && *s == status)
-                .map(|(_, _, c)| c.clone())
+        // Counts on the cached counter, if there is one: under the lock,
+        // without taking a handle (two atomics more).
+        let bump = |m: &ByModel, model: &str| {
+            m.get(model)
+                .and_then(|cs| cs.iter().find(|(f, s, _)| *f == format && *s == status))
+                .map(|(_, _, c)| c.inc())
+                .is_some()
         };
         // A panic elsewhere cannot leave this map half-written: keep going.
-        if let Some(c) = find(
+        if bump(
             &self.by_model.read().unwrap_or_else(|e| e.into_inner()),
             model,
         ) {
-            c.inc();
             return;
         }
         let mut m = self.by_model.write().unwrap_or_else(|e| e.into_inner());
-        if let Some(c) = find(&m, model) {
-            c.inc();
-            return;
-        }
         // Past the cap, a model not seen before is counted as the rest.
         let models = m.len() - usize::from(m.contains_key(OTHER_MODEL));
         let model = if m.contains_key(model) || models < MAX_MODELS {
@@ -352,8 +349,7 @@ impl RequestCounters {
         } else {
             OTHER_MODEL
         };
-        if let Some(c) = find(&m, model) {
-            c.inc();
+        if bump(&m, model) {
             return;
         }
         let label: Arc<str> = match m.get_key_value(model) {
